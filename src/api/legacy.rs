@@ -1,0 +1,357 @@
+//! The routes of the Flask service we replace, with its JSON shapes, on the same evaluations.
+
+use std::collections::BTreeMap;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use utoipa::ToSchema;
+
+use super::AppState;
+use super::evaluations::prepare;
+use super::extract::{JsonBody, QueryParams};
+use crate::backend::{Created, ListQuery};
+use crate::error::{ApiError, Problem};
+use crate::model::{EvaluationRequest, State as EvalState};
+
+/// The Flask service's submission: lm-eval's CLI strings rather than JSON structures.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct LegacySubmission {
+    pub model: String,
+    /// `k=v,k2=v2`, as lm-eval's `--model_args`.
+    #[serde(default)]
+    pub model_args: Option<String>,
+    /// Comma-separated task names (a JSON list is accepted too).
+    #[schema(value_type = String)]
+    pub tasks: Value,
+    #[serde(default)]
+    pub num_fewshot: Option<i64>,
+    /// `k=v,k2=v2`, as lm-eval's `--gen_kwargs`.
+    #[serde(default)]
+    pub gen_kwargs: Option<String>,
+    #[serde(default)]
+    pub log_samples: Option<bool>,
+    #[serde(default)]
+    #[schema(value_type = Option<f64>)]
+    pub limit: Option<serde_json::Number>,
+    #[serde(default)]
+    pub include_path: Option<String>,
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub batch_size: Option<Value>,
+    #[serde(default)]
+    pub max_batch_size: Option<i64>,
+    #[serde(default)]
+    pub system_instruction: Option<String>,
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub apply_chat_template: Option<Value>,
+    #[serde(default)]
+    pub fewshot_as_multiturn: Option<bool>,
+    #[serde(default)]
+    pub predict_only: Option<bool>,
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub seed: Option<Value>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct LegacyTicket {
+    pub task_id: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct LegacyStatus {
+    /// `running`, `complete`, `error`, `cancelled` or `not found`.
+    pub status: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct LegacyJob {
+    pub task_id: String,
+    pub status: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct LegacyError {
+    pub error: String,
+}
+
+fn legacy_status(state: EvalState) -> &'static str {
+    match state {
+        EvalState::Pending | EvalState::Running => "running",
+        EvalState::Succeeded => "complete",
+        EvalState::Failed => "error",
+        EvalState::Cancelled => "cancelled",
+    }
+}
+
+/// Errors keep the problem document and add the Flask service's `error` member.
+fn legacy_error(err: &ApiError) -> Response {
+    let problem = err.problem();
+    let mut body = serde_json::to_value(&problem).unwrap_or_else(|_| json!({}));
+    body["error"] = Value::String(problem.detail.clone());
+    (err.status(), [(axum::http::header::CONTENT_TYPE, crate::error::PROBLEM_JSON)], body.to_string()).into_response()
+}
+
+fn not_found() -> Response {
+    (StatusCode::NOT_FOUND, axum::Json(LegacyStatus { status: "not found".into() })).into_response()
+}
+
+fn task_id(query: &QueryParams) -> Result<uuid::Uuid, Response> {
+    let raw = query.one("task_id").ok_or_else(|| legacy_error(&ApiError::invalid("task_id", "is required")))?;
+    uuid::Uuid::parse_str(raw).map_err(|_| not_found())
+}
+
+/// lm-eval's reading of one `k=v` value (`lm_eval._cli.utils.handle_cli_value_string`).
+fn cli_value(raw: &str) -> Value {
+    if raw.eq_ignore_ascii_case("true") {
+        return Value::Bool(true);
+    }
+    if raw.eq_ignore_ascii_case("false") {
+        return Value::Bool(false);
+    }
+    if !raw.is_empty() && raw.chars().all(|c| c.is_ascii_digit()) {
+        if let Ok(n) = raw.parse::<u64>() {
+            return Value::from(n);
+        }
+    }
+    if let Ok(x) = raw.parse::<f64>()
+        && x.is_finite()
+        && let Some(n) = serde_json::Number::from_f64(x)
+    {
+        return Value::Number(n);
+    }
+    // Python literals that are also JSON (lists, quoted strings) keep their structure.
+    serde_json::from_str::<Value>(&raw.replace('\'', "\"")).unwrap_or_else(|_| Value::String(raw.to_string()))
+}
+
+/// lm-eval's `k=v,k2=v2` syntax, commas inside brackets and quotes kept.
+fn parse_key_values(field: &str, raw: &str) -> Result<Map<String, Value>, ApiError> {
+    let mut parts = Vec::new();
+    let (mut depth, mut quote, mut current) = (0usize, None::<char>, String::new());
+    for c in raw.chars() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '"' | '\'') => quote = Some(c),
+            (None, '[' | '(' | '{') => depth += 1,
+            (None, ']' | ')' | '}') => depth = depth.saturating_sub(1),
+            (None, ',') if depth == 0 => {
+                parts.push(std::mem::take(&mut current));
+                continue;
+            }
+            _ => {}
+        }
+        current.push(c);
+    }
+    parts.push(current);
+    let mut map = Map::new();
+    for part in parts.iter().filter(|p| !p.trim().is_empty()) {
+        let (key, value) = part
+            .split_once('=')
+            .ok_or_else(|| ApiError::invalid(field, format!("expected key=value, got {part:?}")))?;
+        map.insert(key.trim().to_string(), cli_value(value));
+    }
+    Ok(map)
+}
+
+fn to_request(submission: LegacySubmission) -> Result<EvaluationRequest, ApiError> {
+    let tasks = match &submission.tasks {
+        Value::String(s) => s.split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_string).collect(),
+        Value::Array(items) => items.iter().filter_map(Value::as_str).map(str::to_string).collect(),
+        _ => return Err(ApiError::invalid("tasks", "must be a comma-separated string of task names")),
+    };
+    let model_args =
+        submission.model_args.as_deref().map(|s| parse_key_values("model_args", s)).transpose()?.unwrap_or_default();
+    let gen_kwargs =
+        submission.gen_kwargs.as_deref().map(|s| parse_key_values("gen_kwargs", s)).transpose()?.unwrap_or_default();
+    Ok(EvaluationRequest {
+        model: submission.model,
+        model_args,
+        tasks,
+        num_fewshot: submission.num_fewshot,
+        limit: submission.limit,
+        batch_size: submission.batch_size,
+        max_batch_size: submission.max_batch_size,
+        gen_kwargs,
+        log_samples: submission.log_samples.unwrap_or(false),
+        apply_chat_template: submission.apply_chat_template,
+        fewshot_as_multiturn: submission.fewshot_as_multiturn,
+        system_instruction: submission.system_instruction,
+        seed: submission.seed,
+        predict_only: submission.predict_only.unwrap_or(false),
+        metadata: Map::new(),
+        inline_tasks: BTreeMap::new(),
+        include_path: submission.include_path,
+        env: Vec::new(),
+        volumes: Vec::new(),
+        resources: None,
+        timeout_seconds: None,
+        labels: BTreeMap::new(),
+        allow_online: false,
+        allow_code_execution: false,
+    })
+}
+
+/// Submit an evaluation (Flask API).
+#[utoipa::path(
+    post,
+    path = "/submit_job",
+    operation_id = "legacy_submit_job",
+    tag = "legacy",
+    request_body = LegacySubmission,
+    responses(
+        (status = 200, description = "Accepted", body = LegacyTicket),
+        (status = 400, description = "Malformed body", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid value", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn submit_job(State(state): State<AppState>, body: Result<JsonBody<LegacySubmission>, ApiError>) -> Response {
+    let result = async {
+        let JsonBody(submission, _) = body?;
+        let new = prepare(&state, to_request(submission)?)?;
+        match state.backend.create(new).await? {
+            Created::New(evaluation) | Created::Existing(evaluation) => {
+                state.metrics.evaluation_created();
+                Ok::<_, ApiError>(evaluation)
+            }
+        }
+    }
+    .await;
+    match result {
+        Ok(evaluation) => axum::Json(LegacyTicket { task_id: evaluation.id.to_string() }).into_response(),
+        Err(err) => legacy_error(&err),
+    }
+}
+
+/// Poll an evaluation's status (Flask API).
+#[utoipa::path(
+    get,
+    path = "/poll_job",
+    operation_id = "legacy_poll_job",
+    tag = "legacy",
+    params(("task_id" = String, Query, description = "The id from /submit_job")),
+    responses(
+        (status = 200, description = "Status", body = LegacyStatus),
+        (status = 404, description = "Unknown task id", body = LegacyStatus),
+    )
+)]
+pub async fn poll_job(State(state): State<AppState>, query: QueryParams) -> Response {
+    let id = match task_id(&query) {
+        Ok(id) => id,
+        Err(response) => return response,
+    };
+    match state.backend.get(id).await {
+        Ok(evaluation) => axum::Json(LegacyStatus { status: legacy_status(evaluation.state).into() }).into_response(),
+        Err(ApiError::NotFound(_)) => not_found(),
+        Err(err) => legacy_error(&err),
+    }
+}
+
+/// The results JSON of a complete evaluation, else its status or error (Flask API).
+#[utoipa::path(
+    get,
+    path = "/job_results",
+    operation_id = "legacy_job_results",
+    tag = "legacy",
+    params(("task_id" = String, Query, description = "The id from /submit_job")),
+    responses(
+        (status = 200, description = "lm-eval's results JSON when complete; otherwise {\"status\"} or {\"error\"}", body = Object),
+        (status = 404, description = "Unknown task id", body = LegacyStatus),
+    )
+)]
+pub async fn job_results(State(state): State<AppState>, query: QueryParams) -> Response {
+    let id = match task_id(&query) {
+        Ok(id) => id,
+        Err(response) => return response,
+    };
+    let evaluation = match state.backend.get(id).await {
+        Ok(evaluation) => evaluation,
+        Err(ApiError::NotFound(_)) => return not_found(),
+        Err(err) => return legacy_error(&err),
+    };
+    match evaluation.state {
+        EvalState::Succeeded => match state.backend.results(id).await {
+            Ok(bytes) => ([(axum::http::header::CONTENT_TYPE, "application/json")], bytes).into_response(),
+            Err(err) => legacy_error(&err),
+        },
+        EvalState::Failed => {
+            let error = evaluation.message.or(evaluation.reason).unwrap_or_else(|| "evaluation failed".into());
+            axum::Json(LegacyError { error }).into_response()
+        }
+        other => axum::Json(LegacyStatus { status: legacy_status(other).into() }).into_response(),
+    }
+}
+
+/// All evaluations with their status (Flask API).
+#[utoipa::path(
+    get,
+    path = "/list_jobs",
+    operation_id = "legacy_list_jobs",
+    tag = "legacy",
+    responses((status = 200, description = "Every evaluation", body = Vec<LegacyJob>))
+)]
+pub async fn list_jobs(State(state): State<AppState>) -> Response {
+    let mut jobs = Vec::new();
+    let mut query = ListQuery { page_size: super::evaluations::MAX_PAGE_SIZE, ..ListQuery::default() };
+    loop {
+        let page = match state.backend.list(&query).await {
+            Ok(page) => page,
+            Err(err) => return legacy_error(&err),
+        };
+        jobs.extend(
+            page.items.iter().map(|e| LegacyJob { task_id: e.id.to_string(), status: legacy_status(e.state).into() }),
+        );
+        match page.next_page_token {
+            Some(token) => query.page_token = Some(token),
+            None => break,
+        }
+    }
+    axum::Json(jobs).into_response()
+}
+
+/// Cancel an evaluation (Flask API).
+#[utoipa::path(
+    delete,
+    path = "/cancel_job",
+    operation_id = "legacy_cancel_job",
+    tag = "legacy",
+    params(("task_id" = String, Query, description = "The id from /submit_job")),
+    responses(
+        (status = 200, description = "Cancelled", body = LegacyJob),
+        (status = 404, description = "Unknown task id", body = LegacyStatus),
+        (status = 409, description = "Already finished", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn cancel_job(State(state): State<AppState>, query: QueryParams) -> Response {
+    let id = match task_id(&query) {
+        Ok(id) => id,
+        Err(response) => return response,
+    };
+    match state.backend.cancel(id).await {
+        Ok(_) => axum::Json(LegacyJob { task_id: id.to_string(), status: "cancelled".into() }).into_response(),
+        Err(ApiError::NotFound(_)) => not_found(),
+        Err(err) => legacy_error(&err),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_values_are_read_the_way_lm_eval_reads_them() {
+        let map =
+            parse_key_values("model_args", "pretrained=gpt2,max_length=2048,temperature=0.5,trust=True,stop=['a,b']")
+                .expect("parse");
+        assert_eq!(map["pretrained"], json!("gpt2"));
+        assert_eq!(map["max_length"], json!(2048));
+        assert_eq!(map["temperature"], json!(0.5));
+        assert_eq!(map["trust"], json!(true));
+        assert_eq!(map["stop"], json!(["a,b"]));
+        assert!(parse_key_values("model_args", "novalue").is_err());
+    }
+}

@@ -1,0 +1,120 @@
+//! The seam between the API and whatever runs evaluations.
+
+pub mod local;
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use base64::Engine;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use uuid::Uuid;
+
+use crate::command::{LmEvalCommand, RunPlan};
+use crate::error::{ApiError, ApiResult};
+use crate::model::{Evaluation, EvaluationList, State};
+use crate::validate::ValidRequest;
+
+/// An evaluation the API has accepted and the backend is to record and start.
+#[derive(Debug, Clone)]
+pub struct NewEvaluation {
+    pub evaluation: Evaluation,
+    pub valid: ValidRequest,
+    pub command: LmEvalCommand,
+    pub idempotency: Option<IdempotencyKey>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct IdempotencyKey {
+    pub key: String,
+    /// A digest of the request body, so a reuse with another body is told apart.
+    pub body_digest: String,
+}
+
+/// What `create` did: a new evaluation, or the one an earlier request with the same key made.
+#[derive(Debug, Clone)]
+pub enum Created {
+    New(Evaluation),
+    Existing(Evaluation),
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    pub page_size: usize,
+    pub page_token: Option<String>,
+    pub state: Option<State>,
+    pub labels: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LogOptions {
+    pub tail_lines: Option<usize>,
+    pub follow: bool,
+}
+
+/// Log lines without their line ends; a followed stream ends when the evaluation does.
+pub type LogStream = BoxStream<'static, String>;
+
+#[async_trait]
+pub trait Backend: Send + Sync + 'static {
+    /// Refuses (422) request fields this backend cannot honour.
+    fn check_supported(&self, valid: &ValidRequest) -> ApiResult<()>;
+    /// Where this backend would run the evaluation `id`.
+    fn plan(&self, id: Uuid) -> RunPlan;
+    async fn create(&self, new: NewEvaluation) -> ApiResult<Created>;
+    async fn get(&self, id: Uuid) -> ApiResult<Evaluation>;
+    async fn list(&self, query: &ListQuery) -> ApiResult<EvaluationList>;
+    async fn logs(&self, id: Uuid, options: LogOptions) -> ApiResult<LogStream>;
+    /// The results JSON exactly as lm-eval wrote it.
+    async fn results(&self, id: Uuid) -> ApiResult<Bytes>;
+    async fn cancel(&self, id: Uuid) -> ApiResult<Evaluation>;
+    async fn delete(&self, id: Uuid) -> ApiResult<()>;
+    /// Ready to serve: state loaded, caches synced, the store reachable.
+    async fn ready(&self) -> ApiResult<()>;
+    /// Evaluations per state, for `/metrics`.
+    async fn count_by_state(&self) -> BTreeMap<State, u64>;
+}
+
+/// The sort key of the list order (newest first), as an opaque page token.
+pub fn page_token(evaluation: &Evaluation) -> String {
+    let key = format!("{}/{}", evaluation.created_at.unix_timestamp_nanos(), evaluation.id);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key)
+}
+
+fn decode_page_token(token: &str) -> ApiResult<(i128, Uuid)> {
+    let invalid = || ApiError::invalid("page_token", "is not a token this service issued");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).map_err(|_| invalid())?;
+    let text = String::from_utf8(bytes).map_err(|_| invalid())?;
+    let (nanos, id) = text.split_once('/').ok_or_else(invalid)?;
+    Ok((nanos.parse().map_err(|_| invalid())?, id.parse().map_err(|_| invalid())?))
+}
+
+/// Filters and pages evaluations already sorted newest first.
+pub fn paginate<'a>(
+    sorted_newest_first: impl Iterator<Item = &'a Evaluation>,
+    query: &ListQuery,
+) -> ApiResult<EvaluationList> {
+    let after = query.page_token.as_deref().map(decode_page_token).transpose()?;
+    let mut items = Vec::with_capacity(query.page_size.min(64));
+    let mut next_page_token = None;
+    let matching = sorted_newest_first
+        .filter(|e| match after {
+            Some((nanos, id)) => (e.created_at.unix_timestamp_nanos(), e.id) < (nanos, id),
+            None => true,
+        })
+        .filter(|e| query.state.is_none_or(|s| e.state == s))
+        .filter(|e| query.labels.iter().all(|(k, v)| e.labels.get(k) == Some(v)));
+    for evaluation in matching {
+        if items.len() == query.page_size {
+            next_page_token = items.last().map(page_token);
+            break;
+        }
+        items.push(evaluation.clone());
+    }
+    Ok(EvaluationList { items, next_page_token })
+}
+
+/// The order lists use: newest first, ties broken by id.
+pub fn sort_key(evaluation: &Evaluation) -> (std::cmp::Reverse<i128>, std::cmp::Reverse<Uuid>) {
+    (std::cmp::Reverse(evaluation.created_at.unix_timestamp_nanos()), std::cmp::Reverse(evaluation.id))
+}

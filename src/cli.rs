@@ -1,0 +1,79 @@
+//! The command line: `serve`, `openapi`, `driver`. Every `serve` flag can also come from an `LMEVAL_…` variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::driver::DriverArgs;
+use crate::telemetry::LogFormat;
+
+#[derive(Debug, Parser)]
+#[command(name = "lm-eval-aas", version, about = "lm-evaluation-harness as a service")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP service.
+    Serve(Box<ServeArgs>),
+    /// Print the OpenAPI document (JSON).
+    Openapi {
+        /// Write to this file instead of standard output.
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+    /// Run lm-eval as a child, recording its log, progress and exit status (used by the backends).
+    Driver(DriverArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BackendKind {
+    Local,
+    Kubernetes,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "LMEVAL_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+    /// Where evaluations run.
+    #[arg(long, env = "LMEVAL_BACKEND", value_enum, default_value = "local")]
+    pub backend: BackendKind,
+    /// Local backend: where evaluations keep their state [default: ~/.local/share/lm-eval-aas].
+    #[arg(long, env = "LMEVAL_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// The lm_eval executable [default: `lm_eval` on PATH, else the venv scripts/demo creates].
+    #[arg(long = "lm-eval", env = "LMEVAL_LM_EVAL")]
+    pub lm_eval: Option<PathBuf>,
+    /// Task directories always passed to lm-eval (`--include_path`); comma-separated in the variable.
+    #[arg(long = "task-dir", env = "LMEVAL_TASK_DIRS", value_delimiter = ',')]
+    pub task_dirs: Vec<PathBuf>,
+    /// Local backend: evaluations running at once [default: CPUs / 2, at least 1].
+    #[arg(long, env = "LMEVAL_MAX_RUNNING")]
+    pub max_running: Option<usize>,
+    /// Seconds between SIGTERM and SIGKILL when an evaluation is cancelled or times out.
+    #[arg(long, env = "LMEVAL_KILL_GRACE_SECONDS", default_value_t = 1.0)]
+    pub kill_grace_seconds: f64,
+    /// Largest request body accepted, in bytes.
+    #[arg(long, env = "LMEVAL_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Policy: let requests set `allow_online` (lm-eval may reach model hubs and datasets).
+    #[arg(long, env = "LMEVAL_ALLOW_ONLINE")]
+    pub allow_online: bool,
+    /// Policy: let requests set `allow_code_execution` (tasks that run generated code).
+    #[arg(long, env = "LMEVAL_ALLOW_CODE_EXECUTION")]
+    pub allow_code_execution: bool,
+    /// Policy: let requests pass `trust_remote_code` in model_args.
+    #[arg(long, env = "LMEVAL_ALLOW_TRUST_REMOTE_CODE")]
+    pub allow_trust_remote_code: bool,
+    /// Log format.
+    #[arg(long, env = "LMEVAL_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// Seconds in-flight requests get to finish after SIGTERM.
+    #[arg(long, env = "LMEVAL_SHUTDOWN_TIMEOUT_SECONDS", default_value_t = 20)]
+    pub shutdown_timeout_seconds: u64,
+}

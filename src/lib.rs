@@ -1,0 +1,16 @@
+//! lm-eval-aas: lm-evaluation-harness as a service.
+
+pub mod api;
+pub mod backend;
+pub mod cli;
+pub mod command;
+pub mod driver;
+pub mod error;
+pub mod fsutil;
+pub mod metrics;
+pub mod model;
+pub mod progress;
+pub mod results;
+pub mod server;
+pub mod telemetry;
+pub mod validate;

@@ -1,0 +1,22 @@
+use clap::Parser;
+use lm_eval_aas::cli::{Cli, Command};
+use lm_eval_aas::{api, driver, server, telemetry};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Serve(args) => {
+            telemetry::init(args.log_format);
+            server::serve(*args).await
+        }
+        Command::Openapi { output } => {
+            let json = api::openapi().to_pretty_json()? + "\n";
+            match output {
+                Some(path) => std::fs::write(path, json)?,
+                None => print!("{json}"),
+            }
+            Ok(())
+        }
+        Command::Driver(args) => std::process::exit(driver::run(args).await?),
+    }
+}

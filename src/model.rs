@@ -1,0 +1,239 @@
+//! The public API's resources: what clients send and what they get back.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+/// What to evaluate and how. Unknown fields are rejected.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EvaluationRequest {
+    /// An lm-eval model type, e.g. `hf`, `vllm`, `local-completions`, `dummy`.
+    #[schema(example = "dummy")]
+    pub model: String,
+    /// Arguments for the model constructor; values are strings, numbers or booleans.
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    #[schema(value_type = Object, example = json!({"pretrained": "EleutherAI/pythia-70m"}))]
+    pub model_args: Map<String, Value>,
+    /// lm-eval task or group names.
+    #[schema(example = json!(["lmeval_aas_mc"]))]
+    pub tasks: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub num_fewshot: Option<i64>,
+    /// A document count (integer ≥ 1) or a fraction in (0, 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<f64>, example = 10)]
+    pub limit: Option<serde_json::Number>,
+    /// An integer, `auto` or `auto:N`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, example = "auto")]
+    pub batch_size: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_batch_size: Option<i64>,
+    /// Generation arguments, e.g. `{"temperature": 0, "until": ["\n"]}`.
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    #[schema(value_type = Object)]
+    pub gen_kwargs: Map<String, Value>,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub log_samples: bool,
+    /// `true`, or the name of a chat template.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub apply_chat_template: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fewshot_as_multiturn: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system_instruction: Option<String>,
+    /// One integer for all four generators, or `[python, numpy, torch, fewshot]` (integers or null).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub seed: Option<Value>,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub predict_only: bool,
+    /// Task metadata (merged by lm-eval with `model_args`).
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    #[schema(value_type = Object)]
+    pub metadata: Map<String, Value>,
+    /// Custom tasks without a volume: file name → task YAML text.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub inline_tasks: BTreeMap<String, String>,
+    /// An extra directory of task YAML files (inside a volume's `mount_path`, or a directory the server allows).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub include_path: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<EnvVar>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<VolumeMount>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Resources>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<u64>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Let lm-eval reach the network (model hubs, datasets); refused unless the server's policy permits it.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub allow_online: bool,
+    /// Let tasks execute generated code (`--confirm_run_unsafe_code`); refused unless policy permits it.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub allow_code_execution: bool,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)]
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// An environment variable: a literal `value`, or a `secret` reference (never a secret value).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EnvVar {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<SecretRef>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SecretRef {
+    /// The Secret's name.
+    pub name: String,
+    /// The key inside the Secret.
+    pub key: String,
+}
+
+/// A PersistentVolumeClaim mounted into the evaluation (datasets, task directories).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeMount {
+    pub pvc: String,
+    pub mount_path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub_path: Option<String>,
+    /// Defaults to true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_only: Option<bool>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Resources {
+    /// A Kubernetes quantity, e.g. `500m` or `2`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<String>,
+    /// A Kubernetes quantity, e.g. `4Gi`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    Pending,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl State {
+    pub const ALL: [State; 5] = [Self::Pending, Self::Running, Self::Succeeded, Self::Failed, Self::Cancelled];
+
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|state| state.as_str() == s)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Progress {
+    pub percent: f64,
+    pub completed: u64,
+    pub total: u64,
+}
+
+/// One metric of one task under one filter.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct MetricRow {
+    pub task: String,
+    pub filter: String,
+    pub metric: String,
+    #[schema(value_type = Option<f64>)]
+    pub value: Value,
+    pub stderr: Option<f64>,
+    pub n_shot: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Links {
+    #[serde(rename = "self")]
+    pub self_: String,
+    pub logs: String,
+    pub results: String,
+}
+
+impl Links {
+    pub fn for_id(id: Uuid) -> Self {
+        let base = format!("/api/v1/evaluations/{id}");
+        Self { logs: format!("{base}/logs"), results: format!("{base}/results"), self_: base }
+    }
+}
+
+/// An evaluation: the accepted request, the exact command, and where it stands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Evaluation {
+    pub id: Uuid,
+    pub state: State,
+    /// A machine-readable cause for the state, e.g. `LmEvalError`, `Timeout`, `Cancelled`.
+    pub reason: Option<String>,
+    pub message: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub started_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub finished_at: Option<OffsetDateTime>,
+    pub request: EvaluationRequest,
+    /// The exact argv that runs (or would run).
+    pub command: Vec<String>,
+    pub progress: Option<Progress>,
+    pub metrics: Option<Vec<MetricRow>>,
+    pub labels: BTreeMap<String, String>,
+    pub links: Links,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct EvaluationList {
+    pub items: Vec<Evaluation>,
+    /// Pass as `page_token` to get the next page; null on the last page.
+    pub next_page_token: Option<String>,
+}
+
+/// UTC now, truncated to whole microseconds so it survives RFC 3339 round trips.
+pub fn now() -> OffsetDateTime {
+    let now = OffsetDateTime::now_utc();
+    now.replace_nanosecond(now.nanosecond() / 1000 * 1000).unwrap_or(now)
+}

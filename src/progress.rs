@@ -1,0 +1,49 @@
+//! Reads lm-eval's tqdm progress bars (`desc:  45%|████▌     | 45/100 [00:01<00:01, 40.00it/s]`).
+
+use crate::model::Progress;
+
+/// The progress a tqdm line reports, if it is one.
+pub fn parse_tqdm_line(line: &str) -> Option<Progress> {
+    let bar_start = line.find("%|")?;
+    let after_bar = &line[bar_start + 2..];
+    let counts = after_bar.split_once("| ")?.1;
+    let counts = counts.split_whitespace().next()?;
+    let (completed, total) = counts.split_once('/')?;
+    let completed: u64 = completed.parse().ok()?;
+    let total: u64 = total.parse().ok()?;
+    if total == 0 || completed > total {
+        return None;
+    }
+    #[allow(clippy::cast_precision_loss)]
+    let percent = (completed as f64 * 1000.0 / total as f64).round() / 10.0;
+    Some(Progress { percent, completed, total })
+}
+
+/// The latest progress among `text`'s lines (split on `\n` and tqdm's `\r`).
+pub fn latest_progress(text: &str) -> Option<Progress> {
+    text.split(['\n', '\r']).rev().find_map(parse_tqdm_line)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_a_tqdm_bar() {
+        let line = "Running loglikelihood requests:  45%|████▌     | 45/100 [00:01<00:01, 40.00it/s]";
+        assert_eq!(parse_tqdm_line(line), Some(Progress { percent: 45.0, completed: 45, total: 100 }));
+    }
+
+    #[test]
+    fn reads_a_finished_bar_and_ignores_other_lines() {
+        assert_eq!(parse_tqdm_line("INFO 2026-11-28 Building contexts for arc_easy"), None);
+        assert_eq!(parse_tqdm_line("100%|██████████| 3/3 [00:00<00:00, 1234.5it/s]").map(|p| p.percent), Some(100.0));
+        assert_eq!(parse_tqdm_line("x: 10%|█| 1/0 [..]"), None);
+    }
+
+    #[test]
+    fn latest_wins_across_carriage_returns() {
+        let text = "Requesting API:   0%|          | 0/7 [00:00<?, ?it/s]\rRequesting API:  29%|██▊       | 2/7 [00:01<00:02]\rlog line";
+        assert_eq!(latest_progress(text).map(|p| p.completed), Some(2));
+    }
+}

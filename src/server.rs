@@ -1,0 +1,129 @@
+//! `serve`: builds the backend and the router from the flags, and runs until SIGTERM or SIGINT.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio::sync::watch;
+
+use crate::api::{self, AppState};
+use crate::backend::Backend;
+use crate::backend::local::{LocalBackend, LocalConfig};
+use crate::cli::{BackendKind, ServeArgs};
+use crate::metrics::Metrics;
+use crate::validate::Policy;
+
+/// The venv that scripts/demo and scripts/test create.
+pub fn default_venv() -> Option<PathBuf> {
+    std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache/lm-eval-aas/venv-0.4.13"))
+}
+
+fn find_on_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")
+        .and_then(|paths| std::env::split_paths(&paths).map(|dir| dir.join(name)).find(|p| p.is_file()))
+}
+
+fn resolve_lm_eval(flag: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    let found = match flag {
+        Some(path) if path.components().count() == 1 => find_on_path(&path.to_string_lossy()),
+        Some(path) => Some(path),
+        None => {
+            find_on_path("lm_eval").or_else(|| default_venv().map(|v| v.join("bin/lm_eval")).filter(|p| p.is_file()))
+        }
+    };
+    match found {
+        Some(path) if path.is_file() => Ok(path),
+        Some(path) => bail!("--lm-eval (LMEVAL_LM_EVAL): {} does not exist", path.display()),
+        None => bail!(
+            "--lm-eval (LMEVAL_LM_EVAL): no lm_eval on PATH and no venv at ~/.cache/lm-eval-aas; run scripts/demo once or pass --lm-eval"
+        ),
+    }
+}
+
+pub async fn build_backend(args: &ServeArgs) -> anyhow::Result<Arc<dyn Backend>> {
+    match args.backend {
+        BackendKind::Kubernetes => {
+            bail!("--backend kubernetes (LMEVAL_BACKEND): not available in this build yet; use --backend local")
+        }
+        BackendKind::Local => {
+            let data_dir = match &args.data_dir {
+                Some(dir) => dir.clone(),
+                None => std::env::var_os("HOME")
+                    .map(|home| PathBuf::from(home).join(".local/share/lm-eval-aas"))
+                    .context("--data-dir (LMEVAL_DATA_DIR): no HOME to derive a default from")?,
+            };
+            let mut task_dirs = Vec::new();
+            for dir in &args.task_dirs {
+                let dir = std::fs::canonicalize(dir)
+                    .with_context(|| format!("--task-dir (LMEVAL_TASK_DIRS): {}", dir.display()))?;
+                task_dirs.push(dir.to_string_lossy().into_owned());
+            }
+            if !(args.kill_grace_seconds.is_finite() && args.kill_grace_seconds >= 0.0) {
+                bail!("--kill-grace-seconds (LMEVAL_KILL_GRACE_SECONDS): must be a non-negative number");
+            }
+            let config = LocalConfig {
+                lm_eval: resolve_lm_eval(args.lm_eval.clone())?.to_string_lossy().into_owned(),
+                driver: std::env::current_exe().context("cannot find our own executable to run as the driver")?,
+                data_dir,
+                task_dirs,
+                max_running: args.max_running.unwrap_or_else(|| {
+                    std::thread::available_parallelism().map_or(1, std::num::NonZero::get).div_ceil(2).max(1)
+                }),
+                kill_grace: Duration::from_secs_f64(args.kill_grace_seconds),
+            };
+            if config.max_running == 0 {
+                bail!("--max-running (LMEVAL_MAX_RUNNING): must be at least 1");
+            }
+            tracing::info!(data_dir = %config.data_dir.display(), lm_eval = %config.lm_eval, max_running = config.max_running, "local backend");
+            Ok(Arc::new(LocalBackend::open(config).await.context("opening the local backend's data directory")?))
+        }
+    }
+}
+
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let backend = build_backend(&args).await?;
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let state = AppState {
+        backend,
+        policy: Policy {
+            allow_online: args.allow_online,
+            allow_code_execution: args.allow_code_execution,
+            allow_trust_remote_code: args.allow_trust_remote_code,
+        },
+        metrics: Arc::new(Metrics::default()),
+        shutdown: shutdown_rx,
+        max_body_bytes: args.max_body_bytes,
+    };
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("--listen (LMEVAL_LISTEN): cannot bind {}", args.listen))?;
+    tracing::info!(address = %listener.local_addr()?, "listening");
+    let timeout = Duration::from_secs(args.shutdown_timeout_seconds);
+    let server = axum::serve(listener, api::router(state)).with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: finishing in-flight requests");
+        let _ = shutdown_tx.send(true);
+    });
+    let mut server = std::pin::pin!(server.into_future());
+    tokio::select! {
+        result = &mut server => result?,
+        () = async { shutdown_signal().await; tokio::time::sleep(timeout).await } => {
+            tracing::warn!("shutdown timeout reached with requests still open");
+        }
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
