@@ -135,12 +135,10 @@ fn is_identifier(key: &str) -> bool {
         && key.len() <= 128
 }
 
-/// Names that carry credentials: their values must come from a Secret reference.
+/// Names that carry credentials (`HF_TOKEN`, `api_key`, `DB_PASSWORD`): their values must come from a Secret reference.
 pub fn looks_secret(name: &str) -> bool {
-    let upper = name.to_ascii_uppercase();
-    ["TOKEN", "API_KEY", "APIKEY", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "PRIVATE_KEY", "ACCESS_KEY"]
-        .iter()
-        .any(|word| upper.contains(word))
+    const WORDS: &[&str] = &["TOKEN", "KEY", "APIKEY", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "CREDENTIALS"];
+    name.split(['_', '-', '.']).any(|word| WORDS.contains(&word.to_ascii_uppercase().as_str()))
 }
 
 fn check_model_args(request: &EvaluationRequest, policy: &Policy) -> Result<(), ApiError> {
@@ -605,6 +603,12 @@ mod tests {
         for (extra, field) in cases {
             assert_eq!(field_of(extra.clone()).as_deref(), Some(field), "case {extra}");
         }
+    }
+
+    #[test]
+    fn credentials_are_told_by_whole_words() {
+        assert!(looks_secret("HF_TOKEN") && looks_secret("api_key") && looks_secret("OPENAI_API_KEY") && looks_secret("apikey"));
+        assert!(!looks_secret("tokenized_requests") && !looks_secret("tokenizer") && !looks_secret("keyword"));
     }
 
     #[test]
