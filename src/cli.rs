@@ -52,7 +52,7 @@ pub struct ServeArgs {
     /// Task directories always passed to lm-eval (`--include_path`); comma-separated in the variable.
     #[arg(long = "task-dir", env = "LMEVAL_TASK_DIRS", value_delimiter = ',')]
     pub task_dirs: Vec<PathBuf>,
-    /// Local backend: evaluations running at once [default: CPUs / 2, at least 1].
+    /// Local backend: evaluations running at once; 0 accepts evaluations but starts none (drain) [default: CPUs / 2, at least 1].
     #[arg(long, env = "LMEVAL_MAX_RUNNING")]
     pub max_running: Option<usize>,
     /// Seconds between SIGTERM and SIGKILL when an evaluation is cancelled or times out.

@@ -72,9 +72,6 @@ pub async fn build_backend(args: &ServeArgs) -> anyhow::Result<Arc<dyn Backend>>
                 }),
                 kill_grace: Duration::from_secs_f64(args.kill_grace_seconds),
             };
-            if config.max_running == 0 {
-                bail!("--max-running (LMEVAL_MAX_RUNNING): must be at least 1");
-            }
             tracing::info!(data_dir = %config.data_dir.display(), lm_eval = %config.lm_eval, max_running = config.max_running, "local backend");
             Ok(Arc::new(LocalBackend::open(config).await.context("opening the local backend's data directory")?))
         }

@@ -607,7 +607,12 @@ mod tests {
 
     #[test]
     fn credentials_are_told_by_whole_words() {
-        assert!(looks_secret("HF_TOKEN") && looks_secret("api_key") && looks_secret("OPENAI_API_KEY") && looks_secret("apikey"));
+        assert!(
+            looks_secret("HF_TOKEN")
+                && looks_secret("api_key")
+                && looks_secret("OPENAI_API_KEY")
+                && looks_secret("apikey")
+        );
         assert!(!looks_secret("tokenized_requests") && !looks_secret("tokenizer") && !looks_secret("keyword"));
     }
 

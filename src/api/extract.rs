@@ -52,12 +52,8 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         let path = err.path().to_string();
         let inner = err.into_inner();
         let message = inner.to_string();
-        // serde names an unknown field only in its message: "unknown field `x`, expected …".
-        let unknown = message
-            .strip_prefix("unknown field `")
-            .and_then(|rest| rest.split_once('`'))
-            .map(|(name, _)| if path == "." { name.to_string() } else { format!("{path}.{name}") });
-        let field = unknown.or_else(|| (path != ".").then_some(path)).or_else(|| {
+        // The path names the field (an unknown one included); a missing field is named only in the message.
+        let field = (path != ".").then_some(path).or_else(|| {
             message
                 .strip_prefix("missing field `")
                 .and_then(|rest| rest.split_once('`'))

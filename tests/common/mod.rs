@@ -1,0 +1,183 @@
+//! Test helpers: the app in-process (router + `oneshot`) and the real binary as a subprocess.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, Response};
+use http_body_util::BodyExt;
+use lm_eval_aas::api::{self, AppState};
+use lm_eval_aas::backend::local::{LocalBackend, LocalConfig};
+use lm_eval_aas::metrics::Metrics;
+use lm_eval_aas::validate::Policy;
+use serde_json::Value;
+use tower::ServiceExt;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_lm-eval-aas");
+
+pub fn tasks_dir() -> String {
+    concat!(env!("CARGO_MANIFEST_DIR"), "/tasks").to_string()
+}
+
+/// The pinned lm_eval (scripts/test exports LMEVAL_LM_EVAL).
+pub fn lm_eval() -> String {
+    std::env::var("LMEVAL_LM_EVAL").expect("LMEVAL_LM_EVAL must name the pinned lm_eval (scripts/test sets it)")
+}
+
+/// The router on a local backend that accepts but never starts evaluations (`max_running` 0).
+pub async fn paused_app(data_dir: &Path) -> Router {
+    app_with(data_dir, 0, 4096).await
+}
+
+pub async fn app_with(data_dir: &Path, max_running: usize, max_body_bytes: usize) -> Router {
+    let backend = LocalBackend::open(LocalConfig {
+        data_dir: data_dir.to_path_buf(),
+        lm_eval: "lm_eval".into(),
+        driver: PathBuf::from(BIN),
+        task_dirs: vec![tasks_dir()],
+        max_running,
+        kill_grace: Duration::from_secs(1),
+    })
+    .await
+    .expect("open local backend");
+    let (_tx, shutdown) = tokio::sync::watch::channel(false);
+    std::mem::forget(_tx);
+    api::router(AppState {
+        backend: Arc::new(backend),
+        policy: Policy::default(),
+        metrics: Arc::new(Metrics::default()),
+        shutdown,
+        max_body_bytes,
+    })
+}
+
+pub async fn send(app: &Router, request: Request<Body>) -> (Response<()>, Vec<u8>) {
+    let response = app.clone().oneshot(request).await.expect("router answers");
+    let (parts, body) = response.into_parts();
+    let bytes = body.collect().await.expect("body").to_bytes().to_vec();
+    (Response::from_parts(parts, ()), bytes)
+}
+
+pub fn post_json(uri: &str, body: &str) -> Request<Body> {
+    Request::post(uri).header("content-type", "application/json").body(Body::from(body.to_string())).expect("request")
+}
+
+pub fn get(uri: &str) -> Request<Body> {
+    Request::get(uri).body(Body::empty()).expect("request")
+}
+
+/// The real `lm-eval-aas serve` as a child process on a free port of 127.0.0.1.
+pub struct Service {
+    pub child: Child,
+    pub base: String,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+    args: Vec<String>,
+}
+
+impl Service {
+    pub fn start(data_dir: &Path, extra: &[&str]) -> Self {
+        let args: Vec<String> = extra.iter().map(|s| (*s).to_string()).collect();
+        Self::spawn(data_dir, args)
+    }
+
+    fn spawn(data_dir: &Path, args: Vec<String>) -> Self {
+        std::fs::create_dir_all(data_dir).expect("data dir");
+        let log = data_dir.with_extension(format!("service-{}.log", std::process::id()));
+        let log_file = std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("log file");
+        let start_len = std::fs::metadata(&log).map_or(0, |m| m.len() as usize);
+        let child = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--lm-eval", &lm_eval(), "--task-dir", &tasks_dir()])
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("start lm-eval-aas serve");
+        let port =
+            wait_for(Duration::from_secs(20), || listening_port(&std::fs::read_to_string(&log).ok()?[start_len..]))
+                .unwrap_or_else(|| {
+                    panic!(
+                        "service did not report its port; log:\n{}",
+                        std::fs::read_to_string(&log).unwrap_or_default()
+                    )
+                });
+        Self { child, base: format!("http://127.0.0.1:{}", port.trim()), data_dir: data_dir.to_path_buf(), log, args }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// `kill -9`, then a new service on the same data directory.
+    pub fn restart_after_kill9(mut self) -> Self {
+        self.kill9();
+        let data_dir = self.data_dir.clone();
+        let args = std::mem::take(&mut self.args);
+        Self::spawn(&data_dir, args)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// The port from the service's JSON log line `{"message":"listening","address":"127.0.0.1:PORT"}`.
+fn listening_port(log: &str) -> Option<String> {
+    log.lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .find(|line| line["message"] == "listening")
+        .and_then(|line| line["address"].as_str()?.rsplit_once(':').map(|(_, port)| port.to_string()))
+}
+
+/// Polls `check` until it yields a value or `timeout` passes.
+pub fn wait_for<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return Some(value);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub async fn wait_for_async<T, F: std::future::Future<Output = Option<T>>>(
+    timeout: Duration,
+    mut check: impl FnMut() -> F,
+) -> Option<T> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return Some(value);
+        }
+        if tokio::time::Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub fn json(bytes: &[u8]) -> Value {
+    serde_json::from_slice(bytes).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(bytes)))
+}
