@@ -196,7 +196,7 @@ struct LogParams {
 /// The evaluation's log (lm-eval's output).
 ///
 /// Plain text, or Server-Sent Events with `Accept: text/event-stream`: one `data:` event per line
-/// and a final `event: end`.
+/// and a final `event: end` whose data is `end`.
 #[utoipa::path(
     get,
     path = "/api/v1/evaluations/{id}/logs",
@@ -228,7 +228,7 @@ pub async fn get_evaluation_logs(
     if wants_sse {
         let events = lines
             .map(|line| Ok::<_, std::convert::Infallible>(Event::default().data(line)))
-            .chain(futures::stream::once(async { Ok(Event::default().event("end").data("")) }));
+            .chain(futures::stream::once(async { Ok(Event::default().event("end").data("end")) }));
         Ok(Sse::new(events).into_response())
     } else {
         let body = Body::from_stream(lines.map(|mut line| {

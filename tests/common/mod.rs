@@ -77,6 +77,8 @@ pub struct Service {
     pub data_dir: PathBuf,
     pub log: PathBuf,
     args: Vec<String>,
+    /// Whether dropping this handle also kills the evaluations it started (not when a successor takes over).
+    reap_on_drop: bool,
 }
 
 impl Service {
@@ -109,7 +111,14 @@ impl Service {
                         std::fs::read_to_string(&log).unwrap_or_default()
                     )
                 });
-        Self { child, base: format!("http://127.0.0.1:{}", port.trim()), data_dir: data_dir.to_path_buf(), log, args }
+        Self {
+            child,
+            base: format!("http://127.0.0.1:{}", port.trim()),
+            data_dir: data_dir.to_path_buf(),
+            log,
+            args,
+            reap_on_drop: true,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -124,6 +133,7 @@ impl Service {
     /// `kill -9`, then a new service on the same data directory.
     pub fn restart_after_kill9(mut self) -> Self {
         self.kill9();
+        self.reap_on_drop = false;
         let data_dir = self.data_dir.clone();
         let args = std::mem::take(&mut self.args);
         Self::spawn(&data_dir, args)
@@ -135,8 +145,25 @@ impl Service {
 }
 
 impl Drop for Service {
+    /// Stops the service and any evaluation processes it left, so a failed test leaks nothing.
     fn drop(&mut self) {
         self.kill9();
+        if !self.reap_on_drop {
+            return;
+        }
+        for entry in std::fs::read_dir(self.data_dir.join("evaluations")).into_iter().flatten().flatten() {
+            let Ok(bytes) = std::fs::read(entry.path().join("record.json")) else { continue };
+            let Ok(record) = serde_json::from_slice::<Value>(&bytes) else { continue };
+            let (Some(pid), Some(ticks)) =
+                (record["process"]["pid"].as_u64(), record["process"]["start_ticks"].as_u64())
+            else {
+                continue;
+            };
+            let Ok(pid) = i32::try_from(pid) else { continue };
+            if lm_eval_aas::fsutil::process_start_ticks(pid.unsigned_abs()) == Some(ticks) {
+                let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            }
+        }
     }
 }
 
