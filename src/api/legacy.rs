@@ -100,9 +100,10 @@ fn not_found() -> Response {
     (StatusCode::NOT_FOUND, axum::Json(LegacyStatus { status: "not found".into() })).into_response()
 }
 
-fn task_id(query: &QueryParams) -> Result<uuid::Uuid, Response> {
-    let raw = query.one("task_id").ok_or_else(|| legacy_error(&ApiError::invalid("task_id", "is required")))?;
-    uuid::Uuid::parse_str(raw).map_err(|_| not_found())
+fn task_id(query: &QueryParams) -> Result<uuid::Uuid, Box<Response>> {
+    let raw =
+        query.one("task_id").ok_or_else(|| Box::new(legacy_error(&ApiError::invalid("task_id", "is required"))))?;
+    uuid::Uuid::parse_str(raw).map_err(|_| Box::new(not_found()))
 }
 
 /// lm-eval's reading of one `k=v` value (`lm_eval._cli.utils.handle_cli_value_string`).
@@ -113,10 +114,11 @@ fn cli_value(raw: &str) -> Value {
     if raw.eq_ignore_ascii_case("false") {
         return Value::Bool(false);
     }
-    if !raw.is_empty() && raw.chars().all(|c| c.is_ascii_digit()) {
-        if let Ok(n) = raw.parse::<u64>() {
-            return Value::from(n);
-        }
+    if !raw.is_empty()
+        && raw.chars().all(|c| c.is_ascii_digit())
+        && let Ok(n) = raw.parse::<u64>()
+    {
+        return Value::from(n);
     }
     if let Ok(x) = raw.parse::<f64>()
         && x.is_finite()
@@ -242,7 +244,7 @@ pub async fn submit_job(State(state): State<AppState>, body: Result<JsonBody<Leg
 pub async fn poll_job(State(state): State<AppState>, query: QueryParams) -> Response {
     let id = match task_id(&query) {
         Ok(id) => id,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     match state.backend.get(id).await {
         Ok(evaluation) => axum::Json(LegacyStatus { status: legacy_status(evaluation.state).into() }).into_response(),
@@ -266,7 +268,7 @@ pub async fn poll_job(State(state): State<AppState>, query: QueryParams) -> Resp
 pub async fn job_results(State(state): State<AppState>, query: QueryParams) -> Response {
     let id = match task_id(&query) {
         Ok(id) => id,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let evaluation = match state.backend.get(id).await {
         Ok(evaluation) => evaluation,
@@ -329,7 +331,7 @@ pub async fn list_jobs(State(state): State<AppState>) -> Response {
 pub async fn cancel_job(State(state): State<AppState>, query: QueryParams) -> Response {
     let id = match task_id(&query) {
         Ok(id) => id,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     match state.backend.cancel(id).await {
         Ok(_) => axum::Json(LegacyJob { task_id: id.to_string(), status: "cancelled".into() }).into_response(),

@@ -559,8 +559,11 @@ impl Backend for LocalBackend {
             Ok(())
         };
         write_files().map_err(ApiError::internal)?;
+        // Stamped under the lock, so creation order is queue order (the list's order is start order).
+        let mut evaluation = new.evaluation;
+        evaluation.created_at = now();
         let record = Record {
-            evaluation: new.evaluation.clone(),
+            evaluation: evaluation.clone(),
             argv: new.command.argv,
             config_yaml: new.command.config_yaml,
             idempotency: new.idempotency,
@@ -573,7 +576,7 @@ impl Backend for LocalBackend {
         store.insert(record);
         drop(store);
         shared.wake.notify_one();
-        Ok(Created::New(new.evaluation))
+        Ok(Created::New(evaluation))
     }
 
     async fn get(&self, id: Uuid) -> ApiResult<Evaluation> {
