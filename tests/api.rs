@@ -310,3 +310,73 @@ fn committed_openapi_matches_the_code() {
         "openapi/openapi.json is stale: run `cargo run -- openapi --output openapi/openapi.json` and commit it"
     );
 }
+
+#[tokio::test]
+async fn no_body_makes_it_answer_5xx() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app = paused_app(dir.path()).await;
+    let fields = [
+        "model",
+        "model_args",
+        "tasks",
+        "num_fewshot",
+        "limit",
+        "batch_size",
+        "max_batch_size",
+        "gen_kwargs",
+        "log_samples",
+        "apply_chat_template",
+        "fewshot_as_multiturn",
+        "system_instruction",
+        "seed",
+        "predict_only",
+        "metadata",
+        "inline_tasks",
+        "include_path",
+        "env",
+        "volumes",
+        "resources",
+        "timeout_seconds",
+        "labels",
+        "allow_online",
+        "allow_code_execution",
+    ];
+    let weird = [
+        json!(null),
+        json!(-1),
+        json!(0),
+        json!(1e308),
+        json!(-1e-308),
+        json!(18_446_744_073_709_551_615_u64),
+        json!(""),
+        json!("x".repeat(5000)),
+        json!("../../etc/passwd"),
+        json!("a\u{0}b"),
+        json!([]),
+        json!([null, {}, [1]]),
+        json!({"": ""}),
+        json!({"a\u{0}": {"b": [1, 2]}}),
+        json!(true),
+        json!("$(reboot)"),
+        json!({"k": "v,w=x"}),
+        json!([{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]),
+        json!([{"pvc": "x", "mount_path": "/"}]),
+        json!({"cpu": "-1", "memory": "1Qi", "gpu": -1}),
+        json!({"../x.yaml": "task: x", "a.yaml": ""}),
+    ];
+    let mut answered = 0;
+    for field in fields {
+        for value in &weird {
+            let mut body = json!({"model": "dummy", "tasks": ["lmeval_aas_mc"]});
+            body[field] = value.clone();
+            let (response, bytes) = send(&app, post_json("/api/v1/evaluations?dry_run=true", &body.to_string())).await;
+            let status = response.status();
+            assert!(status.as_u16() < 500, "{field} = {value}: {status} {}", String::from_utf8_lossy(&bytes));
+            if status.is_client_error() {
+                assert_eq!(response.headers()["content-type"], PROBLEM, "{field} = {value}");
+            }
+            answered += 1;
+        }
+    }
+    assert_eq!(answered, fields.len() * weird.len());
+}

@@ -398,3 +398,45 @@ async fn kill_9_mid_evaluation_loses_nothing() {
         client().get(service.url("/api/v1/evaluations")).send().await.expect("list").json().await.expect("json");
     assert_eq!(list["items"].as_array().map(Vec::len), Some(3), "none lost");
 }
+
+#[tokio::test]
+async fn json_logs_carry_the_request_id_and_sigterm_stops_gracefully() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut service = Service::start(&dir.path().join("data"), &[]);
+    let response = client()
+        .post(service.url("/api/v1/evaluations"))
+        .header("x-request-id", "req-graceful-1")
+        .json(&json!({"model": "dummy", "tasks": ["lmeval_aas_slow"], "limit": 400}))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(response.headers()["x-request-id"], "req-graceful-1");
+    let id = response.json::<Value>().await.expect("json")["id"].as_str().expect("id").to_string();
+    let logged = common::wait_for(Duration::from_secs(10), || {
+        service
+            .log_text()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|l| l["message"] == "evaluation accepted")
+    })
+    .expect("a JSON log line for the submission");
+    assert_eq!(logged["span"]["request.id"], "req-graceful-1", "{logged}");
+    assert_eq!(logged["evaluation.id"], id.as_str());
+
+    wait_until(&service, &id, Duration::from_secs(120), "running", |e| e["state"] == "running").await;
+    let follow =
+        client().get(service.url(&format!("/api/v1/evaluations/{id}/logs?follow=true"))).send().await.expect("follow");
+    let stream = tokio::spawn(async move { follow.text().await.is_ok() });
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(service.child.id() as i32), nix::sys::signal::Signal::SIGTERM)
+        .expect("SIGTERM");
+    let status = common::wait_for(Duration::from_secs(10), || service.child.try_wait().ok().flatten())
+        .expect("exits after SIGTERM");
+    assert!(status.success(), "clean exit: {status:?}");
+    assert!(
+        tokio::time::timeout(Duration::from_secs(5), stream).await.is_ok(),
+        "the follow stream ended with the server"
+    );
+    assert!(service.log_text().contains("shutting down"));
+    let service = service.restart_after_kill9();
+    assert_eq!(evaluation(&service, &id).await["state"], "running", "evaluations outlive a graceful restart too");
+}

@@ -12,9 +12,18 @@ use serde_json::{Map, Value, json};
 fn cases() -> Vec<(&'static str, Value)> {
     vec![
         ("minimal", json!({"model": "dummy", "tasks": ["arc_easy"]})),
-        ("hf with plain args", json!({"model": "hf", "model_args": {"pretrained": "EleutherAI/pythia-70m", "dtype": "float32"}, "tasks": ["hellaswag"]})),
-        ("several tasks", json!({"model": "dummy", "tasks": ["arc_easy", "arc_challenge", "mmlu_abstract_algebra", "lambada_openai"]})),
-        ("task names with dots and dashes", json!({"model": "dummy", "tasks": ["bbh_cot_fewshot_boolean_expressions", "tinyBenchmarks.v1", "glue-cola"]})),
+        (
+            "hf with plain args",
+            json!({"model": "hf", "model_args": {"pretrained": "EleutherAI/pythia-70m", "dtype": "float32"}, "tasks": ["hellaswag"]}),
+        ),
+        (
+            "several tasks",
+            json!({"model": "dummy", "tasks": ["arc_easy", "arc_challenge", "mmlu_abstract_algebra", "lambada_openai"]}),
+        ),
+        (
+            "task names with dots and dashes",
+            json!({"model": "dummy", "tasks": ["bbh_cot_fewshot_boolean_expressions", "tinyBenchmarks.v1", "glue-cola"]}),
+        ),
         ("duplicate tasks", json!({"model": "dummy", "tasks": ["a", "b", "a"]})),
         ("few-shot zero", json!({"model": "dummy", "tasks": ["t"], "num_fewshot": 0})),
         ("few-shot five", json!({"model": "dummy", "tasks": ["t"], "num_fewshot": 5})),
@@ -24,39 +33,105 @@ fn cases() -> Vec<(&'static str, Value)> {
         ("batch size integer", json!({"model": "dummy", "tasks": ["t"], "batch_size": 8})),
         ("batch size auto", json!({"model": "dummy", "tasks": ["t"], "batch_size": "auto", "max_batch_size": 64})),
         ("batch size auto:N", json!({"model": "dummy", "tasks": ["t"], "batch_size": "auto:4"})),
-        ("typed model args", json!({"model": "vllm", "model_args": {"pretrained": "m", "tensor_parallel_size": 2, "gpu_memory_utilization": 0.8, "enforce_eager": true, "max_model_len": 4096}, "tasks": ["t"]})),
-        ("string that looks like an int", json!({"model": "hf", "model_args": {"revision": "123", "pretrained": "m"}, "tasks": ["t"]})),
+        (
+            "typed model args",
+            json!({"model": "vllm", "model_args": {"pretrained": "m", "tensor_parallel_size": 2, "gpu_memory_utilization": 0.8, "enforce_eager": true, "max_model_len": 4096}, "tasks": ["t"]}),
+        ),
+        (
+            "string that looks like an int",
+            json!({"model": "hf", "model_args": {"revision": "123", "pretrained": "m"}, "tasks": ["t"]}),
+        ),
         ("string that looks like a bool", json!({"model": "hf", "model_args": {"pretrained": "True"}, "tasks": ["t"]})),
-        ("string None and nan", json!({"model": "hf", "model_args": {"a": "None", "b": "nan", "c": "inf", "d": "1e5"}, "tasks": ["t"]})),
-        ("comma in value", json!({"model": "local-completions", "model_args": {"model": "a,b", "base_url": "http://127.0.0.1:8000/v1/completions"}, "tasks": ["t"]})),
-        ("equals in value", json!({"model": "local-completions", "model_args": {"base_url": "http://h/v1?x=1&y=2"}, "tasks": ["t"]})),
-        ("quotes and brackets", json!({"model": "hf", "model_args": {"pretrained": "it's \"quoted\" [x] {y}"}, "tasks": ["t"]})),
-        ("negative and huge numbers", json!({"model": "hf", "model_args": {"neg": -3, "big": 18_446_744_073_709_551_615_u64, "negf": -0.5, "tiny": 1e-12}, "tasks": ["t"]})),
-        ("unicode and newlines", json!({"model": "hf", "model_args": {"pretrained": "модель/名前 ✓", "prompt": "line1\nline2\ttab"}, "tasks": ["t"]})),
-        ("value starting with a dash", json!({"model": "hf", "model_args": {"pretrained": "--tasks evil"}, "tasks": ["t"]})),
-        ("empty string and backslashes", json!({"model": "hf", "model_args": {"empty": "", "path": "C:\\models\\x"}, "tasks": ["t"]})),
+        (
+            "string None and nan",
+            json!({"model": "hf", "model_args": {"a": "None", "b": "nan", "c": "inf", "d": "1e5"}, "tasks": ["t"]}),
+        ),
+        (
+            "comma in value",
+            json!({"model": "local-completions", "model_args": {"model": "a,b", "base_url": "http://127.0.0.1:8000/v1/completions"}, "tasks": ["t"]}),
+        ),
+        (
+            "equals in value",
+            json!({"model": "local-completions", "model_args": {"base_url": "http://h/v1?x=1&y=2"}, "tasks": ["t"]}),
+        ),
+        (
+            "quotes and brackets",
+            json!({"model": "hf", "model_args": {"pretrained": "it's \"quoted\" [x] {y}"}, "tasks": ["t"]}),
+        ),
+        (
+            "negative and huge numbers",
+            json!({"model": "hf", "model_args": {"neg": -3, "big": 18_446_744_073_709_551_615_u64, "negf": -0.5, "tiny": 1e-12}, "tasks": ["t"]}),
+        ),
+        (
+            "unicode and newlines",
+            json!({"model": "hf", "model_args": {"pretrained": "модель/名前 ✓", "prompt": "line1\nline2\ttab"}, "tasks": ["t"]}),
+        ),
+        (
+            "value starting with a dash",
+            json!({"model": "hf", "model_args": {"pretrained": "--tasks evil"}, "tasks": ["t"]}),
+        ),
+        (
+            "empty string and backslashes",
+            json!({"model": "hf", "model_args": {"empty": "", "path": "C:\\models\\x"}, "tasks": ["t"]}),
+        ),
         ("json-looking string", json!({"model": "hf", "model_args": {"pretrained": "{\"a\": 1}"}, "tasks": ["t"]})),
-        ("gen kwargs with stop list", json!({"model": "dummy", "tasks": ["t"], "gen_kwargs": {"temperature": 0, "until": ["\n\n", "Question:", ","], "do_sample": false, "max_gen_toks": 256}})),
-        ("gen kwargs plain", json!({"model": "dummy", "tasks": ["t"], "gen_kwargs": {"temperature": 0.7, "top_p": 0.95}})),
-        ("metadata nested", json!({"model": "dummy", "tasks": ["t"], "metadata": {"max_seq_lengths": [4096, 8192], "tokenizer": "gpt2", "nested": {"a": [1, {"b": null}]}}})),
-        ("metadata merged with model args", json!({"model": "hf", "model_args": {"pretrained": "m"}, "tasks": ["t"], "metadata": {"pretrained": "override", "x": 1}})),
+        (
+            "gen kwargs with stop list",
+            json!({"model": "dummy", "tasks": ["t"], "gen_kwargs": {"temperature": 0, "until": ["\n\n", "Question:", ","], "do_sample": false, "max_gen_toks": 256}}),
+        ),
+        (
+            "gen kwargs plain",
+            json!({"model": "dummy", "tasks": ["t"], "gen_kwargs": {"temperature": 0.7, "top_p": 0.95}}),
+        ),
+        (
+            "metadata nested",
+            json!({"model": "dummy", "tasks": ["t"], "metadata": {"max_seq_lengths": [4096, 8192], "tokenizer": "gpt2", "nested": {"a": [1, {"b": null}]}}}),
+        ),
+        (
+            "metadata merged with model args",
+            json!({"model": "hf", "model_args": {"pretrained": "m"}, "tasks": ["t"], "metadata": {"pretrained": "override", "x": 1}}),
+        ),
         ("log samples", json!({"model": "dummy", "tasks": ["t"], "log_samples": true})),
         ("predict only", json!({"model": "dummy", "tasks": ["t"], "predict_only": true})),
-        ("chat template true", json!({"model": "hf", "model_args": {"pretrained": "m"}, "tasks": ["t"], "apply_chat_template": true})),
-        ("chat template named, multiturn off", json!({"model": "hf", "model_args": {"pretrained": "m"}, "tasks": ["t"], "apply_chat_template": "chatml", "fewshot_as_multiturn": false})),
-        ("chat template with multiturn", json!({"model": "hf", "model_args": {"pretrained": "m"}, "tasks": ["t"], "apply_chat_template": true, "fewshot_as_multiturn": true})),
-        ("system instruction hostile", json!({"model": "dummy", "tasks": ["t"], "system_instruction": "--tasks evil; rm -rf / $(whoami) `id` 'q' \"dq\"\nsecond line=1,2"})),
-        ("system instruction with equals first", json!({"model": "dummy", "tasks": ["t"], "system_instruction": "=leading equals"})),
+        (
+            "chat template true",
+            json!({"model": "hf", "model_args": {"pretrained": "m"}, "tasks": ["t"], "apply_chat_template": true}),
+        ),
+        (
+            "chat template named, multiturn off",
+            json!({"model": "hf", "model_args": {"pretrained": "m"}, "tasks": ["t"], "apply_chat_template": "chatml", "fewshot_as_multiturn": false}),
+        ),
+        (
+            "chat template with multiturn",
+            json!({"model": "hf", "model_args": {"pretrained": "m"}, "tasks": ["t"], "apply_chat_template": true, "fewshot_as_multiturn": true}),
+        ),
+        (
+            "system instruction hostile",
+            json!({"model": "dummy", "tasks": ["t"], "system_instruction": "--tasks evil; rm -rf / $(whoami) `id` 'q' \"dq\"\nsecond line=1,2"}),
+        ),
+        (
+            "system instruction with equals first",
+            json!({"model": "dummy", "tasks": ["t"], "system_instruction": "=leading equals"}),
+        ),
         ("seed single", json!({"model": "dummy", "tasks": ["t"], "seed": 42})),
         ("seed negative", json!({"model": "dummy", "tasks": ["t"], "seed": -7})),
         ("seed list with nulls", json!({"model": "dummy", "tasks": ["t"], "seed": [0, null, 8, 52]})),
         ("code execution allowed", json!({"model": "dummy", "tasks": ["t"], "allow_code_execution": true})),
-        ("trust remote code in model args", json!({"model": "hf", "model_args": {"pretrained": "m", "trust_remote_code": true}, "tasks": ["t"]})),
-        ("inline tasks add a directory", json!({"model": "dummy", "tasks": ["mine"], "inline_tasks": {"mine.yaml": "task: mine"}})),
+        (
+            "trust remote code in model args",
+            json!({"model": "hf", "model_args": {"pretrained": "m", "trust_remote_code": true}, "tasks": ["t"]}),
+        ),
+        (
+            "inline tasks add a directory",
+            json!({"model": "dummy", "tasks": ["mine"], "inline_tasks": {"mine.yaml": "task: mine"}}),
+        ),
         ("include path", json!({"model": "dummy", "tasks": ["t"], "include_path": "/srv/tasks/extra"})),
-        ("everything", json!({"model": "local-chat-completions", "model_args": {"model": "granite", "base_url": "http://127.0.0.1:9/v1/chat/completions", "num_concurrent": 4, "max_retries": 3, "tokenized_requests": false},
+        (
+            "everything",
+            json!({"model": "local-chat-completions", "model_args": {"model": "granite", "base_url": "http://127.0.0.1:9/v1/chat/completions", "num_concurrent": 4, "max_retries": 3, "tokenized_requests": false},
             "tasks": ["gsm8k", "ifeval"], "num_fewshot": 3, "limit": 0.1, "batch_size": 1, "gen_kwargs": {"temperature": 0}, "log_samples": true,
-            "apply_chat_template": true, "system_instruction": "Be brief.", "seed": [1, 2, 3, 4], "metadata": {"k": "v"}})),
+            "apply_chat_template": true, "system_instruction": "Be brief.", "seed": [1, 2, 3, 4], "metadata": {"k": "v"}}),
+        ),
     ]
 }
 
@@ -85,7 +160,11 @@ fn expected(request: &EvaluationRequest, include: Value) -> Value {
         Some(other) => json!(other.to_string()),
     };
     let chat = request.apply_chat_template.clone().unwrap_or(json!(false));
-    let multiturn = request.fewshot_as_multiturn.map(Value::Bool).unwrap_or(if chat == json!(false) { Value::Null } else { json!(true) });
+    let multiturn = request.fewshot_as_multiturn.map(Value::Bool).unwrap_or(if chat == json!(false) {
+        Value::Null
+    } else {
+        json!(true)
+    });
     json!({
         "model": request.model,
         "model_args": request.model_args,
@@ -125,7 +204,8 @@ fn assert_same(name: &str, got: &Value, want: &Value) {
 
 #[test]
 fn lm_eval_reads_back_exactly_what_was_requested() {
-    let python = std::env::var("LMEVAL_PYTHON").expect("LMEVAL_PYTHON must point at the pinned lm-eval venv's python (scripts/test sets it)");
+    let python = std::env::var("LMEVAL_PYTHON")
+        .expect("LMEVAL_PYTHON must point at the pinned lm-eval venv's python (scripts/test sets it)");
     let dir = tempfile::tempdir().expect("tempdir");
     let policy = Policy { allow_online: true, allow_code_execution: true, allow_trust_remote_code: true };
     let mut argvs = Vec::new();
