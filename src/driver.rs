@@ -93,7 +93,7 @@ pub async fn run(args: DriverArgs) -> anyhow::Result<i32> {
     let mut partial: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
     let mut progress: Option<Progress> = None;
     let mut progress_written: Option<(Progress, Instant)> = None;
-    let mut out = tokio::io::stdout();
+    let mut sink = LineSink { log, echo: args.echo.then(tokio::io::stdout) };
     loop {
         tokio::select! {
             chunk = rx.recv() => {
@@ -110,19 +110,11 @@ pub async fn run(args: DriverArgs) -> anyhow::Result<i32> {
                     }
                 }
                 for line in &lines {
-                    let text = String::from_utf8_lossy(line);
-                    progress = parse_tqdm_line(&text).or(progress);
-                    let mut with_newline = line.clone();
-                    with_newline.push(b'\n');
-                    if let Some(log) = log.as_mut() {
-                        log.write_all(&with_newline).await?;
-                    }
-                    if args.echo {
-                        out.write_all(&with_newline).await?;
-                    }
+                    progress = parse_tqdm_line(&String::from_utf8_lossy(line)).or(progress);
+                    sink.write_line(line).await?;
                 }
-                if args.echo && !lines.is_empty() {
-                    out.flush().await?;
+                if !lines.is_empty() {
+                    sink.flush_echo().await?;
                 }
                 progress = parse_tqdm_line(&String::from_utf8_lossy(&partial[index])).or(progress);
                 maybe_write_progress(&args, progress, &mut progress_written, false)?;
@@ -135,15 +127,9 @@ pub async fn run(args: DriverArgs) -> anyhow::Result<i32> {
         }
     }
     for line in partial.iter().filter(|l| !l.is_empty()) {
-        let mut with_newline = line.clone();
-        with_newline.push(b'\n');
-        if let Some(log) = log.as_mut() {
-            log.write_all(&with_newline).await?;
-        }
-        if args.echo {
-            out.write_all(&with_newline).await?;
-        }
+        sink.write_line(line).await?;
     }
+    sink.flush_echo().await?;
     maybe_write_progress(&args, progress, &mut progress_written, true)?;
     let status = loop {
         tokio::select! {
@@ -155,13 +141,41 @@ pub async fn run(args: DriverArgs) -> anyhow::Result<i32> {
             }
         }
     };
-    if let Some(log) = log.as_mut() {
+    if let Some(log) = sink.log.as_mut() {
         log.flush().await?;
         log.sync_data().await?;
     }
     let status = ExitStatus { code: status.code(), signal: status.signal() };
     write_exit(&args, status)?;
     Ok(status.process_exit_code())
+}
+
+/// Where each complete output line goes: the log file and, with `--echo`, standard output.
+struct LineSink {
+    log: Option<tokio::fs::File>,
+    echo: Option<tokio::io::Stdout>,
+}
+
+impl LineSink {
+    async fn write_line(&mut self, line: &[u8]) -> std::io::Result<()> {
+        let mut with_newline = Vec::with_capacity(line.len() + 1);
+        with_newline.extend_from_slice(line);
+        with_newline.push(b'\n');
+        if let Some(log) = self.log.as_mut() {
+            log.write_all(&with_newline).await?;
+        }
+        if let Some(out) = self.echo.as_mut() {
+            out.write_all(&with_newline).await?;
+        }
+        Ok(())
+    }
+
+    async fn flush_echo(&mut self) -> std::io::Result<()> {
+        match self.echo.as_mut() {
+            Some(out) => out.flush().await,
+            None => Ok(()),
+        }
+    }
 }
 
 fn write_exit(args: &DriverArgs, status: ExitStatus) -> anyhow::Result<()> {

@@ -19,15 +19,12 @@ async fn submit(service: &Service, body: Value) -> Value {
     response.json().await.expect("evaluation")
 }
 
+async fn get_json(service: &Service, path: &str) -> Value {
+    client().get(service.url(path)).send().await.expect("GET").json().await.expect("JSON body")
+}
+
 async fn evaluation(service: &Service, id: &str) -> Value {
-    client()
-        .get(service.url(&format!("/api/v1/evaluations/{id}")))
-        .send()
-        .await
-        .expect("GET")
-        .json()
-        .await
-        .expect("json")
+    get_json(service, &format!("/api/v1/evaluations/{id}")).await
 }
 
 async fn wait_until(
@@ -288,17 +285,10 @@ async fn legacy_flask_routes_drive_the_same_evaluations() {
     })
     .await;
     assert!(complete.is_some(), "legacy poll reaches complete");
-    let results: Value = client()
-        .get(service.url(&format!("/job_results?task_id={task_id}")))
-        .send()
-        .await
-        .expect("results")
-        .json()
-        .await
-        .expect("json");
+    let results: Value = get_json(&service, &format!("/job_results?task_id={task_id}")).await;
     assert!(results["results"]["lmeval_aas_gen"].is_object(), "{results}");
 
-    let jobs: Value = client().get(service.url("/list_jobs")).send().await.expect("list").json().await.expect("json");
+    let jobs = get_json(&service, "/list_jobs").await;
     assert_eq!(jobs, json!([{"task_id": task_id, "status": "complete"}]));
 
     let finished =
@@ -328,14 +318,7 @@ async fn legacy_flask_routes_drive_the_same_evaluations() {
     assert_eq!(cancelled.status(), 200);
     assert_eq!(cancelled.json::<Value>().await.expect("json"), json!({"task_id": slow_id, "status": "cancelled"}));
     wait_terminal(&service, &failing_id).await;
-    let error: Value = client()
-        .get(service.url(&format!("/job_results?task_id={failing_id}")))
-        .send()
-        .await
-        .expect("results")
-        .json()
-        .await
-        .expect("json");
+    let error: Value = get_json(&service, &format!("/job_results?task_id={failing_id}")).await;
     assert!(error["error"].as_str().is_some_and(|e| e.contains("exited with code")), "{error}");
     let bad = client()
         .post(service.url("/submit_job"))
@@ -394,8 +377,7 @@ async fn kill_9_mid_evaluation_loses_nothing() {
     );
     let last = wait_terminal(&service, &doomed_id).await;
     assert_eq!(last["state"], "succeeded", "the pending evaluation survived two restarts: {last}");
-    let list: Value =
-        client().get(service.url("/api/v1/evaluations")).send().await.expect("list").json().await.expect("json");
+    let list = get_json(&service, "/api/v1/evaluations").await;
     assert_eq!(list["items"].as_array().map(Vec::len), Some(3), "none lost");
 }
 
