@@ -4,6 +4,7 @@ pub mod evaluations;
 pub mod extract;
 pub mod legacy;
 pub mod ops;
+pub mod ui;
 
 use std::sync::Arc;
 
@@ -100,6 +101,8 @@ pub fn router(state: AppState) -> Router {
         .merge(api)
         .merge(ops)
         .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi()))
+        .route("/", axum::routing::get(ui::index))
+        .route("/ui/{*path}", axum::routing::get(ui::asset))
         .fallback(|| async { ApiError::NoRoute })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .with_state(state)
