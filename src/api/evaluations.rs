@@ -176,11 +176,9 @@ pub async fn list_evaluations(
         (status = 404, description = "No such evaluation", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn get_evaluation(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> ApiResult<axum::Json<Evaluation>> {
-    Ok(axum::Json(state.backend.get(evaluation_id(&id)?).await?))
+pub async fn get_evaluation(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+    let json = state.backend.get_json(evaluation_id(&id)?).await?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response())
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]

@@ -117,10 +117,10 @@ async fn record_metrics(
     next: Next,
 ) -> Response {
     let method = req.method().clone();
-    let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_default();
+    let route = req.extensions().get::<MatchedPath>().cloned();
     let response = next.run(req).await;
     let status = response.status();
-    state.metrics.request(method.as_str(), &route, status.as_u16());
+    state.metrics.request(&method, route.as_ref().map_or("", MatchedPath::as_str), status.as_u16());
     if status.is_server_error() {
         tracing::warn!(http.status = status.as_u16(), "server error");
     }

@@ -588,6 +588,12 @@ impl Backend for LocalBackend {
             .ok_or_else(|| ApiError::NotFound(id.to_string()))
     }
 
+    async fn get_json(&self, id: Uuid) -> ApiResult<Bytes> {
+        let store = self.shared.read();
+        let record = store.records.get(&id).ok_or_else(|| ApiError::NotFound(id.to_string()))?;
+        serde_json::to_vec(&record.evaluation).map(Bytes::from).map_err(ApiError::internal)
+    }
+
     async fn list(&self, query: &ListQuery) -> ApiResult<EvaluationList> {
         let store = self.shared.read();
         paginate(store.order.values().filter_map(|id| store.records.get(id).map(|r| &r.evaluation)), query)

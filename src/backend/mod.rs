@@ -63,6 +63,10 @@ pub trait Backend: Send + Sync + 'static {
     fn plan(&self, id: Uuid) -> RunPlan;
     async fn create(&self, new: NewEvaluation) -> ApiResult<Created>;
     async fn get(&self, id: Uuid) -> ApiResult<Evaluation>;
+    /// The evaluation as JSON: the hot read path, which a backend may serve without copying the evaluation.
+    async fn get_json(&self, id: Uuid) -> ApiResult<Bytes> {
+        serde_json::to_vec(&self.get(id).await?).map(Bytes::from).map_err(ApiError::internal)
+    }
     async fn list(&self, query: &ListQuery) -> ApiResult<EvaluationList>;
     async fn logs(&self, id: Uuid, options: LogOptions) -> ApiResult<LogStream>;
     /// The results JSON exactly as lm-eval wrote it.
