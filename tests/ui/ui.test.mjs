@@ -1,0 +1,323 @@
+// Browser tests of the web UI: headless Debian Chromium driven by playwright-core, against a
+// running lm-eval-aas (local backend, `dummy` model). scripts/test-ui starts the service and
+// sets LMEVAL_UI_BASE_URL. Screenshots go to tests/ui/artifacts/ (git-ignored).
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdirSync } from 'node:fs';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const BASE = process.env.LMEVAL_UI_BASE_URL;
+if (!BASE) throw new Error('set LMEVAL_UI_BASE_URL (scripts/test-ui does)');
+const ARTIFACTS = join(dirname(fileURLToPath(import.meta.url)), 'artifacts');
+const RUN_TIMEOUT = 180_000; // a dummy run with limit 3-5 takes ~10-20 s; leave room on a busy machine
+mkdirSync(ARTIFACTS, { recursive: true });
+
+let browser;
+let context;
+let page;
+const pageErrors = [];
+const submitted = {}; // name → evaluation id
+
+before(async () => {
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+      '--disable-component-update', '--disable-sync', '--disable-dev-shm-usage'],
+    // playwright-core gives every launch() a fresh temporary --user-data-dir of its own.
+    headless: true,
+  });
+  context = await browser.newContext({ viewport: { width: 1280, height: 860 }, baseURL: BASE });
+  page = await context.newPage();
+  page.setDefaultTimeout(15_000);
+  watchErrors(page);
+});
+
+after(async () => {
+  await browser?.close();
+});
+
+function watchErrors(p) {
+  p.on('pageerror', (error) => pageErrors.push(`pageerror: ${error.message}`));
+  p.on('console', (message) => {
+    // The browser logs every non-2xx fetch; the API's 4xx answers are expected in the error tests.
+    if (message.type() === 'error' && !/Failed to load resource: the server responded with a status of 4\d\d/.test(message.text())) {
+      pageErrors.push(`console: ${message.text()}`);
+    }
+  });
+}
+
+async function shot(name, p = page) {
+  await p.screenshot({ path: join(ARTIFACTS, name), fullPage: true });
+}
+
+async function apiJson(path, init) {
+  const response = await fetch(new URL(path, BASE), init);
+  assert.ok(response.ok, `${path}: HTTP ${response.status}`);
+  return response.status === 204 ? null : response.json();
+}
+
+/** Fills the submit form: fields by label, key/value rows by their fieldset. */
+async function fillForm({ model = 'dummy', tasks, limit = '', labels = {}, modelArgs = {}, genKwargs = {} }) {
+  await freshPage('/#/new');
+  await page.getByRole('heading', { name: 'New evaluation' }).waitFor();
+  await page.getByLabel('Model type').fill(model);
+  await page.getByLabel('Tasks').fill(tasks);
+  await page.getByLabel('Limit').fill(String(limit));
+  const rows = async (fieldsetId, entries) => {
+    const fieldset = page.locator(`#${fieldsetId}`);
+    let index = 0;
+    for (const [key, value] of Object.entries(entries)) {
+      if (index > 0) await fieldset.locator('.add-row').click();
+      await fieldset.locator('.kv-key').nth(index).fill(key);
+      await fieldset.locator('.kv-value').nth(index).fill(String(value));
+      index += 1;
+    }
+  };
+  await rows('field-model_args', modelArgs);
+  await rows('field-gen_kwargs', genKwargs);
+  await rows('field-labels', labels);
+}
+
+/** A fresh document (a hash-only goto to the same URL would keep the old form's contents). */
+async function freshPage(path) {
+  await page.goto('about:blank');
+  await page.goto(path);
+}
+
+async function submitForm() {
+  await page.getByRole('button', { name: 'Submit evaluation' }).click();
+  await page.waitForURL(/#\/evaluations\/[0-9a-f-]{36}$/);
+  return page.url().split('/').pop();
+}
+
+test('the page loads its own assets only and shows the list', async () => {
+  const requests = [];
+  page.on('request', (request) => requests.push(request.url()));
+  await page.goto('/');
+  await page.getByRole('heading', { name: 'Evaluations', level: 1 }).waitFor();
+  await page.locator('.refresh-status', { hasText: 'Updated' }).waitFor();
+  const foreign = requests.filter((url) => !url.startsWith(BASE));
+  assert.deepEqual(foreign, [], 'every request goes to the service itself');
+});
+
+test('a form error from the API is shown at the field it names', async () => {
+  // tasks[1] → the tasks input.
+  await fillForm({ tasks: 'lmeval_aas_mc ../etc/passwd', limit: 3 });
+  await page.getByRole('button', { name: 'Submit evaluation' }).click();
+  const tasksError = page.locator('#err-tasks');
+  await tasksError.waitFor({ state: 'visible' });
+  assert.match(await tasksError.textContent(), /\S/);
+  assert.equal(await page.getByLabel('Tasks').getAttribute('aria-invalid'), 'true');
+  assert.match(await page.getByLabel('Tasks').getAttribute('aria-describedby'), /err-tasks/);
+  assert.ok(await page.getByLabel('Tasks').evaluate((el) => el === document.activeElement), 'focus moves to the field in error');
+  assert.equal(await page.locator('#form-error').isVisible(), false, 'no general error when a field is named');
+
+  // labels.team → the labels rows; the tasks error is cleared on the next attempt.
+  await page.getByLabel('Tasks').fill('lmeval_aas_mc');
+  await page.locator('#field-labels .kv-key').first().fill('team');
+  await page.locator('#field-labels .kv-value').first().fill('has spaces');
+  await page.getByRole('button', { name: 'Submit evaluation' }).click();
+  await page.locator('#err-labels').waitFor({ state: 'visible' });
+  assert.equal(await page.locator('#err-tasks').isVisible(), false);
+  assert.equal(await page.locator('#field-labels .kv-value').first().getAttribute('aria-invalid'), 'true');
+
+  // model_args.api_key → the model_args row with that key.
+  await page.locator('#field-labels .kv-value').first().fill('nlp');
+  await page.locator('#field-model_args .kv-key').first().fill('api_key');
+  await page.locator('#field-model_args .kv-value').first().fill('sk-123');
+  await page.getByRole('button', { name: 'Submit evaluation' }).click();
+  await page.locator('#err-model_args').waitFor({ state: 'visible' });
+  assert.equal(await page.locator('#err-labels').isVisible(), false);
+  assert.match(page.url(), /#\/new$/, 'nothing was submitted');
+  await page.locator('#field-model_args .kv-key').first().fill('');
+  await page.locator('#field-model_args .kv-value').first().fill('');
+
+  // limit → the limit input; shown for the screenshot.
+  await page.getByLabel('Limit').fill('0');
+  await page.getByRole('button', { name: 'Submit evaluation' }).click();
+  await page.locator('#err-limit').waitFor({ state: 'visible' });
+  assert.equal(await page.getByLabel('Limit').getAttribute('aria-invalid'), 'true');
+  await shot('02-form-error.png');
+});
+
+test('every form control has an accessible name', async () => {
+  await freshPage('/#/new');
+  await page.getByRole('heading', { name: 'New evaluation' }).waitFor();
+  const unnamed = await page.evaluate(() => [...document.querySelectorAll('input, select, textarea, button')]
+    .filter((el) => !(el.labels?.length || el.getAttribute('aria-label') || el.getAttribute('aria-labelledby') || el.textContent.trim()))
+    .map((el) => el.outerHTML.slice(0, 80)));
+  assert.deepEqual(unnamed, []);
+  // Keyboard: the first Tab lands on the skip link, which moves focus into <main>.
+  await page.keyboard.press('Tab');
+  assert.equal(await page.evaluate(() => document.activeElement.textContent), 'Skip to content');
+});
+
+test('dry run shows the exact lm_eval command and creates nothing', async () => {
+  const before = await apiJson('/api/v1/evaluations?page_size=500');
+  await fillForm({ tasks: 'lmeval_aas_mc, lmeval_aas_gen', limit: 3, modelArgs: { pretrained: 'tiny' }, genKwargs: { temperature: 0 }, labels: { team: 'nlp' } });
+  await page.getByRole('button', { name: 'Dry run' }).click();
+  const command = page.locator('#dry-run-command');
+  await command.waitFor();
+  const text = await command.textContent();
+  assert.match(text, /lm_eval/);
+  assert.match(text, /--model dummy/);
+  assert.match(text, /lmeval_aas_mc,lmeval_aas_gen/);
+  assert.match(text, /pretrained=tiny/);
+  assert.match(text, /--limit 3/);
+  assert.match(page.url(), /#\/new$/);
+  await shot('03-dry-run.png');
+  const afterList = await apiJson('/api/v1/evaluations?page_size=500');
+  assert.equal(afterList.items.length, before.items.length, 'a dry run creates nothing');
+});
+
+test('submit through the form, watch it reach succeeded in the list, open it', async () => {
+  await fillForm({ tasks: 'lmeval_aas_mc', limit: 4, labels: { run: 'a' } });
+  submitted.a = await submitForm();
+  await page.getByRole('link', { name: 'Evaluations', exact: true }).click();
+  await page.getByRole('heading', { name: 'Evaluations', level: 1 }).waitFor();
+  const row = page.locator(`#evaluations tr[data-id="${submitted.a}"]`);
+  await row.waitFor();
+  assert.notEqual(await row.getAttribute('data-state'), 'succeeded', 'still under way when the list first shows it');
+  await row.evaluate((r) => { r.dataset.marker = 'kept'; });
+  // Reaches succeeded without a reload: the same row element (still carrying our marker) updates.
+  await page.locator(`#evaluations tr[data-id="${submitted.a}"][data-state="succeeded"]`).waitFor({ timeout: RUN_TIMEOUT });
+  assert.equal(await row.getAttribute('data-marker'), 'kept', 'the list refreshed in place');
+  const rowText = await row.textContent();
+  assert.match(rowText, /dummy/);
+  assert.match(rowText, /lmeval_aas_mc/);
+  assert.match(rowText, /100%/);
+  assert.match(rowText, /ago/);
+  assert.match(rowText, /run=a/);
+
+  // Open it from the list: command, timestamps, the whole log, metrics, results link.
+  await row.getByRole('link').click();
+  await page.waitForURL(new RegExp(`#/evaluations/${submitted.a}$`));
+  await page.locator('#log[data-ended="true"]').waitFor({ timeout: RUN_TIMEOUT });
+  assert.match(await page.locator('#log').textContent(), /lmeval_aas_mc/, 'the log is lm_eval\'s output');
+  assert.match(await page.locator('#command').textContent(), /lm_eval run --model dummy .*--tasks lmeval_aas_mc .*--limit 4/);
+  assert.match(await page.locator('#summary').textContent(), /Finished.*took/);
+  const metricText = await page.locator('#metrics-table').textContent();
+  assert.match(metricText, /lmeval_aas_mc/);
+  assert.match(metricText, /acc_norm/);
+  const href = await page.locator('#download-results').getAttribute('href');
+  assert.equal(href, `/api/v1/evaluations/${submitted.a}/results`);
+  const results = await apiJson(href);
+  assert.ok(results.results?.lmeval_aas_mc, 'the link serves the results JSON');
+  assert.equal(await page.locator('#cancel-button').count(), 0, 'no cancel button once it ended');
+});
+
+test('detail page: log lines arrive live over SSE, the stream stops at the end, metrics appear', async () => {
+  await fillForm({ tasks: 'lmeval_aas_mc lmeval_aas_gen', limit: 5, labels: { run: 'b' } });
+  submitted.b = await submitForm();
+  // Lines are shown while the evaluation is still under way …
+  await page.waitForFunction(() => {
+    const log = document.querySelector('#log');
+    return log.textContent.split('\n').filter(Boolean).length >= 1 && log.dataset.ended !== 'true';
+  }, null, { timeout: RUN_TIMEOUT });
+  const state = await page.locator('#detail-state .badge').textContent();
+  assert.ok(['pending', 'running'].includes(state), `live while ${state}`);
+  assert.equal(await page.locator('#cancel-button').count(), 1, 'cancel is offered while it runs');
+  // … then the stream ends (EventSource closed on `end`) and the metrics table appears.
+  await page.locator('#log[data-ended="true"]').waitFor({ timeout: RUN_TIMEOUT });
+  assert.equal(await page.locator('#log-status').textContent(), 'Log ended');
+  await page.locator('#detail-state .state-succeeded').waitFor({ timeout: RUN_TIMEOUT });
+  const metricText = await page.locator('#metrics-table').textContent();
+  assert.match(metricText, /lmeval_aas_gen/);
+  assert.match(metricText, /exact_match/);
+  const atEnd = await page.locator('#log').evaluate((el) => el.scrollHeight - el.scrollTop - el.clientHeight < 30);
+  assert.ok(atEnd, 'the log auto-scrolls to its end');
+  assert.ok(await page.locator('#log').evaluate((el) => el.textContent.split('\n').filter(Boolean).length) >= 3);
+  await shot('04-detail.png');
+});
+
+test('the list: newest first, filters by state and label', async () => {
+  await page.getByRole('link', { name: 'Evaluations', exact: true }).click();
+  await page.getByRole('heading', { name: 'Evaluations', level: 1 }).waitFor();
+  await page.locator(`#evaluations tr[data-id="${submitted.b}"][data-state="succeeded"]`).waitFor();
+  const ids = await page.locator('#evaluations tbody tr').evaluateAll((rows) => rows.map((r) => r.dataset.id));
+  assert.ok(ids.indexOf(submitted.b) < ids.indexOf(submitted.a), 'newest first');
+  assert.match(await page.locator(`#evaluations tr[data-id="${submitted.b}"]`).textContent(), /lmeval_aas_mc, lmeval_aas_gen/);
+  await shot('01-list.png');
+
+  await page.getByLabel('Labels').fill('run=a');
+  await page.getByRole('button', { name: 'Apply' }).click();
+  await page.waitForFunction((b) => !document.querySelector(`#evaluations tr[data-id="${b}"]`), submitted.b);
+  assert.equal(await page.locator(`#evaluations tr[data-id="${submitted.a}"]`).count(), 1);
+  assert.match(page.url(), /label=run%3Da/);
+  await page.getByLabel('Labels').fill('');
+  await page.getByRole('button', { name: 'Apply' }).click();
+  await page.getByLabel('State').selectOption('failed');
+  await page.waitForFunction((a) => !document.querySelector(`#evaluations tr[data-id="${a}"]`), submitted.a);
+  await page.getByLabel('State').selectOption('');
+  await page.locator(`#evaluations tr[data-id="${submitted.a}"]`).waitFor();
+});
+
+test('compare two evaluations picked in the list: side-by-side table and a bar chart per metric', async () => {
+  await page.goto('/#/');
+  for (const id of [submitted.a, submitted.b]) {
+    await page.locator(`#evaluations tr[data-id="${id}"] input.select`).check();
+  }
+  await page.getByRole('button', { name: 'Compare selected' }).click();
+  await page.waitForURL(/#\/compare\?ids=/);
+  const table = page.locator('#compare-table');
+  await table.waitFor();
+  const headers = await table.locator('thead th').allTextContents();
+  assert.ok(headers.some((t) => t.includes(submitted.a.slice(0, 8))) && headers.some((t) => t.includes(submitted.b.slice(0, 8))));
+  const tableText = await table.textContent();
+  assert.match(tableText, /acc_norm/);
+  assert.match(tableText, /exact_match/, 'metrics only one of them has are listed too');
+  // One chart per task/filter/metric, each with a bar per evaluation that has the metric.
+  const charts = page.locator('#charts figure');
+  assert.ok(await charts.count() >= 3, 'charts for acc, acc_norm and exact_match');
+  const accChart = charts.filter({ hasText: 'lmeval_aas_mc · acc' }).first();
+  assert.equal(await accChart.locator('rect.bar').count(), 2);
+  assert.equal(await accChart.locator('svg').getAttribute('role'), 'img');
+  await shot('05-compare.png');
+
+  // The picker on the compare page leads to the same comparison.
+  await page.goto('/#/compare');
+  await page.locator(`#pick-${submitted.a}`).check();
+  await page.getByRole('button', { name: 'Compare', exact: true }).click();
+  await page.locator('#picker-error').waitFor({ state: 'visible' });
+  await page.locator(`#pick-${submitted.b}`).check();
+  await page.getByRole('button', { name: 'Compare', exact: true }).click();
+  await page.locator('#compare-table').waitFor();
+});
+
+test('cancel a running evaluation, then delete it', async () => {
+  await fillForm({ tasks: 'lmeval_aas_slow', labels: { run: 'cancel-me' } });
+  const id = await submitForm();
+  await page.locator('#detail-state .state-running').waitFor({ timeout: RUN_TIMEOUT });
+  await page.getByRole('button', { name: 'Cancel' }).click();
+  await page.locator('#detail-state .state-cancelled').waitFor({ timeout: 60_000 });
+  await page.locator('#log[data-ended="true"]').waitFor({ timeout: 60_000 });
+  page.once('dialog', (dialog) => dialog.accept());
+  await page.getByRole('button', { name: 'Delete' }).click();
+  await page.waitForURL(/#\/$/);
+  const gone = await fetch(new URL(`/api/v1/evaluations/${id}`, BASE));
+  assert.equal(gone.status, 404);
+});
+
+test('phone width: the list is readable without sideways scrolling', async () => {
+  const phone = await browser.newContext({ viewport: { width: 390, height: 844 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true, baseURL: BASE });
+  const p = await phone.newPage();
+  watchErrors(p);
+  await p.goto('/');
+  await p.locator(`#evaluations tr[data-id="${submitted.a}"][data-state="succeeded"]`).waitFor();
+  const overflow = await p.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  assert.ok(overflow <= 0, `no horizontal overflow (${overflow}px)`);
+  await shot('06-list-phone.png', p);
+  await p.goto(`/#/evaluations/${submitted.b}`);
+  await p.locator('#metrics-table').waitFor();
+  await shot('07-detail-phone.png', p);
+  await p.goto(`/#/compare?ids=${submitted.a},${submitted.b}`);
+  await p.locator('#charts svg').first().waitFor();
+  await shot('08-compare-phone.png', p);
+  await phone.close();
+});
+
+test('no script errors on any page', () => {
+  assert.deepEqual(pageErrors, []);
+});
