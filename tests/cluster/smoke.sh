@@ -73,7 +73,7 @@ source <("$cluster" env)
 set +a
 
 t=$SECONDS
-(cd "$repo/tests/cluster" && "$go" test -tags clustersmoke -count=1 -v -timeout 10m ./smoke/) || status=$?
+(cd "$repo/tests/cluster" && "$go" test -trimpath -buildvcs=false -tags clustersmoke -count=1 -v -timeout 10m ./smoke/) || status=$?
 test_s=$((SECONDS - t))
 echo "smoke: tests took ${test_s}s"
 exit "$status"
