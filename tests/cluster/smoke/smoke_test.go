@@ -362,6 +362,8 @@ func TestPersistentVolumeClaimHostPath(t *testing.T) {
 	ns := namespace(t, c, nil)
 	ctx := ctxFor(t, 2*time.Minute)
 	hostDir := t.TempDir()
+	// Mount points are created on the host (empty); keep them inside a directory the test removes.
+	mountPath := filepath.Join(t.TempDir(), "results")
 	pvName := "pv-" + ns
 	if _, err := c.CoreV1().PersistentVolumes().Create(ctx, &corev1.PersistentVolume{
 		ObjectMeta: metav1.ObjectMeta{Name: pvName},
@@ -395,8 +397,8 @@ func TestPersistentVolumeClaimHostPath(t *testing.T) {
 			RestartPolicy: corev1.RestartPolicyNever,
 			Containers: []corev1.Container{{
 				Name: "main", Image: "local/none",
-				Command:      []string{"sh", "-c", "echo written-by-pod > /results/out.txt"},
-				VolumeMounts: []corev1.VolumeMount{{Name: "results", MountPath: "/results"}},
+				Command:      []string{"sh", "-c", "echo written-by-pod > " + mountPath + "/out.txt"},
+				VolumeMounts: []corev1.VolumeMount{{Name: "results", MountPath: mountPath}},
 			}},
 			Volumes: []corev1.Volume{{Name: "results", VolumeSource: corev1.VolumeSource{
 				PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: "results"}}}},
@@ -412,6 +414,9 @@ func TestPersistentVolumeClaimHostPath(t *testing.T) {
 	b, err := os.ReadFile(filepath.Join(hostDir, "out.txt"))
 	if err != nil || string(b) != "written-by-pod\n" {
 		t.Fatalf("host file: %q, %v", b, err)
+	}
+	if _, err := os.Stat(filepath.Join(mountPath, "out.txt")); err == nil {
+		t.Fatalf("%s/out.txt exists on the host: the PV was not mounted in the container's own namespace", mountPath)
 	}
 }
 
@@ -443,6 +448,7 @@ func TestInClusterClientUnderRBAC(t *testing.T) {
 	}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	home := filepath.Join(t.TempDir(), "home")
 	run := func(sa string) (*corev1.Pod, string) {
 		pod := &corev1.Pod{
 			ObjectMeta: metav1.ObjectMeta{Name: "as-" + sa},
@@ -454,8 +460,8 @@ func TestInClusterClientUnderRBAC(t *testing.T) {
 					// No kubeconfig: kubectl falls back to the in-cluster config (token, ca.crt, namespace files
 					// and KUBERNETES_SERVICE_HOST/PORT), and verifies the API server's certificate for 127.0.0.1.
 					Command:      []string{kubectl, "create", "configmap", "made-by-" + sa, "--from-literal=k=v"},
-					Env:          []corev1.EnvVar{{Name: "HOME", Value: "/home/lmeval"}},
-					VolumeMounts: []corev1.VolumeMount{{Name: "home", MountPath: "/home/lmeval"}},
+					Env:          []corev1.EnvVar{{Name: "HOME", Value: home}},
+					VolumeMounts: []corev1.VolumeMount{{Name: "home", MountPath: home}},
 				}},
 				Volumes: []corev1.Volume{{Name: "home", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}},
 			},
@@ -493,8 +499,10 @@ func TestDeleteRunningJobKillsProcess(t *testing.T) {
 	ns := namespace(t, c, nil)
 	ctx := ctxFor(t, 2*time.Minute)
 	hostDir := t.TempDir()
-	job := jobFor("sleeper", "echo $$ > /pid/pid; exec sleep 300", 0)
-	job.Spec.Template.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "pid", MountPath: "/pid"}}
+	// "$$" is Kubernetes' escape for "$" in command/args, so "$$$$" reaches the shell as "$$".
+	mountPath := filepath.Join(t.TempDir(), "pid")
+	job := jobFor("sleeper", "echo $$$$ > "+mountPath+"/pid; exec sleep 300", 0)
+	job.Spec.Template.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "pid", MountPath: mountPath}}
 	job.Spec.Template.Spec.Volumes = []corev1.Volume{{Name: "pid", VolumeSource: corev1.VolumeSource{
 		HostPath: &corev1.HostPathVolumeSource{Path: hostDir}}}}
 	if _, err := c.BatchV1().Jobs(ns).Create(ctx, job, metav1.CreateOptions{}); err != nil {
