@@ -99,7 +99,8 @@ export function compareView(main, { params }) {
     const legend = h('ul', { class: 'legend', 'aria-label': 'Evaluations compared' }, series.map((s) => h('li', {},
       h('span', { class: 'swatch', style: `background: ${s.color}`, 'aria-hidden': 'true' }),
       h('a', { href: `#/evaluations/${s.evaluation.id}` }, s.name), ' ',
-      h('span', { class: 'muted' }, `${s.evaluation.request.tasks.join(', ')}${s.evaluation.request.limit != null ? ` · limit ${s.evaluation.request.limit}` : ''}`))));
+      h('span', { class: 'muted' }, `${s.evaluation.request.tasks.join(', ')}${s.evaluation.request.limit != null ? ` · limit ${s.evaluation.request.limit}` : ''}`),
+      ' ', h('span', { class: 'labels' }, Object.entries(s.evaluation.labels || {}).map(([k, v]) => h('span', { class: 'label-chip' }, `${k}=${v}`))))));
 
     const table = h('div', { class: 'table-wrap' }, h('table', { class: 'compare-table', id: 'compare-table' },
       h('caption', { class: 'visually-hidden' }, 'Metrics side by side; the best value in each row is marked'),

@@ -122,8 +122,8 @@ export function listView(main, { params }) {
       entry.key = key;
       cells.state.replaceChildren(stateBadge(evaluation.state));
       const labels = Object.entries(evaluation.labels || {}).filter(([k]) => !k.startsWith('lm-eval-aas'));
-      cells.model.replaceChildren(h('span', {}, evaluation.request.model),
-        labels.length ? h('span', { class: 'labels' }, labels.map(([k, v]) => h('span', { class: 'label-chip' }, `${k}=${v}`))) : null);
+      cells.model.replaceChildren(h('div', { class: 'model-cell' }, h('span', {}, evaluation.request.model),
+        labels.length ? h('span', { class: 'labels' }, labels.map(([k, v]) => h('span', { class: 'label-chip' }, `${k}=${v}`))) : null));
       cells.tasks.replaceChildren(evaluation.request.tasks.join(', '));
       cells.progress.replaceChildren(progressBar(evaluation));
     }
