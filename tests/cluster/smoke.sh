@@ -46,6 +46,7 @@ finish() {
       echo "smoke: FAIL: port $port is still listening after down"; status=1
     fi
   done
+  [[ -n ${extra_path:-} ]] && rm -rf "$extra_path"
   if [[ -e $LMEVAL_CLUSTER_DIR ]]; then echo "smoke: FAIL: $LMEVAL_CLUSTER_DIR still exists"; status=1; fi
   if [[ $status == 0 ]]; then
     echo "smoke: PASS (build ${build_s:-?}s, up ${up_s:-?}s, tests ${test_s:-?}s, total ${SECONDS}s)"
@@ -61,6 +62,12 @@ t=$SECONDS
 "$cluster" build
 build_s=$((SECONDS - t))
 echo "smoke: build took ${build_s}s"
+
+# What the project's tests do: put their own commands on the containers' PATH.
+extra_path=$(mktemp -d "${TMPDIR:-/tmp}/lm-eval-aas-smoke-path.XXXXXX")
+printf '#!/bin/sh\necho "hello from the extra path: $*"\n' >"$extra_path/lmeval-smoke-hello"
+chmod +x "$extra_path/lmeval-smoke-hello"
+export LMEVAL_CLUSTER_EXTRA_PATH=$extra_path
 
 t=$SECONDS
 "$cluster" up

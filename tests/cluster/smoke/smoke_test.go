@@ -601,6 +601,36 @@ func TestRestrictedNamespaceAndWorkingDir(t *testing.T) {
 	}
 }
 
+// Commands in LMEVAL_CLUSTER_EXTRA_PATH (set for `scripts/cluster up`; smoke.sh puts lmeval-smoke-hello there)
+// resolve inside pods, ahead of the agent's own PATH.
+func TestExtraPath(t *testing.T) {
+	extra := os.Getenv("LMEVAL_CLUSTER_EXTRA_PATH")
+	if _, err := os.Stat(filepath.Join(extra, "lmeval-smoke-hello")); extra == "" || err != nil {
+		t.Skip("LMEVAL_CLUSTER_EXTRA_PATH has no lmeval-smoke-hello (smoke.sh provides it)")
+	}
+	c := client(t)
+	ns := namespace(t, c, nil)
+	ctx := ctxFor(t, time.Minute)
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "extra-path"},
+		Spec: corev1.PodSpec{
+			RestartPolicy: corev1.RestartPolicyNever,
+			Containers: []corev1.Container{{
+				Name: "main", Image: "local/none", Command: []string{"lmeval-smoke-hello"}, Args: []string{"$(WHO)"},
+				Env: []corev1.EnvVar{{Name: "WHO", Value: "pod"}},
+			}},
+		},
+	}
+	if _, err := c.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	p := waitPodPhase(t, c, ns, "extra-path", 60*time.Second, corev1.PodSucceeded, corev1.PodFailed)
+	got := podLogs(t, c, ns, "extra-path", &corev1.PodLogOptions{})
+	if want := "hello from the extra path: pod\n"; p.Status.Phase != corev1.PodSucceeded || got != want {
+		t.Fatalf("phase %s, log %q, want %q", p.Status.Phase, got, want)
+	}
+}
+
 // processAlive is false for a missing or zombie process.
 func processAlive(pid int) bool {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))

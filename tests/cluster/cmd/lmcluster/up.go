@@ -93,8 +93,13 @@ func runUp(args []string) int {
 }
 
 func (c cluster) up(ctx context.Context) error {
-	for _, d := range []string{c.pidDir(), c.logDir(), c.path("etcd"), c.path("node")} {
+	for _, d := range []string{c.pidDir(), c.logDir(), c.path("node")} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
+			return err
+		}
+	}
+	for _, d := range []string{c.path("etcd")} { // etcd wants its data dir private
+		if err := os.MkdirAll(d, 0o700); err != nil {
 			return err
 		}
 	}
