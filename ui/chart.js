@@ -23,7 +23,7 @@ function niceMax(value) {
  */
 export function barChart({ title, bars, format = (v) => String(v) }) {
   const width = 360;
-  const labelWidth = 110;
+  const labelWidth = 84;
   const valueWidth = 64;
   const barHeight = 20;
   const gap = 10;
@@ -53,7 +53,7 @@ export function barChart({ title, bars, format = (v) => String(v) }) {
   }
   bars.forEach((b, i) => {
     const y = top + i * (barHeight + gap);
-    const label = b.label.length > 16 ? `${b.label.slice(0, 15)}…` : b.label;
+    const label = b.label.length > 12 ? `${b.label.slice(0, 11)}…` : b.label;
     svg.append(s('text', { x: labelWidth - 6, y: y + barHeight / 2 + 4, 'text-anchor': 'end', class: 'bar-label' }, label));
     if (!Number.isFinite(b.value)) {
       svg.append(s('text', { x: labelWidth + 4, y: y + barHeight / 2 + 4, class: 'bar-value' }, 'no value'));

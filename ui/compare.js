@@ -104,13 +104,14 @@ export function compareView(main, { params }) {
 
     const table = h('div', { class: 'table-wrap' }, h('table', { class: 'compare-table', id: 'compare-table' },
       h('caption', { class: 'visually-hidden' }, 'Metrics side by side; the best value in each row is marked'),
-      h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'Task'), h('th', { scope: 'col' }, 'Filter'), h('th', { scope: 'col' }, 'Metric'),
+      h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'Task · metric (filter)'),
         series.map((s) => h('th', { scope: 'col', class: 'num' }, h('span', { class: 'swatch', style: `background: ${s.color}`, 'aria-hidden': 'true' }), s.short)))),
       h('tbody', {}, [...keys.values()].map((k) => {
         const values = series.map((s) => lookup(s.evaluation, k));
         const finite = values.map((m) => m?.value).filter(Number.isFinite);
         const best = finite.length > 1 && new Set(finite).size > 1 ? Math.max(...finite) : null;
-        return h('tr', {}, h('th', { scope: 'row' }, k.task), h('td', {}, k.filter), h('td', {}, k.metric),
+        return h('tr', {}, h('th', { scope: 'row' }, h('span', { class: 'task-name' }, k.task), ' ',
+          h('span', { class: 'metric-name' }, k.metric, k.filter && k.filter !== 'none' ? ` (${k.filter})` : '')),
           values.map((m) => h('td', { class: `num${m && m.value === best ? ' best' : ''}` },
             m ? formatNumber(m.value) : '—',
             m && m.stderr != null ? h('span', { class: 'stderr' }, ` ± ${formatNumber(m.stderr, 3)}`) : null,

@@ -3,16 +3,18 @@ import { api } from '/ui/api.js';
 import { h, TERMINAL, stateBadge, progressBar, shortId, timestamp, duration, shellQuote, copyButton, formatNumber, announce } from '/ui/dom.js';
 
 const POLL_MS = 2000;
-const MAX_LOG_LINES = 5000;
+const MAX_LOG_CHUNKS = 2000; // text nodes (one per batch of lines) kept in the log view
 
 export function metricsTable(metrics, caption) {
   if (!metrics || !metrics.length) return h('p', { class: 'muted' }, 'No metrics.');
   return h('div', { class: 'table-wrap' }, h('table', { class: 'metrics', id: 'metrics-table' },
     h('caption', { class: 'visually-hidden' }, caption),
-    h('thead', {}, h('tr', {}, ['Task', 'Filter', 'Metric', 'Shots'].map((c) => h('th', { scope: 'col' }, c)),
+    h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'Task · metric (filter)'), h('th', { scope: 'col', class: 'num' }, 'Shots'),
       h('th', { scope: 'col', class: 'num' }, 'Value'), h('th', { scope: 'col', class: 'num' }, 'Std. error'))),
     h('tbody', {}, metrics.map((m) => h('tr', {},
-      h('th', { scope: 'row' }, m.task), h('td', {}, m.filter), h('td', {}, m.metric), h('td', {}, m.n_shot ?? '—'),
+      h('th', { scope: 'row' }, h('span', { class: 'task-name' }, m.task), ' ',
+        h('span', { class: 'metric-name' }, m.metric, m.filter && m.filter !== 'none' ? ` (${m.filter})` : '')),
+      h('td', { class: 'num' }, m.n_shot ?? '—'),
       h('td', { class: 'num' }, formatNumber(m.value)), h('td', { class: 'num' }, m.stderr == null ? '—' : `± ${formatNumber(m.stderr)}`))))));
 }
 
@@ -58,28 +60,33 @@ export function detailView(main, { args: [id] }) {
   });
   followBox.addEventListener('change', () => { if (followBox.checked) logPre.scrollTop = logPre.scrollHeight; });
 
+  // Lines are batched per animation frame: a burst of thousands costs one layout, not thousands.
   let pending = [];
   let flushQueued = false;
+  function flush() {
+    flushQueued = false;
+    if (!pending.length) return;
+    logPre.append(pending.join('\n') + '\n');
+    pending = [];
+    while (logPre.childNodes.length > MAX_LOG_CHUNKS) logPre.firstChild.remove();
+    if (followBox.checked) logPre.scrollTop = logPre.scrollHeight;
+  }
   function appendLine(line) {
     pending.push(line);
     if (flushQueued) return;
     flushQueued = true;
-    requestAnimationFrame(() => {
-      flushQueued = false;
-      logPre.append(pending.join('\n') + '\n');
-      pending = [];
-      while (logPre.childNodes.length > MAX_LOG_LINES) logPre.firstChild.remove();
-      if (followBox.checked) logPre.scrollTop = logPre.scrollHeight;
-    });
+    requestAnimationFrame(flush);
   }
 
   function openLog() {
     if (source || stopped) return;
     logStatus.textContent = 'Streaming…';
+    pending = [];
     logPre.replaceChildren();
     source = new EventSource(api.logsUrl(id, { follow: true }));
     source.onmessage = (event) => appendLine(event.data);
     source.addEventListener('end', () => {
+      flush();
       source.close();
       source = null;
       logEnded = true;
