@@ -10,12 +10,12 @@ export function metricsTable(metrics, caption) {
   return h('div', { class: 'table-wrap' }, h('table', { class: 'metrics', id: 'metrics-table' },
     h('caption', { class: 'visually-hidden' }, caption),
     h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'Task · metric (filter)'), h('th', { scope: 'col', class: 'num' }, 'Shots'),
-      h('th', { scope: 'col', class: 'num' }, 'Value'), h('th', { scope: 'col', class: 'num' }, 'Std. error'))),
+      h('th', { scope: 'col', class: 'num' }, 'Value ± std. error'))),
     h('tbody', {}, metrics.map((m) => h('tr', {},
       h('th', { scope: 'row' }, h('span', { class: 'task-name' }, m.task), ' ',
         h('span', { class: 'metric-name' }, m.metric, m.filter && m.filter !== 'none' ? ` (${m.filter})` : '')),
       h('td', { class: 'num' }, m.n_shot ?? '—'),
-      h('td', { class: 'num' }, formatNumber(m.value)), h('td', { class: 'num' }, m.stderr == null ? '—' : `± ${formatNumber(m.stderr)}`))))));
+      h('td', { class: 'num' }, formatNumber(m.value), m.stderr == null ? null : h('span', { class: 'stderr' }, ` ± ${formatNumber(m.stderr)}`)))))));
 }
 
 export function detailView(main, { args: [id] }) {
@@ -79,7 +79,7 @@ export function detailView(main, { args: [id] }) {
   }
 
   function openLog() {
-    if (source || stopped) return;
+    if (source || stopped || logEnded) return;
     logStatus.textContent = 'Streaming…';
     pending = [];
     logPre.replaceChildren();

@@ -223,6 +223,8 @@ test('detail page: log lines arrive live over SSE, the stream stops at the end, 
   await page.locator('#log[data-ended="true"]').waitFor({ timeout: RUN_TIMEOUT });
   assert.equal(await page.locator('#log-status').textContent(), 'Log ended');
   await page.locator('#detail-state .state-succeeded').waitFor({ timeout: RUN_TIMEOUT });
+  // The poll that saw `succeeded` must not have reopened (and so emptied) the ended stream.
+  assert.equal(await page.locator('#log-status').textContent(), 'Log ended', 'the ended log is not streamed again');
   const metricText = await page.locator('#metrics-table').textContent();
   assert.match(metricText, /lmeval_aas_gen/);
   assert.match(metricText, /exact_match/);
