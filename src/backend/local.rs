@@ -15,7 +15,9 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use super::{Backend, Created, IdempotencyKey, ListQuery, LogOptions, LogStream, NewEvaluation, paginate, sort_key};
+use super::{
+    Backend, Created, IdempotencyKey, ListQuery, Listable, LogOptions, LogStream, NewEvaluation, paginate, sort_key,
+};
 use crate::command::RunPlan;
 use crate::driver::ExitStatus;
 use crate::error::{ApiError, ApiResult};
@@ -42,13 +44,61 @@ pub struct LocalConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Record {
     evaluation: Evaluation,
-    argv: Vec<String>,
-    config_yaml: Option<String>,
+    #[serde(flatten)]
+    control: Control,
+}
+
+/// What the backend needs beyond the evaluation itself.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Control {
     idempotency: Option<IdempotencyKey>,
     process: Option<ProcessId>,
     /// Why we are stopping it, once we are: `Cancelled` or `Timeout`.
     stopping: Option<String>,
     results_file: Option<PathBuf>,
+}
+
+/// One evaluation in memory: its JSON exactly as served (reads copy nothing), and the few fields
+/// that listing and control look at. Compact, so a large history costs little memory.
+struct Slot {
+    json: Bytes,
+    state: State,
+    labels: Box<[(Box<str>, Box<str>)]>,
+    control: Control,
+}
+
+impl Slot {
+    fn new(record: &Record) -> Self {
+        let evaluation = &record.evaluation;
+        Self {
+            json: serde_json::to_vec(evaluation).map(Bytes::from).unwrap_or_default(),
+            state: evaluation.state,
+            labels: evaluation.labels.iter().map(|(k, v)| (k.as_str().into(), v.as_str().into())).collect(),
+            control: record.control.clone(),
+        }
+    }
+
+    fn evaluation(&self) -> ApiResult<Evaluation> {
+        serde_json::from_slice(&self.json).map_err(ApiError::internal)
+    }
+
+    fn record(&self) -> Option<Record> {
+        Some(Record { evaluation: self.evaluation().ok()?, control: self.control.clone() })
+    }
+}
+
+impl Listable for Slot {
+    fn state(&self) -> State {
+        self.state
+    }
+
+    fn has_label(&self, key: &str, value: &str) -> bool {
+        self.labels.iter().any(|(k, v)| &**k == key && &**v == value)
+    }
+
+    fn evaluation(&self) -> ApiResult<Evaluation> {
+        Slot::evaluation(self)
+    }
 }
 
 /// A pid together with its start time, so a reused pid is never mistaken for ours.
@@ -73,7 +123,7 @@ impl ProcessId {
 
 #[derive(Default)]
 struct Store {
-    records: HashMap<Uuid, Record>,
+    records: HashMap<Uuid, Slot>,
     order: BTreeMap<(std::cmp::Reverse<i128>, std::cmp::Reverse<Uuid>), Uuid>,
     idempotency: HashMap<String, Uuid>,
     queue: VecDeque<Uuid>,
@@ -81,23 +131,37 @@ struct Store {
 }
 
 impl Store {
-    fn insert(&mut self, record: Record) {
+    fn insert(&mut self, record: &Record) {
         let id = record.evaluation.id;
         self.order.insert(sort_key(&record.evaluation), id);
-        if let Some(key) = &record.idempotency {
+        if let Some(key) = &record.control.idempotency {
             self.idempotency.insert(key.key.clone(), id);
         }
-        self.records.insert(id, record);
+        self.records.insert(id, Slot::new(record));
     }
 
-    fn remove(&mut self, id: Uuid) -> Option<Record> {
-        let record = self.records.remove(&id)?;
-        self.order.remove(&sort_key(&record.evaluation));
-        if let Some(key) = &record.idempotency {
+    fn record(&self, id: Uuid) -> Option<Record> {
+        self.records.get(&id)?.record()
+    }
+
+    /// Applies `change` to the evaluation `id`; returns the updated record.
+    fn update(&mut self, id: Uuid, change: impl FnOnce(&mut Record)) -> Option<Record> {
+        let slot = self.records.get_mut(&id)?;
+        let mut record = slot.record()?;
+        change(&mut record);
+        *slot = Slot::new(&record);
+        Some(record)
+    }
+
+    fn remove(&mut self, id: Uuid) {
+        let Some(slot) = self.records.remove(&id) else { return };
+        if let Ok(evaluation) = slot.evaluation() {
+            self.order.remove(&sort_key(&evaluation));
+        }
+        if let Some(key) = &slot.control.idempotency {
             self.idempotency.remove(&key.key);
         }
         self.queue.retain(|q| *q != id);
-        Some(record)
     }
 }
 
@@ -165,18 +229,18 @@ impl Shared {
             State::Pending => {
                 let mut store = self.write();
                 store.queue.push_back(id);
-                store.insert(record);
+                store.insert(&record);
             }
-            State::Running => match record.process.filter(|p| p.is_alive()) {
+            State::Running => match record.control.process.filter(|p| p.is_alive()) {
                 Some(process) => {
                     tracing::info!(evaluation.id = %id, pid = process.pid, "re-adopting a running evaluation");
-                    if record.stopping.is_some() {
+                    if record.control.stopping.is_some() {
                         process.signal_group(Signal::SIGTERM);
                     }
                     {
                         let mut store = self.write();
                         store.running += 1;
-                        store.insert(record);
+                        store.insert(&record);
                     }
                     tokio::spawn(Arc::clone(self).watch(id, None));
                 }
@@ -184,10 +248,10 @@ impl Shared {
                     let exit = self.read_exit(id);
                     self.conclude(&mut record, exit);
                     self.persist(&record);
-                    self.write().insert(record);
+                    self.write().insert(&record);
                 }
             },
-            _ => self.write().insert(record),
+            _ => self.write().insert(&record),
         }
     }
 
@@ -236,20 +300,19 @@ impl Shared {
 
     fn start(self: &Arc<Self>, id: Uuid) {
         // Claim the evaluation under the lock, so a concurrent cancel sees it running, not pending.
-        let record = {
+        let claimed = {
             let mut store = self.write();
-            match store.records.get_mut(&id) {
-                Some(record) if record.evaluation.state == State::Pending => {
+            match store.records.get(&id) {
+                Some(slot) if slot.state == State::Pending => store.update(id, |record| {
                     record.evaluation.state = State::Running;
                     record.evaluation.started_at = Some(now());
-                    record.clone()
-                }
-                _ => {
-                    drop(store);
-                    self.release_slot();
-                    return;
-                }
+                }),
+                _ => None,
             }
+        };
+        let Some(record) = claimed else {
+            self.release_slot();
+            return;
         };
         let dir = self.dir(id);
         let mut command = tokio::process::Command::new(&self.config.driver);
@@ -262,7 +325,7 @@ impl Shared {
             .arg("--exit-file")
             .arg(dir.join(EXIT))
             .arg("--")
-            .args(&record.argv)
+            .args(&record.evaluation.command)
             .current_dir(&dir)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
@@ -285,17 +348,11 @@ impl Shared {
             Ok(child) => {
                 let process =
                     child.id().and_then(|pid| Some(ProcessId { pid, start_ticks: process_start_ticks(pid)? }));
-                let snapshot = {
-                    let mut store = self.write();
-                    store.records.get_mut(&id).map(|r| {
-                        r.process = process;
-                        r.clone()
-                    })
-                };
+                let snapshot = self.write().update(id, |r| r.control.process = process);
                 tracing::info!(evaluation.id = %id, pid = ?process.map(|p| p.pid), "evaluation started");
                 if let Some(snapshot) = &snapshot {
                     self.persist(snapshot);
-                    if let Some(why) = &snapshot.stopping {
+                    if let Some(why) = &snapshot.control.stopping {
                         self.stop(id, why);
                     }
                 }
@@ -308,18 +365,18 @@ impl Shared {
                 record.evaluation.message = Some(format!("cannot start the driver: {e}"));
                 record.evaluation.finished_at = Some(now());
                 self.persist(&record);
-                self.replace(record);
+                self.replace(&record);
                 self.release_slot();
             }
         }
     }
 
     /// Puts an updated record back, unless the evaluation was deleted meanwhile.
-    fn replace(&self, record: Record) -> bool {
+    fn replace(&self, record: &Record) -> bool {
         let mut store = self.write();
         match store.records.get_mut(&record.evaluation.id) {
             Some(slot) => {
-                *slot = record;
+                *slot = Slot::new(record);
                 true
             }
             None => false,
@@ -342,12 +399,12 @@ impl Shared {
                 Some(child) => tokio::time::timeout(POLL, child.wait()).await.is_ok(),
                 None => {
                     tokio::time::sleep(POLL).await;
-                    let process = self.read().records.get(&id).and_then(|r| r.process);
+                    let process = self.read().records.get(&id).and_then(|slot| slot.control.process);
                     process.is_none_or(|p| !p.is_alive())
                 }
             };
             let progress = std::fs::read(&progress_path).ok().and_then(|b| serde_json::from_slice::<Progress>(&b).ok());
-            let Some(record) = self.read().records.get(&id).cloned() else {
+            let Some(record) = self.read().record(id) else {
                 self.release_slot();
                 return;
             };
@@ -358,16 +415,13 @@ impl Shared {
                 self.conclude(&mut record, exit);
                 self.persist(&record);
                 tracing::info!(evaluation.id = %id, state = record.evaluation.state.as_str(), reason = ?record.evaluation.reason, "evaluation ended");
-                self.replace(record);
+                self.replace(&record);
                 self.release_slot();
                 return;
             }
             if progress != last_progress {
                 last_progress = progress;
-                let mut store = self.write();
-                if let Some(r) = store.records.get_mut(&id) {
-                    r.evaluation.progress = progress;
-                }
+                self.write().update(id, |r| r.evaluation.progress = progress);
             }
             let overdue = match (record.evaluation.request.timeout_seconds, record.evaluation.started_at) {
                 (Some(limit), Some(started)) => {
@@ -375,7 +429,7 @@ impl Shared {
                 }
                 _ => false,
             };
-            if overdue && record.stopping.is_none() {
+            if overdue && record.control.stopping.is_none() {
                 self.stop(id, "Timeout");
             }
         }
@@ -383,15 +437,9 @@ impl Shared {
 
     /// Terminates the evaluation's process group: SIGTERM, then SIGKILL after the grace period.
     fn stop(self: &Arc<Self>, id: Uuid, why: &str) {
-        let process = {
-            let mut store = self.write();
-            let Some(record) = store.records.get_mut(&id) else { return };
-            record.stopping = Some(why.to_string());
-            let snapshot = record.clone();
-            drop(store);
-            self.persist(&snapshot);
-            snapshot.process
-        };
+        let Some(snapshot) = self.write().update(id, |r| r.control.stopping = Some(why.to_string())) else { return };
+        self.persist(&snapshot);
+        let process = snapshot.control.process;
         let Some(process) = process else { return };
         process.signal_group(Signal::SIGTERM);
         let grace = self.config.kill_grace;
@@ -405,7 +453,7 @@ impl Shared {
     fn conclude(&self, record: &mut Record, exit: Option<ExitStatus>) {
         let evaluation = &mut record.evaluation;
         evaluation.finished_at = Some(now());
-        let stopping = record.stopping.as_deref();
+        let stopping = record.control.stopping.as_deref();
         let (state, reason, message) = match (stopping, exit) {
             (Some("Cancelled"), _) => (State::Cancelled, "Cancelled", "cancelled by request".to_string()),
             (Some("Timeout"), _) => (
@@ -416,7 +464,7 @@ impl Shared {
             (_, Some(ExitStatus { code: Some(0), .. })) => match find_results(&self.dir(evaluation.id).join("output")) {
                 Some(path) => {
                     let metrics = std::fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok()).map(|v| metric_rows(&v));
-                    record.results_file = Some(path);
+                    record.control.results_file = Some(path);
                     evaluation.metrics = metrics;
                     evaluation.state = State::Succeeded;
                     evaluation.reason = None;
@@ -461,17 +509,20 @@ impl Shared {
     fn cancel_pending(&self, id: Uuid) -> Option<Evaluation> {
         let mut store = self.write();
         store.queue.retain(|q| *q != id);
-        let record = store.records.get_mut(&id).filter(|r| r.evaluation.state == State::Pending)?;
-        record.stopping = Some("Cancelled".into());
-        self.conclude(record, None);
-        let snapshot = record.clone();
+        if store.records.get(&id)?.state != State::Pending {
+            return None;
+        }
+        let snapshot = store.update(id, |record| {
+            record.control.stopping = Some("Cancelled".into());
+            self.conclude(record, None);
+        })?;
         drop(store);
         self.persist(&snapshot);
         Some(snapshot.evaluation)
     }
 
     fn get(&self, id: Uuid) -> ApiResult<Record> {
-        self.read().records.get(&id).cloned().ok_or_else(|| ApiError::NotFound(id.to_string()))
+        self.read().record(id).ok_or_else(|| ApiError::NotFound(id.to_string()))
     }
 }
 
@@ -537,8 +588,8 @@ impl Backend for LocalBackend {
         if let Some(key) = &new.idempotency
             && let Some(existing) = store.idempotency.get(&key.key).and_then(|id| store.records.get(id))
         {
-            return if existing.idempotency.as_ref().map(|k| &k.body_digest) == Some(&key.body_digest) {
-                Ok(Created::Existing(existing.evaluation.clone()))
+            return if existing.control.idempotency.as_ref().map(|k| &k.body_digest) == Some(&key.body_digest) {
+                Ok(Created::Existing(existing.evaluation()?))
             } else {
                 Err(ApiError::Conflict("Idempotency-Key was already used with a different request body".into()))
             };
@@ -564,39 +615,32 @@ impl Backend for LocalBackend {
         evaluation.created_at = now();
         let record = Record {
             evaluation: evaluation.clone(),
-            argv: new.command.argv,
-            config_yaml: new.command.config_yaml,
-            idempotency: new.idempotency,
-            process: None,
-            stopping: None,
-            results_file: None,
+            control: Control { idempotency: new.idempotency, ..Control::default() },
         };
         shared.persist(&record);
         store.queue.push_back(id);
-        store.insert(record);
+        store.insert(&record);
         drop(store);
         shared.wake.notify_one();
         Ok(Created::New(evaluation))
     }
 
     async fn get(&self, id: Uuid) -> ApiResult<Evaluation> {
+        self.shared.read().records.get(&id).ok_or_else(|| ApiError::NotFound(id.to_string()))?.evaluation()
+    }
+
+    async fn get_json(&self, id: Uuid) -> ApiResult<Bytes> {
         self.shared
             .read()
             .records
             .get(&id)
-            .map(|r| r.evaluation.clone())
+            .map(|slot| slot.json.clone())
             .ok_or_else(|| ApiError::NotFound(id.to_string()))
-    }
-
-    async fn get_json(&self, id: Uuid) -> ApiResult<Bytes> {
-        let store = self.shared.read();
-        let record = store.records.get(&id).ok_or_else(|| ApiError::NotFound(id.to_string()))?;
-        serde_json::to_vec(&record.evaluation).map(Bytes::from).map_err(ApiError::internal)
     }
 
     async fn list(&self, query: &ListQuery) -> ApiResult<EvaluationList> {
         let store = self.shared.read();
-        paginate(store.order.values().filter_map(|id| store.records.get(id).map(|r| &r.evaluation)), query)
+        paginate(store.order.iter().filter_map(|(key, id)| Some((key, store.records.get(id)?))), query)
     }
 
     async fn logs(&self, id: Uuid, options: LogOptions) -> ApiResult<LogStream> {
@@ -615,8 +659,10 @@ impl Backend for LocalBackend {
                 record.evaluation.state.as_str()
             )));
         }
-        let path =
-            record.results_file.ok_or_else(|| ApiError::internal("succeeded evaluation without a results file"))?;
+        let path = record
+            .control
+            .results_file
+            .ok_or_else(|| ApiError::internal("succeeded evaluation without a results file"))?;
         tokio::fs::read(&path).await.map(Bytes::from).map_err(ApiError::internal)
     }
 
@@ -677,8 +723,8 @@ impl Backend for LocalBackend {
 
     async fn count_by_state(&self) -> BTreeMap<State, u64> {
         let mut counts: BTreeMap<State, u64> = State::ALL.iter().map(|s| (*s, 0)).collect();
-        for record in self.shared.read().records.values() {
-            *counts.entry(record.evaluation.state).or_default() += 1;
+        for slot in self.shared.read().records.values() {
+            *counts.entry(slot.state).or_default() += 1;
         }
         counts
     }
@@ -692,7 +738,7 @@ fn async_stream_lines(shared: Arc<Shared>, id: Uuid, path: PathBuf, options: Log
         let mut partial = String::new();
         let mut first = true;
         loop {
-            let ended = shared.read().records.get(&id).is_none_or(|r| r.evaluation.state.is_terminal());
+            let ended = shared.read().records.get(&id).is_none_or(|slot| slot.state.is_terminal());
             let mut chunk = Vec::new();
             if let Ok(mut file) = tokio::fs::File::open(&path).await
                 && file.seek(std::io::SeekFrom::Start(offset)).await.is_ok()

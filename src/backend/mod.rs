@@ -79,46 +79,69 @@ pub trait Backend: Send + Sync + 'static {
     async fn count_by_state(&self) -> BTreeMap<State, u64>;
 }
 
-/// The sort key of the list order (newest first), as an opaque page token.
-pub fn page_token(evaluation: &Evaluation) -> String {
-    let key = format!("{}/{}", evaluation.created_at.unix_timestamp_nanos(), evaluation.id);
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key)
+/// The list order: newest first, ties broken by id.
+pub type SortKey = (std::cmp::Reverse<i128>, std::cmp::Reverse<Uuid>);
+
+pub fn sort_key(evaluation: &Evaluation) -> SortKey {
+    (std::cmp::Reverse(evaluation.created_at.unix_timestamp_nanos()), std::cmp::Reverse(evaluation.id))
 }
 
-fn decode_page_token(token: &str) -> ApiResult<(i128, Uuid)> {
+/// What listing needs of a stored evaluation, so a backend can list without materialising every one.
+pub trait Listable {
+    fn state(&self) -> State;
+    fn has_label(&self, key: &str, value: &str) -> bool;
+    fn evaluation(&self) -> ApiResult<Evaluation>;
+}
+
+impl Listable for Evaluation {
+    fn state(&self) -> State {
+        self.state
+    }
+
+    fn has_label(&self, key: &str, value: &str) -> bool {
+        self.labels.get(key).is_some_and(|v| v == value)
+    }
+
+    fn evaluation(&self) -> ApiResult<Evaluation> {
+        Ok(self.clone())
+    }
+}
+
+/// A sort key as an opaque page token.
+fn encode_page_token((nanos, id): &SortKey) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{}/{}", nanos.0, id.0))
+}
+
+fn decode_page_token(token: &str) -> ApiResult<SortKey> {
     let invalid = || ApiError::invalid("page_token", "is not a token this service issued");
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).map_err(|_| invalid())?;
     let text = String::from_utf8(bytes).map_err(|_| invalid())?;
     let (nanos, id) = text.split_once('/').ok_or_else(invalid)?;
-    Ok((nanos.parse().map_err(|_| invalid())?, id.parse().map_err(|_| invalid())?))
+    let nanos: i128 = nanos.parse().map_err(|_| invalid())?;
+    let id: Uuid = id.parse().map_err(|_| invalid())?;
+    Ok((std::cmp::Reverse(nanos), std::cmp::Reverse(id)))
 }
 
-/// Filters and pages evaluations already sorted newest first.
-pub fn paginate<'a>(
-    sorted_newest_first: impl Iterator<Item = &'a Evaluation>,
+/// Filters and pages items given in list order (newest first) with their sort keys.
+pub fn paginate<'a, T: Listable + 'a>(
+    sorted: impl Iterator<Item = (&'a SortKey, &'a T)>,
     query: &ListQuery,
 ) -> ApiResult<EvaluationList> {
     let after = query.page_token.as_deref().map(decode_page_token).transpose()?;
     let mut items = Vec::with_capacity(query.page_size.min(64));
+    let mut last_key = None;
     let mut next_page_token = None;
-    let matching = sorted_newest_first
-        .filter(|e| match after {
-            Some((nanos, id)) => (e.created_at.unix_timestamp_nanos(), e.id) < (nanos, id),
-            None => true,
-        })
-        .filter(|e| query.state.is_none_or(|s| e.state == s))
-        .filter(|e| query.labels.iter().all(|(k, v)| e.labels.get(k) == Some(v)));
-    for evaluation in matching {
+    let matching = sorted
+        .filter(|(key, _)| after.as_ref().is_none_or(|after| *key > after))
+        .filter(|(_, item)| query.state.is_none_or(|s| item.state() == s))
+        .filter(|(_, item)| query.labels.iter().all(|(k, v)| item.has_label(k, v)));
+    for (key, item) in matching {
         if items.len() == query.page_size {
-            next_page_token = items.last().map(page_token);
+            next_page_token = last_key.map(encode_page_token);
             break;
         }
-        items.push(evaluation.clone());
+        items.push(item.evaluation()?);
+        last_key = Some(key);
     }
     Ok(EvaluationList { items, next_page_token })
-}
-
-/// The order lists use: newest first, ties broken by id.
-pub fn sort_key(evaluation: &Evaluation) -> (std::cmp::Reverse<i128>, std::cmp::Reverse<Uuid>) {
-    (std::cmp::Reverse(evaluation.created_at.unix_timestamp_nanos()), std::cmp::Reverse(evaluation.id))
 }
