@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -47,6 +48,10 @@ func (r *podRuntime) containerEnv(ctx context.Context, c *corev1.Container) ([]s
 	path := os.Getenv("PATH")
 	if r.a.extraPath != "" {
 		path = r.a.extraPath + ":" + path
+	}
+	// Last, so it never shadows anything: kubectl (and lmcluster) for in-cluster scripts.
+	if self, err := os.Executable(); err == nil {
+		path += ":" + filepath.Dir(self)
 	}
 	env.set("PATH", path)
 	env.set("HOME", envOr("HOME", "/root"))

@@ -248,6 +248,8 @@ func (c cluster) up(ctx context.Context) error {
 		{"LMEVAL_CLUSTER_PORTS", strings.Join([]string{itoa(etcdPort), itoa(etcdPeer), itoa(apiPort), itoa(kcmPort), itoa(schedPort), itoa(kubeletPort)}, ",")},
 		{"KUBERNETES_VERSION", k8sVersion},
 		{"KUBECTL", filepath.Join(binDir, "kubectl")},
+		// lmcluster and kubectl; PATH="$LMEVAL_CLUSTER_BIN_DIR:$PATH" puts kubectl on PATH.
+		{"LMEVAL_CLUSTER_BIN_DIR", binDir},
 	}
 	client, err := kubernetes.NewForConfig(adminCfg)
 	if err != nil {
