@@ -70,3 +70,74 @@ impl Metrics {
 fn escape(value: &str) -> String {
     value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
+
+/// Counts every response by method, matched route and status, without boxing the request's future.
+#[derive(Clone)]
+pub struct MetricsLayer(pub std::sync::Arc<Metrics>);
+
+impl<S> tower::Layer<S> for MetricsLayer {
+    type Service = MetricsService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        MetricsService { inner, metrics: std::sync::Arc::clone(&self.0) }
+    }
+}
+
+#[derive(Clone)]
+pub struct MetricsService<S> {
+    inner: S,
+    metrics: std::sync::Arc<Metrics>,
+}
+
+impl<S, B> tower::Service<axum::http::Request<B>> for MetricsService<S>
+where
+    S: tower::Service<axum::http::Request<B>, Response = axum::response::Response>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Counted<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: axum::http::Request<B>) -> Self::Future {
+        let method = request.method().clone();
+        let route = request.extensions().get::<axum::extract::MatchedPath>().cloned();
+        Counted { inner: self.inner.call(request), method, route, metrics: std::sync::Arc::clone(&self.metrics) }
+    }
+}
+
+pin_project_lite::pin_project! {
+    pub struct Counted<F> {
+        #[pin]
+        inner: F,
+        method: axum::http::Method,
+        route: Option<axum::extract::MatchedPath>,
+        metrics: std::sync::Arc<Metrics>,
+    }
+}
+
+impl<F, E> std::future::Future for Counted<F>
+where
+    F: std::future::Future<Output = Result<axum::response::Response, E>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        let this = self.project();
+        let output = std::task::ready!(this.inner.poll(cx));
+        if let Ok(response) = &output {
+            let status = response.status();
+            this.metrics.request(
+                this.method,
+                this.route.as_ref().map_or("", axum::extract::MatchedPath::as_str),
+                status.as_u16(),
+            );
+            if status.is_server_error() {
+                tracing::warn!(http.status = status.as_u16(), "server error");
+            }
+        }
+        std::task::Poll::Ready(output)
+    }
+}

@@ -96,21 +96,56 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("--listen (LMEVAL_LISTEN): cannot bind {}", args.listen))?;
     tracing::info!(address = %listener.local_addr()?, "listening");
-    let timeout = Duration::from_secs(args.shutdown_timeout_seconds);
-    let server = axum::serve(listener, api::router(state)).with_graceful_shutdown(async move {
-        shutdown_signal().await;
-        tracing::info!("shutting down: finishing in-flight requests");
-        let _ = shutdown_tx.send(true);
-    });
-    let mut server = std::pin::pin!(server.into_future());
-    tokio::select! {
-        result = &mut server => result?,
-        () = async { shutdown_signal().await; tokio::time::sleep(timeout).await } => {
-            tracing::warn!("shutdown timeout reached with requests still open");
-        }
-    }
+    serve_http1(listener, api::router(state), shutdown_tx, Duration::from_secs(args.shutdown_timeout_seconds)).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// HTTP/1.1 (what clients, ingresses and probes speak) with graceful shutdown. A plain HTTP/1
+/// connection holds far less memory than one that must first sniff for HTTP/2.
+async fn serve_http1(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    shutdown_tx: watch::Sender<bool>,
+    timeout: Duration,
+) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::server::graceful::GracefulShutdown;
+    use hyper_util::service::TowerToHyperService;
+
+    let graceful = GracefulShutdown::new();
+    let mut signal = std::pin::pin!(shutdown_signal());
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let stream = match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let connection = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
+                let connection = graceful.watch(connection);
+                tokio::spawn(async move {
+                    if let Err(e) = connection.await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                });
+            }
+            () = &mut signal => break,
+        }
+    }
+    drop(listener);
+    tracing::info!("shutting down: finishing in-flight requests");
+    let _ = shutdown_tx.send(true);
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(timeout) => tracing::warn!("shutdown timeout reached with requests still open"),
+    }
 }
 
 async fn shutdown_signal() {

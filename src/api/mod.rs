@@ -11,8 +11,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::Method;
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::IntoResponse;
 use tokio::sync::watch;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -25,7 +24,7 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use crate::backend::Backend;
 use crate::error::{ApiError, Problem};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, MetricsLayer};
 use crate::validate::Policy;
 use extract::BodyLimit;
 
@@ -85,7 +84,7 @@ pub fn router(state: AppState) -> Router {
     let (ops, _) = ops_routes().split_for_parts();
     let limit = state.max_body_bytes;
     let api = api
-        .layer(axum::middleware::from_fn_with_state(state.clone(), record_metrics))
+        .layer(MetricsLayer(Arc::clone(&state.metrics)))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(|req: &Request| {
@@ -116,20 +115,4 @@ pub fn router(state: AppState) -> Router {
         .layer(CatchPanicLayer::custom(|_| ApiError::internal("handler panicked").into_response()))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-}
-
-async fn record_metrics(
-    axum::extract::State(state): axum::extract::State<AppState>,
-    req: Request,
-    next: Next,
-) -> Response {
-    let method = req.method().clone();
-    let route = req.extensions().get::<MatchedPath>().cloned();
-    let response = next.run(req).await;
-    let status = response.status();
-    state.metrics.request(&method, route.as_ref().map_or("", MatchedPath::as_str), status.as_u16());
-    if status.is_server_error() {
-        tracing::warn!(http.status = status.as_u16(), "server error");
-    }
-    response
 }
