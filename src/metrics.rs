@@ -2,13 +2,14 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
+use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, RwLock};
 
 use crate::model::State;
 
-/// Request counts per route, then per (method, status): recording one allocates nothing once a route has been seen.
-type RouteCounts = Mutex<HashMap<(axum::http::Method, u16), u64>>;
+/// Request counts per route, then per (method, status). Once a combination has been seen, counting
+/// it takes a shared read lock and an atomic add: no allocation, no waiting on another request.
+type RouteCounts = HashMap<(axum::http::Method, u16), AtomicU64>;
 
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -18,16 +19,16 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn request(&self, method: &axum::http::Method, route: &str, status: u16) {
-        let count = |counts: &RouteCounts| {
-            let mut counts = counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            *counts.entry((method.clone(), status)).or_default() += 1;
-        };
-        if let Some(counts) = self.requests.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(route) {
-            count(counts);
-            return;
+        let key = (method.clone(), status);
+        {
+            let requests = self.requests.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(count) = requests.get(route).and_then(|counts| counts.get(&key)) {
+                count.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
         }
         let mut requests = self.requests.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-        count(requests.entry(route.to_string()).or_default());
+        requests.entry(route.to_string()).or_default().entry(key).or_default().fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn evaluation_created(&self) {
@@ -41,10 +42,9 @@ impl Metrics {
         let requests = self.requests.read().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut rows: Vec<(&str, String, u16, u64)> = Vec::new();
         for (route, counts) in requests.iter() {
-            let counts = counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            rows.extend(
-                counts.iter().map(|((method, status), count)| (route.as_str(), method.to_string(), *status, *count)),
-            );
+            rows.extend(counts.iter().map(|((method, status), count)| {
+                (route.as_str(), method.to_string(), *status, count.load(Ordering::Relaxed))
+            }));
         }
         rows.sort();
         for (route, method, status, count) in rows {

@@ -106,6 +106,15 @@ fn task_id(query: &QueryParams) -> Result<uuid::Uuid, Box<Response>> {
     uuid::Uuid::parse_str(raw).map_err(|_| Box::new(not_found()))
 }
 
+/// The evaluation `task_id` names, or the Flask service's answer when there is none.
+async fn lookup(state: &AppState, query: &QueryParams) -> Result<crate::model::Evaluation, Box<Response>> {
+    let id = task_id(query)?;
+    state.backend.get(id).await.map_err(|err| match err {
+        ApiError::NotFound(_) => Box::new(not_found()),
+        err => Box::new(legacy_error(&err)),
+    })
+}
+
 /// lm-eval's reading of one `k=v` value (`lm_eval._cli.utils.handle_cli_value_string`).
 fn cli_value(raw: &str) -> Value {
     if raw.eq_ignore_ascii_case("true") {
@@ -242,14 +251,9 @@ pub async fn submit_job(State(state): State<AppState>, body: Result<JsonBody<Leg
     )
 )]
 pub async fn poll_job(State(state): State<AppState>, query: QueryParams) -> Response {
-    let id = match task_id(&query) {
-        Ok(id) => id,
-        Err(response) => return *response,
-    };
-    match state.backend.get(id).await {
+    match lookup(&state, &query).await {
         Ok(evaluation) => axum::Json(LegacyStatus { status: legacy_status(evaluation.state).into() }).into_response(),
-        Err(ApiError::NotFound(_)) => not_found(),
-        Err(err) => legacy_error(&err),
+        Err(response) => *response,
     }
 }
 
@@ -266,17 +270,12 @@ pub async fn poll_job(State(state): State<AppState>, query: QueryParams) -> Resp
     )
 )]
 pub async fn job_results(State(state): State<AppState>, query: QueryParams) -> Response {
-    let id = match task_id(&query) {
-        Ok(id) => id,
+    let evaluation = match lookup(&state, &query).await {
+        Ok(evaluation) => evaluation,
         Err(response) => return *response,
     };
-    let evaluation = match state.backend.get(id).await {
-        Ok(evaluation) => evaluation,
-        Err(ApiError::NotFound(_)) => return not_found(),
-        Err(err) => return legacy_error(&err),
-    };
     match evaluation.state {
-        EvalState::Succeeded => match state.backend.results(id).await {
+        EvalState::Succeeded => match state.backend.results(evaluation.id).await {
             Ok(bytes) => ([(axum::http::header::CONTENT_TYPE, "application/json")], bytes).into_response(),
             Err(err) => legacy_error(&err),
         },
