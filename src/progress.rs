@@ -42,6 +42,16 @@ mod tests {
     }
 
     #[test]
+    fn reads_real_lm_eval_output() {
+        // stderr of `lm_eval run --model dummy --tasks lmeval_aas_slow --limit 200`, captured from lm-eval 0.4.13.
+        let stderr = include_str!("../tests/fixtures/lm-eval/lmeval_aas_slow.limit200.dummy.stderr.txt");
+        let bars: Vec<Progress> = stderr.split(['\n', '\r']).filter_map(parse_tqdm_line).collect();
+        assert!(bars.len() > 10, "every tqdm update is read");
+        assert!(bars.iter().any(|p| p.completed > 0 && p.completed < p.total), "progress in between is seen");
+        assert_eq!(latest_progress(stderr), Some(Progress { percent: 100.0, completed: 200, total: 200 }));
+    }
+
+    #[test]
     fn latest_wins_across_carriage_returns() {
         let text = "Requesting API:   0%|          | 0/7 [00:00<?, ?it/s]\rRequesting API:  29%|██▊       | 2/7 [00:01<00:02]\rlog line";
         assert_eq!(latest_progress(text).map(|p| p.completed), Some(2));
