@@ -53,9 +53,15 @@ struct Record {
 struct Control {
     idempotency: Option<IdempotencyKey>,
     process: Option<ProcessId>,
-    /// Why we are stopping it, once we are: `Cancelled` or `Timeout`.
-    stopping: Option<String>,
+    /// Why we are stopping it, once we are.
+    stopping: Option<StopReason>,
     results_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+enum StopReason {
+    Cancelled,
+    Timeout,
 }
 
 /// One evaluation in memory: its JSON exactly as served (reads copy nothing), and the few fields
@@ -352,7 +358,7 @@ impl Shared {
                 tracing::info!(evaluation.id = %id, pid = ?process.map(|p| p.pid), "evaluation started");
                 if let Some(snapshot) = &snapshot {
                     self.persist(snapshot);
-                    if let Some(why) = &snapshot.control.stopping {
+                    if let Some(why) = snapshot.control.stopping {
                         self.stop(id, why);
                     }
                 }
@@ -430,14 +436,14 @@ impl Shared {
                 _ => false,
             };
             if overdue && record.control.stopping.is_none() {
-                self.stop(id, "Timeout");
+                self.stop(id, StopReason::Timeout);
             }
         }
     }
 
     /// Terminates the evaluation's process group: SIGTERM, then SIGKILL after the grace period.
-    fn stop(self: &Arc<Self>, id: Uuid, why: &str) {
-        let Some(snapshot) = self.write().update(id, |r| r.control.stopping = Some(why.to_string())) else { return };
+    fn stop(self: &Arc<Self>, id: Uuid, why: StopReason) {
+        let Some(snapshot) = self.write().update(id, |r| r.control.stopping = Some(why)) else { return };
         self.persist(&snapshot);
         let process = snapshot.control.process;
         let Some(process) = process else { return };
@@ -453,10 +459,9 @@ impl Shared {
     fn conclude(&self, record: &mut Record, exit: Option<ExitStatus>) {
         let evaluation = &mut record.evaluation;
         evaluation.finished_at = Some(now());
-        let stopping = record.control.stopping.as_deref();
-        let (state, reason, message) = match (stopping, exit) {
-            (Some("Cancelled"), _) => (State::Cancelled, "Cancelled", "cancelled by request".to_string()),
-            (Some("Timeout"), _) => (
+        let (state, reason, message) = match (record.control.stopping, exit) {
+            (Some(StopReason::Cancelled), _) => (State::Cancelled, "Cancelled", "cancelled by request".to_string()),
+            (Some(StopReason::Timeout), _) => (
                 State::Failed,
                 "Timeout",
                 format!("exceeded timeout_seconds={}", evaluation.request.timeout_seconds.unwrap_or_default()),
@@ -513,7 +518,7 @@ impl Shared {
             return None;
         }
         let snapshot = store.update(id, |record| {
-            record.control.stopping = Some("Cancelled".into());
+            record.control.stopping = Some(StopReason::Cancelled);
             self.conclude(record, None);
         })?;
         drop(store);
@@ -677,12 +682,12 @@ impl Backend for LocalBackend {
                 Some(evaluation) => Ok(evaluation),
                 // It started meanwhile: stop the process.
                 None => {
-                    shared.stop(id, "Cancelled");
+                    shared.stop(id, StopReason::Cancelled);
                     self.get(id).await
                 }
             },
             _ => {
-                shared.stop(id, "Cancelled");
+                shared.stop(id, StopReason::Cancelled);
                 let mut evaluation = self.get(id).await?;
                 evaluation.message = Some("cancellation requested".into());
                 Ok(evaluation)

@@ -93,20 +93,6 @@ pub trait Listable {
     fn evaluation(&self) -> ApiResult<Evaluation>;
 }
 
-impl Listable for Evaluation {
-    fn state(&self) -> State {
-        self.state
-    }
-
-    fn has_label(&self, key: &str, value: &str) -> bool {
-        self.labels.get(key).is_some_and(|v| v == value)
-    }
-
-    fn evaluation(&self) -> ApiResult<Evaluation> {
-        Ok(self.clone())
-    }
-}
-
 /// A sort key as an opaque page token.
 fn encode_page_token((nanos, id): &SortKey) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{}/{}", nanos.0, id.0))
