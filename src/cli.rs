@@ -70,6 +70,38 @@ pub struct ServeArgs {
     /// Policy: let requests pass `trust_remote_code` in model_args.
     #[arg(long, env = "LMEVAL_ALLOW_TRUST_REMOTE_CODE")]
     pub allow_trust_remote_code: bool,
+    /// Kubernetes backend: the namespace evaluations run in [default: the service's own namespace in a
+    /// cluster, else `default`].
+    #[arg(long, env = "LMEVAL_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Kubernetes backend: the runner image (Python with lm-eval, and this binary as the driver).
+    #[arg(long, env = "LMEVAL_RUNNER_IMAGE", default_value = "ghcr.io/lm-eval-aas/runner:0.1.0")]
+    pub runner_image: String,
+    /// Kubernetes backend: the runner's imagePullPolicy (Always, IfNotPresent, Never).
+    #[arg(long, env = "LMEVAL_RUNNER_IMAGE_PULL_POLICY", default_value = "IfNotPresent")]
+    pub runner_image_pull_policy: String,
+    /// Kubernetes backend: the ServiceAccount runner pods use (it may get/create/patch ConfigMaps).
+    #[arg(long, env = "LMEVAL_RUNNER_SERVICE_ACCOUNT", default_value = "lm-eval-aas-runner")]
+    pub runner_service_account: String,
+    /// Kubernetes backend: node selector for runner pods, `key=value` (comma-separated in the variable).
+    #[arg(long = "runner-node-selector", env = "LMEVAL_RUNNER_NODE_SELECTOR", value_delimiter = ',')]
+    pub runner_node_selector: Vec<String>,
+    /// Kubernetes backend: tolerations for runner pods, as a JSON array of Kubernetes tolerations.
+    #[arg(long, env = "LMEVAL_RUNNER_TOLERATIONS")]
+    pub runner_tolerations: Option<String>,
+    /// Kubernetes backend: the driver executable inside the runner image.
+    #[arg(long, env = "LMEVAL_DRIVER", default_value = "lm-eval-aas")]
+    pub driver: String,
+    /// Kubernetes backend: the Job's backoffLimit (retries of a failed pod).
+    #[arg(long, env = "LMEVAL_BACKOFF_LIMIT", default_value_t = 0)]
+    pub backoff_limit: i32,
+    /// Kubernetes backend: fail an evaluation whose pod has waited this long on something that does not
+    /// resolve itself (unschedulable, image pull, missing Secret).
+    #[arg(long, env = "LMEVAL_STUCK_AFTER_SECONDS", default_value_t = 300)]
+    pub stuck_after_seconds: u64,
+    /// Kubernetes backend: seconds a write may wait for the API server before the client gets 503.
+    #[arg(long, env = "LMEVAL_API_TIMEOUT_SECONDS", default_value_t = 10)]
+    pub api_timeout_seconds: u64,
     /// Log format.
     #[arg(long, env = "LMEVAL_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,

@@ -11,8 +11,11 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use crate::fsutil::write_atomic;
+use crate::k8s::run_record::RunRecord;
 use crate::model::Progress;
 use crate::progress::parse_tqdm_line;
+use crate::record_writer::{RecordTarget, RecordWriter};
+use crate::results::find_results;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct DriverArgs {
@@ -28,6 +31,8 @@ pub struct DriverArgs {
     /// Also copy each line to standard output (the pod log, in Kubernetes).
     #[arg(long)]
     pub echo: bool,
+    #[command(flatten)]
+    pub record: RecordTarget,
     /// The command to run, after `--`.
     #[arg(last = true, required = true)]
     pub command: Vec<String>,
@@ -52,6 +57,7 @@ pub async fn run(args: DriverArgs) -> anyhow::Result<i32> {
     use std::os::unix::process::ExitStatusExt;
 
     let (program, rest) = args.command.split_first().ok_or_else(|| anyhow::anyhow!("no command given after --"))?;
+    let mut recorder = RecordWriter::connect(&args.record).await?;
     let mut child = tokio::process::Command::new(program)
         .args(rest)
         .stdin(Stdio::null())
@@ -72,6 +78,10 @@ pub async fn run(args: DriverArgs) -> anyhow::Result<i32> {
             eprint!("{line}");
             let status = ExitStatus { code: Some(127), signal: None };
             write_exit(&args, status)?;
+            if let Some(mut recorder) = recorder {
+                recorder.line(line.trim_end().as_bytes());
+                recorder.finish(RunRecord { exit: Some(status), ..RunRecord::default() }).await?;
+            }
             return Ok(127);
         }
     };
@@ -112,12 +122,18 @@ pub async fn run(args: DriverArgs) -> anyhow::Result<i32> {
                 for line in &lines {
                     progress = parse_tqdm_line(&String::from_utf8_lossy(line)).or(progress);
                     sink.write_line(line).await?;
+                    if let Some(recorder) = recorder.as_mut() {
+                        recorder.line(line);
+                    }
                 }
                 if !lines.is_empty() {
                     sink.flush_echo().await?;
                 }
                 progress = parse_tqdm_line(&String::from_utf8_lossy(&partial[index])).or(progress);
                 maybe_write_progress(&args, progress, &mut progress_written, false)?;
+                if let Some(recorder) = recorder.as_ref() {
+                    recorder.progress(progress);
+                }
             }
             signal = signals.recv() => {
                 if let (Some(signal), Some(pid)) = (signal, child.id()) {
@@ -128,6 +144,9 @@ pub async fn run(args: DriverArgs) -> anyhow::Result<i32> {
     }
     for line in partial.iter().filter(|l| !l.is_empty()) {
         sink.write_line(line).await?;
+        if let Some(recorder) = recorder.as_mut() {
+            recorder.line(line);
+        }
     }
     sink.flush_echo().await?;
     maybe_write_progress(&args, progress, &mut progress_written, true)?;
@@ -147,7 +166,28 @@ pub async fn run(args: DriverArgs) -> anyhow::Result<i32> {
     }
     let status = ExitStatus { code: status.code(), signal: status.signal() };
     write_exit(&args, status)?;
-    Ok(status.process_exit_code())
+    let code = status.process_exit_code();
+    let Some(recorder) = recorder else { return Ok(code) };
+    let mut record = RunRecord { exit: Some(status), progress, ..RunRecord::default() };
+    if code == 0 {
+        let found = args.record.output_dir.as_deref().and_then(find_results);
+        match found.map(std::fs::read) {
+            Some(Ok(results)) => record.results = Some(results.into()),
+            Some(Err(e)) => record.failure = Some(("NoResults".into(), format!("cannot read lm-eval's results: {e}"))),
+            None => record.failure = Some(("NoResults".into(), "lm_eval exited 0 but wrote no results file".into())),
+        }
+    }
+    match recorder.finish(record).await {
+        Ok(Some((reason, message))) => {
+            eprintln!("lm-eval-aas driver: {reason}: {message}");
+            Ok(if code == 0 { 1 } else { code })
+        }
+        Ok(None) => Ok(code),
+        Err(e) => {
+            eprintln!("lm-eval-aas driver: {e}");
+            Ok(if code == 0 { 1 } else { code })
+        }
+    }
 }
 
 /// Where each complete output line goes: the log file and, with `--echo`, standard output.

@@ -1,5 +1,7 @@
 //! lm-eval's results JSON (`results_<timestamp>.json`) → one metric row per task, filter and metric.
 
+use std::path::{Path, PathBuf};
+
 use serde_json::Value;
 
 use crate::model::MetricRow;
@@ -29,6 +31,21 @@ pub fn metric_rows(results: &Value) -> Vec<MetricRow> {
         }
     }
     rows
+}
+
+/// lm-eval writes `<output>/<model name>/results_<timestamp>.json`; the newest one wins.
+pub fn find_results(output: &Path) -> Option<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(output)
+        .ok()?
+        .filter_map(Result::ok)
+        .flat_map(|model_dir| std::fs::read_dir(model_dir.path()).into_iter().flatten().filter_map(Result::ok))
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("results_") && n.ends_with(".json"))
+        })
+        .collect();
+    found.sort();
+    found.pop()
 }
 
 #[cfg(test)]

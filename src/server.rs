@@ -9,8 +9,10 @@ use tokio::sync::watch;
 
 use crate::api::{self, AppState};
 use crate::backend::Backend;
+use crate::backend::kubernetes::{KubernetesBackend, KubernetesConfig};
 use crate::backend::local::{LocalBackend, LocalConfig};
 use crate::cli::{BackendKind, ServeArgs};
+use crate::k8s::job::RunnerConfig;
 use crate::metrics::Metrics;
 use crate::validate::Policy;
 
@@ -41,10 +43,63 @@ fn resolve_lm_eval(flag: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     }
 }
 
+const IN_CLUSTER_NAMESPACE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
+
+fn kubernetes_config(args: &ServeArgs) -> anyhow::Result<KubernetesConfig> {
+    let namespace = match &args.namespace {
+        Some(namespace) => namespace.clone(),
+        None => {
+            std::fs::read_to_string(IN_CLUSTER_NAMESPACE).map_or_else(|_| "default".into(), |n| n.trim().to_string())
+        }
+    };
+    if !crate::validate::is_dns_label(&namespace) {
+        bail!("--namespace (LMEVAL_NAMESPACE): {namespace:?} is not a namespace name");
+    }
+    if !["Always", "IfNotPresent", "Never"].contains(&args.runner_image_pull_policy.as_str()) {
+        bail!("--runner-image-pull-policy (LMEVAL_RUNNER_IMAGE_PULL_POLICY): must be Always, IfNotPresent or Never");
+    }
+    let mut node_selector = std::collections::BTreeMap::new();
+    for pair in &args.runner_node_selector {
+        let (key, value) = pair.split_once('=').with_context(|| {
+            format!("--runner-node-selector (LMEVAL_RUNNER_NODE_SELECTOR): {pair:?} is not key=value")
+        })?;
+        node_selector.insert(key.to_string(), value.to_string());
+    }
+    let tolerations = match &args.runner_tolerations {
+        Some(json) => serde_json::from_str(json)
+            .context("--runner-tolerations (LMEVAL_RUNNER_TOLERATIONS): not a JSON array of tolerations")?,
+        None => Vec::new(),
+    };
+    if !(args.kill_grace_seconds.is_finite() && args.kill_grace_seconds >= 0.0) {
+        bail!("--kill-grace-seconds (LMEVAL_KILL_GRACE_SECONDS): must be a non-negative number");
+    }
+    #[allow(clippy::cast_possible_truncation)]
+    let termination_grace_seconds = args.kill_grace_seconds.ceil() as i64;
+    Ok(KubernetesConfig {
+        namespace,
+        runner: RunnerConfig {
+            image: args.runner_image.clone(),
+            image_pull_policy: args.runner_image_pull_policy.clone(),
+            service_account: args.runner_service_account.clone(),
+            node_selector,
+            tolerations,
+            backoff_limit: args.backoff_limit,
+            driver: args.driver.clone(),
+            lm_eval: args.lm_eval.as_ref().map_or_else(|| "lm_eval".into(), |p| p.to_string_lossy().into_owned()),
+            task_dirs: args.task_dirs.iter().map(|d| d.to_string_lossy().into_owned()).collect(),
+            termination_grace_seconds,
+        },
+        stuck_after: Duration::from_secs(args.stuck_after_seconds),
+        api_timeout: Duration::from_secs(args.api_timeout_seconds.max(1)),
+    })
+}
+
 pub async fn build_backend(args: &ServeArgs) -> anyhow::Result<Arc<dyn Backend>> {
     match args.backend {
         BackendKind::Kubernetes => {
-            bail!("--backend kubernetes (LMEVAL_BACKEND): not available in this build yet; use --backend local")
+            let config = kubernetes_config(args)?;
+            tracing::info!(namespace = %config.namespace, image = %config.runner.image, "kubernetes backend");
+            Ok(Arc::new(KubernetesBackend::connect(config).await.context("connecting to the Kubernetes API server")?))
         }
         BackendKind::Local => {
             let data_dir = match &args.data_dir {

@@ -23,7 +23,7 @@ use crate::driver::ExitStatus;
 use crate::error::{ApiError, ApiResult};
 use crate::fsutil::{process_start_ticks, write_atomic};
 use crate::model::{Evaluation, EvaluationList, Progress, State, now};
-use crate::results::metric_rows;
+use crate::results::{find_results, metric_rows};
 use crate::validate::ValidRequest;
 
 #[derive(Debug, Clone)]
@@ -529,21 +529,6 @@ impl Shared {
     fn get(&self, id: Uuid) -> ApiResult<Record> {
         self.read().record(id).ok_or_else(|| ApiError::NotFound(id.to_string()))
     }
-}
-
-/// lm-eval writes `<output>/<model name>/results_<timestamp>.json`; the newest one wins.
-fn find_results(output: &Path) -> Option<PathBuf> {
-    let mut found: Vec<PathBuf> = std::fs::read_dir(output)
-        .ok()?
-        .filter_map(Result::ok)
-        .flat_map(|model_dir| std::fs::read_dir(model_dir.path()).into_iter().flatten().filter_map(Result::ok))
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("results_") && n.ends_with(".json"))
-        })
-        .collect();
-    found.sort();
-    found.pop()
 }
 
 #[async_trait]

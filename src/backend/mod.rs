@@ -1,5 +1,6 @@
 //! The seam between the API and whatever runs evaluations.
 
+pub mod kubernetes;
 pub mod local;
 
 use std::collections::BTreeMap;

@@ -1,0 +1,427 @@
+//! Evaluation → `batch/v1` Job (and the ConfigMap of its inline tasks). Pure.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, KeyToPath,
+    ObjectFieldSelector, PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec,
+    ResourceRequirements, SeccompProfile, SecretKeySelector, SecurityContext, Toleration, Volume,
+    VolumeMount as K8sVolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use uuid::Uuid;
+
+use super::{
+    EVALUATION_ANNOTATION, EVALUATION_ID_LABEL, INPUT_KIND, KIND_LABEL, MANAGED_BY, MANAGED_BY_LABEL,
+    REQUEST_DIGEST_ANNOTATION, input_name, object_name,
+};
+use crate::command::{LmEvalCommand, RunPlan};
+use crate::model::Evaluation;
+
+pub const CONTAINER: &str = "lm-eval";
+pub const OUTPUT_DIR: &str = "/lmeval/output";
+pub const CACHE_DIR: &str = "/lmeval/cache";
+pub const TASKS_DIR: &str = "/lmeval/tasks";
+pub const CONFIG_DIR: &str = "/lmeval/config";
+const CONFIG_FILE: &str = "config.yaml";
+pub const GPU_RESOURCE: &str = "nvidia.com/gpu";
+/// The label the job controller puts on its pods, read by the driver through the downward API.
+const JOB_UID_LABEL: &str = "batch.kubernetes.io/controller-uid";
+
+/// How the server runs evaluations: set by the operator, never by a request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunnerConfig {
+    pub image: String,
+    pub image_pull_policy: String,
+    pub service_account: String,
+    pub node_selector: BTreeMap<String, String>,
+    pub tolerations: Vec<Toleration>,
+    pub backoff_limit: i32,
+    /// Our own binary inside the runner image.
+    pub driver: String,
+    /// `lm_eval` inside the runner image.
+    pub lm_eval: String,
+    /// Task directories inside the runner image, always included.
+    pub task_dirs: Vec<String>,
+    pub termination_grace_seconds: i64,
+}
+
+/// Where lm-eval's inputs and outputs are inside the runner pod.
+pub fn plan(config: &RunnerConfig) -> RunPlan {
+    RunPlan {
+        program: config.lm_eval.clone(),
+        output_path: OUTPUT_DIR.into(),
+        task_dirs: config.task_dirs.clone(),
+        inline_tasks_dir: TASKS_DIR.into(),
+        config_path: format!("{CONFIG_DIR}/{CONFIG_FILE}"),
+    }
+}
+
+/// What to create for one evaluation.
+#[derive(Debug, Clone)]
+pub struct EvaluationObjects {
+    pub job: Job,
+    /// Inline tasks and the generated config file; created before the Job, then owned by it.
+    pub input: Option<ConfigMap>,
+}
+
+fn identity_labels(id: Uuid) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string()),
+        (EVALUATION_ID_LABEL.to_string(), id.to_string()),
+    ])
+}
+
+/// The kubelet expands `$(VAR)` in `command`; `$$` keeps a `$` literal.
+fn literal(arg: &str) -> String {
+    arg.replace('$', "$$")
+}
+
+fn env_value(name: &str, value: impl Into<String>) -> EnvVar {
+    EnvVar { name: name.into(), value: Some(value.into()), ..EnvVar::default() }
+}
+
+fn env_field(name: &str, path: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector { field_path: path.into(), ..ObjectFieldSelector::default() }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    }
+}
+
+pub fn build(
+    evaluation: &Evaluation,
+    command: &LmEvalCommand,
+    config: &RunnerConfig,
+    request_digest: Option<&str>,
+) -> Result<EvaluationObjects, serde_json::Error> {
+    let id = evaluation.id;
+    let request = &evaluation.request;
+    let name = object_name(id);
+
+    let mut job_labels = identity_labels(id);
+    for (key, value) in &evaluation.labels {
+        job_labels.entry(key.clone()).or_insert_with(|| value.clone());
+    }
+    let mut annotations = BTreeMap::from([(EVALUATION_ANNOTATION.to_string(), serde_json::to_string(evaluation)?)]);
+    if let Some(digest) = request_digest {
+        annotations.insert(REQUEST_DIGEST_ANNOTATION.into(), digest.into());
+    }
+
+    let mut env = vec![
+        env_value("LMEVAL_EVALUATION_ID", id.to_string()),
+        env_value("LMEVAL_RUN_RECORD", name.clone()),
+        env_value("LMEVAL_JOB_NAME", name.clone()),
+        env_field("LMEVAL_JOB_UID", &format!("metadata.labels['{JOB_UID_LABEL}']")),
+        env_field("LMEVAL_NAMESPACE", "metadata.namespace"),
+        env_value("LMEVAL_OUTPUT_DIR", OUTPUT_DIR),
+        env_value("HOME", CACHE_DIR),
+        env_value("HF_HOME", format!("{CACHE_DIR}/huggingface")),
+    ];
+    if !request.allow_online {
+        for offline in ["HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"] {
+            env.push(env_value(offline, "1"));
+        }
+    }
+    if request.allow_code_execution {
+        env.push(env_value("HF_ALLOW_CODE_EVAL", "1"));
+    }
+    for var in &request.env {
+        env.push(match (&var.value, &var.secret) {
+            (_, Some(secret)) => EnvVar {
+                name: var.name.clone(),
+                value_from: Some(EnvVarSource {
+                    secret_key_ref: Some(SecretKeySelector {
+                        name: secret.name.clone(),
+                        key: secret.key.clone(),
+                        optional: Some(false),
+                    }),
+                    ..EnvVarSource::default()
+                }),
+                ..EnvVar::default()
+            },
+            (value, None) => env_value(&var.name, value.clone().unwrap_or_default()),
+        });
+    }
+
+    let mut volumes = vec![
+        Volume { name: "output".into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Volume::default() },
+        Volume { name: "cache".into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Volume::default() },
+    ];
+    let mut mounts = vec![
+        K8sVolumeMount { name: "output".into(), mount_path: OUTPUT_DIR.into(), ..K8sVolumeMount::default() },
+        K8sVolumeMount { name: "cache".into(), mount_path: CACHE_DIR.into(), ..K8sVolumeMount::default() },
+    ];
+
+    let input = input_config_map(evaluation, command);
+    if let Some(input) = &input {
+        let keys = |pick: &dyn Fn(&str) -> bool| -> Vec<KeyToPath> {
+            input
+                .data
+                .iter()
+                .flatten()
+                .filter(|(key, _)| pick(key))
+                .map(|(key, _)| KeyToPath { key: key.clone(), path: key.clone(), ..KeyToPath::default() })
+                .collect()
+        };
+        for (volume, dir, items) in
+            [("tasks", TASKS_DIR, keys(&|k| k != CONFIG_FILE)), ("config", CONFIG_DIR, keys(&|k| k == CONFIG_FILE))]
+        {
+            if items.is_empty() {
+                continue;
+            }
+            volumes.push(Volume {
+                name: volume.into(),
+                config_map: Some(ConfigMapVolumeSource {
+                    name: input_name(id),
+                    items: Some(items),
+                    ..ConfigMapVolumeSource::default()
+                }),
+                ..Volume::default()
+            });
+            mounts.push(K8sVolumeMount {
+                name: volume.into(),
+                mount_path: dir.into(),
+                read_only: Some(true),
+                ..K8sVolumeMount::default()
+            });
+        }
+    }
+    for (i, volume) in request.volumes.iter().enumerate() {
+        let read_only = volume.read_only.unwrap_or(true);
+        let volume_name = format!("pvc-{i}");
+        volumes.push(Volume {
+            name: volume_name.clone(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: volume.pvc.clone(),
+                read_only: Some(read_only),
+            }),
+            ..Volume::default()
+        });
+        mounts.push(K8sVolumeMount {
+            name: volume_name,
+            mount_path: volume.mount_path.clone(),
+            sub_path: volume.sub_path.clone(),
+            read_only: Some(read_only),
+            ..K8sVolumeMount::default()
+        });
+    }
+
+    let mut driver_command = vec![literal(&config.driver), "driver".into(), "--echo".into(), "--".into()];
+    driver_command.extend(command.argv.iter().map(|arg| literal(arg)));
+
+    let container = Container {
+        name: CONTAINER.into(),
+        image: Some(config.image.clone()),
+        image_pull_policy: Some(config.image_pull_policy.clone()),
+        command: Some(driver_command),
+        env: Some(env),
+        volume_mounts: Some(mounts),
+        resources: resources(evaluation),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), add: None }),
+            run_as_non_root: Some(true),
+            seccomp_profile: Some(runtime_default()),
+            ..SecurityContext::default()
+        }),
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
+        ..Container::default()
+    };
+
+    let pod = PodSpec {
+        containers: vec![container],
+        restart_policy: Some("Never".into()),
+        service_account_name: Some(config.service_account.clone()),
+        automount_service_account_token: Some(true),
+        enable_service_links: Some(false),
+        node_selector: (!config.node_selector.is_empty()).then(|| config.node_selector.clone()),
+        tolerations: (!config.tolerations.is_empty()).then(|| config.tolerations.clone()),
+        termination_grace_period_seconds: Some(config.termination_grace_seconds),
+        security_context: Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            seccomp_profile: Some(runtime_default()),
+            ..PodSecurityContext::default()
+        }),
+        volumes: Some(volumes),
+        ..PodSpec::default()
+    };
+
+    let job = Job {
+        metadata: ObjectMeta {
+            name: Some(name),
+            labels: Some(job_labels),
+            annotations: Some(annotations),
+            ..ObjectMeta::default()
+        },
+        spec: Some(JobSpec {
+            backoff_limit: Some(config.backoff_limit),
+            active_deadline_seconds: request.timeout_seconds.map(|s| i64::try_from(s).unwrap_or(i64::MAX)),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta { labels: Some(identity_labels(id)), ..ObjectMeta::default() }),
+                spec: Some(pod),
+            },
+            ..JobSpec::default()
+        }),
+        status: None,
+    };
+    Ok(EvaluationObjects { job, input })
+}
+
+fn runtime_default() -> SeccompProfile {
+    SeccompProfile { type_: "RuntimeDefault".into(), localhost_profile: None }
+}
+
+fn resources(evaluation: &Evaluation) -> Option<ResourceRequirements> {
+    let wanted = evaluation.request.resources.as_ref()?;
+    let mut amounts = BTreeMap::new();
+    if let Some(cpu) = &wanted.cpu {
+        amounts.insert("cpu".to_string(), Quantity(cpu.clone()));
+    }
+    if let Some(memory) = &wanted.memory {
+        amounts.insert("memory".to_string(), Quantity(memory.clone()));
+    }
+    if let Some(gpu) = wanted.gpu.filter(|n| *n > 0) {
+        amounts.insert(GPU_RESOURCE.to_string(), Quantity(gpu.to_string()));
+    }
+    (!amounts.is_empty()).then(|| ResourceRequirements {
+        requests: Some(amounts.clone()),
+        limits: Some(amounts),
+        ..ResourceRequirements::default()
+    })
+}
+
+fn input_config_map(evaluation: &Evaluation, command: &LmEvalCommand) -> Option<ConfigMap> {
+    let mut data: BTreeMap<String, String> = evaluation.request.inline_tasks.clone();
+    if let Some(yaml) = &command.config_yaml {
+        data.insert(CONFIG_FILE.into(), yaml.clone());
+    }
+    if data.is_empty() {
+        return None;
+    }
+    let mut labels = identity_labels(evaluation.id);
+    labels.insert(KIND_LABEL.into(), INPUT_KIND.into());
+    Some(ConfigMap {
+        metadata: ObjectMeta { name: Some(input_name(evaluation.id)), labels: Some(labels), ..ObjectMeta::default() },
+        data: Some(data),
+        immutable: Some(true),
+        ..ConfigMap::default()
+    })
+}
+
+/// An owner reference to `job`, so the garbage collector deletes what hangs off it.
+pub fn owned_by(name: &str, uid: &str) -> OwnerReference {
+    OwnerReference {
+        api_version: "batch/v1".into(),
+        kind: "Job".into(),
+        name: name.into(),
+        uid: uid.into(),
+        controller: Some(true),
+        block_owner_deletion: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command;
+    use crate::model::{Links, State};
+    use crate::validate::{Policy, ValidRequest};
+    use serde_json::{Value, json};
+
+    fn config() -> RunnerConfig {
+        RunnerConfig {
+            image: "registry.example/lm-eval-aas-runner:1".into(),
+            image_pull_policy: "IfNotPresent".into(),
+            service_account: "lm-eval-aas-runner".into(),
+            node_selector: BTreeMap::from([("pool".into(), "eval".into())]),
+            tolerations: vec![],
+            backoff_limit: 0,
+            driver: "lm-eval-aas".into(),
+            lm_eval: "lm_eval".into(),
+            task_dirs: vec![],
+            termination_grace_seconds: 30,
+        }
+    }
+
+    fn objects(request: Value) -> EvaluationObjects {
+        let policy = Policy { allow_online: true, allow_code_execution: true, allow_trust_remote_code: true };
+        let valid = ValidRequest::parse(serde_json::from_value(request).expect("request"), &policy).expect("valid");
+        let config = config();
+        let command = command::build(&valid, &plan(&config));
+        let id = Uuid::from_u128(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef);
+        let request = valid.into_request();
+        let evaluation = Evaluation {
+            id,
+            state: State::Pending,
+            reason: None,
+            message: None,
+            created_at: time::macros::datetime!(2026-11-28 12:00 UTC),
+            started_at: None,
+            finished_at: None,
+            labels: request.labels.clone(),
+            request,
+            command: command.argv.clone(),
+            progress: None,
+            metrics: None,
+            links: Links::for_id(id),
+        };
+        build(&evaluation, &command, &config, Some("digest")).expect("build")
+    }
+
+    /// The whole Job of a request that uses every feature, as YAML: review the diff when it changes.
+    #[test]
+    fn job_snapshot() {
+        let built = objects(json!({
+            "model": "local-completions",
+            "model_args": {"base_url": "http://llm:8000/v1/completions", "model": "m"},
+            "tasks": ["lmeval_aas_mc", "custom"],
+            "limit": 5,
+            "system_instruction": "costs $(HOME) and $5",
+            "inline_tasks": {"custom.yaml": "task: custom"},
+            "include_path": "/data/tasks",
+            "env": [{"name": "OPENAI_API_KEY", "secret": {"name": "llm", "key": "token"}}, {"name": "MODE", "value": "x"}],
+            "volumes": [{"pvc": "datasets", "mount_path": "/data"}, {"pvc": "scratch", "mount_path": "/scratch", "read_only": false, "sub_path": "a"}],
+            "resources": {"cpu": "2", "memory": "4Gi", "gpu": 1},
+            "timeout_seconds": 600,
+            "labels": {"team": "nlp"}
+        }));
+        let mut job = serde_json::to_value(&built.job).expect("json");
+        // The annotation repeats the request; it is checked on its own below.
+        let annotation = job["metadata"]["annotations"][EVALUATION_ANNOTATION].take();
+        let evaluation: Evaluation = serde_json::from_str(annotation.as_str().expect("string")).expect("evaluation");
+        assert_eq!(evaluation.request.inline_tasks["custom.yaml"], "task: custom");
+        assert_snapshot("job.yaml", &serde_yaml::to_string(&job).expect("yaml"));
+        assert_snapshot("input.yaml", &serde_yaml::to_string(&built.input.expect("input")).expect("yaml"));
+    }
+
+    /// Compares with `src/k8s/testdata/<name>`; `UPDATE_SNAPSHOTS=1` rewrites it (review the diff).
+    fn assert_snapshot(name: &str, actual: &str) {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/k8s/testdata").join(name);
+        if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+            std::fs::write(&path, actual).expect("write snapshot");
+        }
+        let expected = std::fs::read_to_string(&path).unwrap_or_default();
+        assert_eq!(actual, expected, "{} changed; if intended, rerun with UPDATE_SNAPSHOTS=1", path.display());
+    }
+
+    #[test]
+    fn offline_unless_allowed_and_no_input_without_inline_tasks() {
+        let built = objects(json!({"model": "dummy", "tasks": ["lmeval_aas_mc"]}));
+        assert!(built.input.is_none());
+        let pod = built.job.spec.expect("spec").template.spec.expect("pod");
+        let env = pod.containers[0].env.clone().unwrap_or_default();
+        assert!(env.iter().any(|e| e.name == "HF_HUB_OFFLINE" && e.value.as_deref() == Some("1")));
+        assert_eq!(pod.volumes.expect("volumes").len(), 2);
+
+        let built = objects(json!({"model": "dummy", "tasks": ["t"], "allow_online": true}));
+        let env =
+            built.job.spec.expect("spec").template.spec.expect("pod").containers[0].env.clone().unwrap_or_default();
+        assert!(!env.iter().any(|e| e.name.ends_with("_OFFLINE")));
+    }
+}

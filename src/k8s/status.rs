@@ -1,0 +1,383 @@
+//! (Job, Pods, run record) → the evaluation as the API shows it. Pure: the clock is an argument.
+
+use std::time::Duration;
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use super::run_record::RunRecord;
+use super::{CANCELLED_AT_ANNOTATION, EVALUATION_ANNOTATION, FAILED_ANNOTATION};
+use crate::model::{Evaluation, State};
+use crate::results::metric_rows;
+
+/// Waiting reasons that do not clear up by themselves; past the configured time they fail the evaluation.
+pub const STUCK_REASONS: &[&str] = &[
+    "Unschedulable",
+    "ImagePullBackOff",
+    "ErrImagePull",
+    "InvalidImageName",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+];
+
+const LAST_LOG_LINES: usize = 20;
+
+/// A failure the service decided and recorded on the Job (see `FAILED_ANNOTATION`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordedFailure {
+    pub reason: String,
+    pub message: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+}
+
+/// The evaluation `job` runs, as of `now`; `None` if the Job carries no evaluation of ours.
+pub fn evaluation(
+    job: &Job,
+    pods: &[&Pod],
+    record: Option<&RunRecord>,
+    now: OffsetDateTime,
+    stuck_after: Duration,
+) -> Option<Evaluation> {
+    let annotations = job.metadata.annotations.as_ref()?;
+    let mut evaluation: Evaluation = serde_json::from_str(annotations.get(EVALUATION_ANNOTATION)?).ok()?;
+    let pod = newest(pods);
+    evaluation.progress = record.and_then(|r| r.progress);
+    evaluation.started_at = pod.and_then(started_at);
+    let outcome = outcome(job, pod, record, now, stuck_after, &evaluation);
+    evaluation.state = outcome.state;
+    evaluation.reason = outcome.reason;
+    evaluation.message = outcome.message;
+    evaluation.finished_at = outcome.finished_at;
+    if evaluation.state == State::Succeeded {
+        if let Some(results) = record.and_then(|r| r.results.as_ref()) {
+            evaluation.metrics = serde_json::from_slice(results).ok().map(|v| metric_rows(&v));
+        }
+        if let Some(p) = evaluation.progress.as_mut() {
+            p.completed = p.total;
+            p.percent = 100.0;
+        }
+    }
+    Some(evaluation)
+}
+
+struct Outcome {
+    state: State,
+    reason: Option<String>,
+    message: Option<String>,
+    finished_at: Option<OffsetDateTime>,
+}
+
+impl Outcome {
+    fn new(state: State, reason: Option<&str>, message: Option<String>, finished_at: Option<OffsetDateTime>) -> Self {
+        Self { state, reason: reason.map(str::to_string), message, finished_at }
+    }
+}
+
+fn outcome(
+    job: &Job,
+    pod: Option<&Pod>,
+    record: Option<&RunRecord>,
+    now: OffsetDateTime,
+    stuck_after: Duration,
+    evaluation: &Evaluation,
+) -> Outcome {
+    let annotations = job.metadata.annotations.as_ref();
+    if let Some(failed) =
+        annotations.and_then(|a| a.get(FAILED_ANNOTATION)).and_then(|f| serde_json::from_str::<RecordedFailure>(f).ok())
+    {
+        return Outcome::new(State::Failed, Some(&failed.reason), Some(failed.message), Some(failed.at));
+    }
+    if let Some(at) = annotations.and_then(|a| a.get(CANCELLED_AT_ANNOTATION)) {
+        let at = OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).ok();
+        return Outcome::new(State::Cancelled, Some("Cancelled"), Some("cancelled by request".into()), at);
+    }
+    let status = job.status.as_ref();
+    let condition = |kind: &str| {
+        status
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|c| c.iter().find(|c| c.type_ == kind && c.status == "True"))
+    };
+    if let Some(complete) = condition("Complete") {
+        let finished = status.and_then(|s| s.completion_time.as_ref()).or(complete.last_transition_time.as_ref());
+        return Outcome::new(State::Succeeded, None, None, finished.map(to_time));
+    }
+    if let Some(failed) = condition("Failed") {
+        let finished = failed.last_transition_time.as_ref().map(to_time);
+        let (reason, message) = failure(failed.reason.as_deref(), failed.message.as_deref(), pod, record, evaluation);
+        return Outcome::new(State::Failed, Some(&reason), Some(message), finished);
+    }
+    if let Some((reason, message, since)) = pod.and_then(waiting_problem) {
+        let since = since.unwrap_or(now);
+        if now - since >= stuck_after {
+            let message = format!("{message} (waited {}s)", (now - since).whole_seconds());
+            return Outcome::new(State::Failed, Some(&reason), Some(message), Some(now));
+        }
+        return Outcome::new(State::Pending, Some(&reason), Some(message), None);
+    }
+    let running = pod.is_some_and(|p| {
+        matches!(p.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Running" | "Succeeded" | "Failed"))
+    });
+    if running {
+        Outcome::new(State::Running, None, None, None)
+    } else {
+        Outcome::new(State::Pending, None, None, None)
+    }
+}
+
+/// Why a finished-and-failed Job failed, most specific cause first.
+fn failure(
+    job_reason: Option<&str>,
+    job_message: Option<&str>,
+    pod: Option<&Pod>,
+    record: Option<&RunRecord>,
+    evaluation: &Evaluation,
+) -> (String, String) {
+    if job_reason == Some("DeadlineExceeded") {
+        let limit = evaluation.request.timeout_seconds.unwrap_or_default();
+        return ("DeadlineExceeded".into(), format!("exceeded timeout_seconds={limit}"));
+    }
+    if let Some((reason, message)) = record.and_then(|r| r.failure.clone()) {
+        return (reason, message);
+    }
+    let pod_status = pod.and_then(|p| p.status.as_ref());
+    if pod_status.and_then(|s| s.reason.as_deref()) == Some("Evicted") {
+        let message = pod_status.and_then(|s| s.message.clone()).unwrap_or_else(|| "the pod was evicted".into());
+        return ("Evicted".into(), message);
+    }
+    let terminated = pod_status
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|c| c.first())
+        .and_then(|c| c.state.as_ref())
+        .and_then(|s| s.terminated.as_ref());
+    if terminated.and_then(|t| t.reason.as_deref()) == Some("OOMKilled") {
+        return ("OOMKilled".into(), "the runner container exceeded its memory limit".into());
+    }
+    let exit_code = record.and_then(|r| r.exit).map(|e| e.process_exit_code()).or(terminated.map(|t| t.exit_code));
+    if let Some(code) = exit_code.filter(|c| *c != 0) {
+        let log = record.and_then(|r| r.log_tail.as_deref()).or(terminated.and_then(|t| t.message.as_deref()));
+        let lines = log.map(last_lines).unwrap_or_default();
+        return ("LmEvalError".into(), format!("lm_eval exited with code {code}; last log lines:\n{lines}"));
+    }
+    let reason = job_reason.unwrap_or("BackoffLimitExceeded").to_string();
+    (reason, job_message.unwrap_or("the Job failed").to_string())
+}
+
+fn last_lines(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(LAST_LOG_LINES)..].join("\n")
+}
+
+/// A pod waiting for something that will not come by itself: `(reason, message, since)`.
+pub fn waiting_problem(pod: &Pod) -> Option<(String, String, Option<OffsetDateTime>)> {
+    let status = pod.status.as_ref()?;
+    if status.phase.as_deref() != Some("Pending") {
+        return None;
+    }
+    let created = pod.metadata.creation_timestamp.as_ref().map(to_time);
+    if let Some(unschedulable) = status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "PodScheduled" && c.status == "False" && c.reason.as_deref() == Some("Unschedulable"))
+    {
+        let since = unschedulable.last_transition_time.as_ref().map(to_time).or(created);
+        return Some(("Unschedulable".into(), unschedulable.message.clone().unwrap_or_default(), since));
+    }
+    let waiting = status
+        .container_statuses
+        .iter()
+        .flatten()
+        .filter_map(|c| c.state.as_ref()?.waiting.as_ref())
+        .find(|w| w.reason.as_deref().is_some_and(|r| STUCK_REASONS.contains(&r)))?;
+    Some((waiting.reason.clone().unwrap_or_default(), waiting.message.clone().unwrap_or_default(), created))
+}
+
+fn newest<'a>(pods: &[&'a Pod]) -> Option<&'a Pod> {
+    pods.iter().copied().max_by_key(|p| p.metadata.creation_timestamp.as_ref().map(to_time))
+}
+
+fn started_at(pod: &Pod) -> Option<OffsetDateTime> {
+    let status = pod.status.as_ref()?;
+    let container = status.container_statuses.as_ref().and_then(|c| c.first()).and_then(|c| c.state.as_ref());
+    container
+        .and_then(|s| s.running.as_ref().and_then(|r| r.started_at.as_ref()))
+        .or_else(|| container.and_then(|s| s.terminated.as_ref().and_then(|t| t.started_at.as_ref())))
+        .map(to_time)
+}
+
+pub fn to_time(time: &Time) -> OffsetDateTime {
+    let nanos = time.0.as_nanosecond();
+    OffsetDateTime::from_unix_timestamp_nanos(nanos).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::driver::ExitStatus;
+    use crate::model::{EvaluationRequest, Links};
+    use serde_json::json;
+    use uuid::Uuid;
+
+    const NOW: OffsetDateTime = time::macros::datetime!(2026-11-28 12:10 UTC);
+    const STUCK: Duration = Duration::from_secs(120);
+
+    fn job(status: serde_json::Value, extra_annotations: serde_json::Value) -> Job {
+        let id = Uuid::from_u128(7);
+        let request: EvaluationRequest =
+            serde_json::from_value(json!({"model": "dummy", "tasks": ["t"], "timeout_seconds": 60})).expect("request");
+        let evaluation = Evaluation {
+            id,
+            state: State::Pending,
+            reason: None,
+            message: None,
+            created_at: time::macros::datetime!(2026-11-28 12:00 UTC),
+            started_at: None,
+            finished_at: None,
+            labels: Default::default(),
+            request,
+            command: vec![],
+            progress: None,
+            metrics: None,
+            links: Links::for_id(id),
+        };
+        let mut annotations = json!({ EVALUATION_ANNOTATION: serde_json::to_string(&evaluation).expect("json") });
+        for (k, v) in extra_annotations.as_object().into_iter().flatten() {
+            annotations[k] = v.clone();
+        }
+        serde_json::from_value(json!({"metadata": {"name": "lmeval-x", "annotations": annotations}, "status": status}))
+            .expect("job")
+    }
+
+    fn pod(status: serde_json::Value) -> Pod {
+        serde_json::from_value(
+            json!({"metadata": {"name": "p", "creationTimestamp": "2026-11-28T12:00:01Z"}, "status": status}),
+        )
+        .expect("pod")
+    }
+
+    fn map(job: &Job, pods: &[Pod], record: Option<&RunRecord>) -> (State, Option<String>, Option<String>) {
+        let pods: Vec<&Pod> = pods.iter().collect();
+        let e = evaluation(job, &pods, record, NOW, STUCK).expect("evaluation");
+        (e.state, e.reason, e.message)
+    }
+
+    fn failed(reason: &str) -> serde_json::Value {
+        json!({"conditions": [{"type": "Failed", "status": "True", "reason": reason, "lastTransitionTime": "2026-11-28T12:05:00Z"}]})
+    }
+
+    fn waiting(reason: &str, message: &str) -> Pod {
+        pod(
+            json!({"phase": "Pending", "containerStatuses": [{"name": "lm-eval", "image": "i", "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"waiting": {"reason": reason, "message": message}}}]}),
+        )
+    }
+
+    fn terminated(reason: &str, code: i32) -> Pod {
+        pod(
+            json!({"phase": "Failed", "containerStatuses": [{"name": "lm-eval", "image": "i", "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"terminated": {"reason": reason, "exitCode": code, "startedAt": "2026-11-28T12:00:02Z"}}}]}),
+        )
+    }
+
+    #[test]
+    fn pending_running_succeeded() {
+        assert_eq!(map(&job(json!({}), json!({})), &[], None).0, State::Pending);
+        let running = pod(
+            json!({"phase": "Running", "containerStatuses": [{"name": "lm-eval", "image": "i", "imageID": "", "ready": true, "restartCount": 0,
+            "state": {"running": {"startedAt": "2026-11-28T12:00:03Z"}}}]}),
+        );
+        let j = job(json!({"active": 1}), json!({}));
+        let e = evaluation(&j, &[&running], None, NOW, STUCK).expect("evaluation");
+        assert_eq!((e.state, e.started_at), (State::Running, Some(time::macros::datetime!(2026-11-28 12:00:03 UTC))));
+
+        let done = job(
+            json!({"completionTime": "2026-11-28T12:01:00Z", "conditions": [{"type": "Complete", "status": "True"}]}),
+            json!({}),
+        );
+        let record = RunRecord {
+            results: Some(bytes::Bytes::from_static(
+                br#"{"results": {"t": {"acc,none": 0.5, "acc_stderr,none": 0.1}}}"#,
+            )),
+            ..RunRecord::default()
+        };
+        let e = evaluation(&done, &[], Some(&record), NOW, STUCK).expect("evaluation");
+        assert_eq!(e.state, State::Succeeded);
+        assert_eq!(e.finished_at, Some(time::macros::datetime!(2026-11-28 12:01 UTC)));
+        assert_eq!(e.metrics.expect("metrics")[0].metric, "acc");
+    }
+
+    #[test]
+    fn each_failure_names_its_reason() {
+        let deadline = map(&job(failed("DeadlineExceeded"), json!({})), &[], None);
+        assert_eq!((deadline.0, deadline.1.as_deref()), (State::Failed, Some("DeadlineExceeded")));
+        assert!(deadline.2.expect("message").contains("timeout_seconds=60"));
+
+        let record = RunRecord {
+            exit: Some(ExitStatus { code: Some(2), signal: None }),
+            log_tail: Some("loading\nKeyError: 'nope'\n".into()),
+            ..RunRecord::default()
+        };
+        let lm_eval = map(&job(failed("BackoffLimitExceeded"), json!({})), &[terminated("Error", 2)], Some(&record));
+        assert_eq!(lm_eval.1.as_deref(), Some("LmEvalError"));
+        assert!(lm_eval.2.expect("message").contains("code 2; last log lines:\nloading\nKeyError: 'nope'"));
+
+        let oom = map(&job(failed("BackoffLimitExceeded"), json!({})), &[terminated("OOMKilled", 137)], None);
+        assert_eq!(oom.1.as_deref(), Some("OOMKilled"));
+
+        let evicted = pod(json!({"phase": "Failed", "reason": "Evicted", "message": "node low on memory"}));
+        assert_eq!(
+            map(&job(failed("BackoffLimitExceeded"), json!({})), &[evicted], None).1.as_deref(),
+            Some("Evicted")
+        );
+
+        let too_large = RunRecord { failure: Some(("ResultsTooLarge".into(), "big".into())), ..RunRecord::default() };
+        let mapped = map(&job(failed("BackoffLimitExceeded"), json!({})), &[terminated("Error", 1)], Some(&too_large));
+        assert_eq!(mapped.1.as_deref(), Some("ResultsTooLarge"));
+
+        let bare = map(&job(failed("BackoffLimitExceeded"), json!({})), &[], None);
+        assert_eq!(bare.1.as_deref(), Some("BackoffLimitExceeded"));
+    }
+
+    #[test]
+    fn waiting_pods_are_pending_with_a_reason_until_they_have_waited_too_long() {
+        let missing = waiting("CreateContainerConfigError", "secret \"llm\" not found");
+        let young = evaluation(
+            &job(json!({}), json!({})),
+            &[&missing],
+            None,
+            time::macros::datetime!(2026-11-28 12:01 UTC),
+            STUCK,
+        )
+        .expect("evaluation");
+        assert_eq!((young.state, young.reason.as_deref()), (State::Pending, Some("CreateContainerConfigError")));
+        assert!(young.message.expect("message").contains("secret \"llm\" not found"));
+        let old = map(&job(json!({}), json!({})), &[missing], None);
+        assert_eq!((old.0, old.1.as_deref()), (State::Failed, Some("CreateContainerConfigError")));
+
+        let unschedulable = pod(
+            json!({"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+            "message": "0/1 nodes have enough nvidia.com/gpu", "lastTransitionTime": "2026-11-28T12:09:00Z"}]}),
+        );
+        let e = map(&job(json!({}), json!({})), &[unschedulable], None);
+        assert_eq!((e.0, e.1.as_deref()), (State::Pending, Some("Unschedulable")));
+        assert_eq!(
+            map(&job(json!({}), json!({})), &[waiting("ImagePullBackOff", "")], None).1.as_deref(),
+            Some("ImagePullBackOff")
+        );
+    }
+
+    #[test]
+    fn recorded_decisions_win() {
+        let cancelled = job(json!({"active": 1}), json!({ CANCELLED_AT_ANNOTATION: "2026-11-28T12:02:00Z" }));
+        let e = evaluation(&cancelled, &[], None, NOW, STUCK).expect("evaluation");
+        assert_eq!((e.state, e.finished_at), (State::Cancelled, Some(time::macros::datetime!(2026-11-28 12:02 UTC))));
+        let failure = RecordedFailure { reason: "ImagePullBackOff".into(), message: "m".into(), at: NOW };
+        let stuck = job(json!({}), json!({ FAILED_ANNOTATION: serde_json::to_string(&failure).expect("json") }));
+        assert_eq!(map(&stuck, &[], None).1.as_deref(), Some("ImagePullBackOff"));
+        assert!(evaluation(&Job::default(), &[], None, NOW, STUCK).is_none());
+    }
+}
