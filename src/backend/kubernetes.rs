@@ -386,7 +386,7 @@ where
                     let Some(shared) = weak.upgrade() else { return };
                     shared.apply(kind, event, &mut seen);
                 }
-                Some(Err(e)) => tracing::warn!(error = %e, "watch failed; retrying"),
+                Some(Err(e)) => tracing::debug!(error = %e, "watch failed; retrying"),
                 None => return,
             }
         }

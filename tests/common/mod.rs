@@ -17,6 +17,8 @@ use lm_eval_aas::validate::Policy;
 use serde_json::Value;
 use tower::ServiceExt;
 
+pub mod cluster;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_lm-eval-aas");
 
 pub fn tasks_dir() -> String {
@@ -77,17 +79,23 @@ pub struct Service {
     pub data_dir: PathBuf,
     pub log: PathBuf,
     args: Vec<String>,
+    env: Vec<(String, String)>,
     /// Whether dropping this handle also kills the evaluations it started (not when a successor takes over).
     reap_on_drop: bool,
 }
 
 impl Service {
     pub fn start(data_dir: &Path, extra: &[&str]) -> Self {
-        let args: Vec<String> = extra.iter().map(|s| (*s).to_string()).collect();
-        Self::spawn(data_dir, args)
+        Self::start_with_env(data_dir, extra, &[])
     }
 
-    fn spawn(data_dir: &Path, args: Vec<String>) -> Self {
+    pub fn start_with_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
+        let args: Vec<String> = extra.iter().map(|s| (*s).to_string()).collect();
+        let env = env.iter().map(|(k, v)| ((*k).to_string(), (*v).to_string())).collect();
+        Self::spawn(data_dir, args, env)
+    }
+
+    fn spawn(data_dir: &Path, args: Vec<String>, env: Vec<(String, String)>) -> Self {
         std::fs::create_dir_all(data_dir).expect("data dir");
         let log = data_dir.with_extension(format!("service-{}.log", std::process::id()));
         let log_file = std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("log file");
@@ -98,6 +106,7 @@ impl Service {
             .arg(data_dir)
             .args(["--lm-eval", &lm_eval(), "--task-dir", &tasks_dir()])
             .args(&args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log_file)
@@ -117,6 +126,7 @@ impl Service {
             data_dir: data_dir.to_path_buf(),
             log,
             args,
+            env,
             reap_on_drop: true,
         }
     }
@@ -136,7 +146,8 @@ impl Service {
         self.reap_on_drop = false;
         let data_dir = self.data_dir.clone();
         let args = std::mem::take(&mut self.args);
-        Self::spawn(&data_dir, args)
+        let env = std::mem::take(&mut self.env);
+        Self::spawn(&data_dir, args, env)
     }
 
     pub fn log_text(&self) -> String {
