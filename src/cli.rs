@@ -26,7 +26,7 @@ pub enum Command {
         output: Option<PathBuf>,
     },
     /// Run lm-eval as a child, recording its log, progress and exit status (used by the backends).
-    Driver(DriverArgs),
+    Driver(Box<DriverArgs>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -17,6 +17,6 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Driver(args) => std::process::exit(driver::run(args).await?),
+        Command::Driver(args) => std::process::exit(driver::run(*args).await?),
     }
 }

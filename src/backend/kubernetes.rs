@@ -174,14 +174,12 @@ impl Shared {
     }
 
     /// Applies one watch event of `kind` to the cache; `seen` collects the keys of a relist.
-    fn apply<K: Resource + Clone>(
+    fn apply<K: Resource + Clone + Into<Stored>>(
         &self,
         kind: Kind,
         event: watcher::Event<K>,
         seen: &mut Option<HashSet<(Uuid, String)>>,
-    ) where
-        K: Into<Stored>,
-    {
+    ) {
         let stuck_after = self.config.stuck_after;
         let mut cache = self.write();
         let mut touched = Vec::new();
@@ -228,7 +226,7 @@ impl Shared {
     fn job_changed(&self, job: Job) {
         let Some(key) = object_key(&job) else { return };
         let mut cache = self.write();
-        store(&mut cache, &key, Some(Stored::Job(job)));
+        store(&mut cache, &key, Some(job.into()));
         cache.refresh(key.0, self.config.stuck_after);
         drop(cache);
         self.changes.send_modify(|n| *n = n.wrapping_add(1));
@@ -278,8 +276,8 @@ impl Shared {
 
 /// A cached object, trimmed of what the service never reads.
 enum Stored {
-    Job(Job),
-    Pod(Pod),
+    Job(Box<Job>),
+    Pod(Box<Pod>),
     Record(RunRecord),
 }
 
@@ -289,7 +287,7 @@ impl From<Job> for Stored {
         if let Some(spec) = job.spec.as_mut() {
             spec.template = Default::default();
         }
-        Stored::Job(job)
+        Stored::Job(Box::new(job))
     }
 }
 
@@ -297,7 +295,7 @@ impl From<Pod> for Stored {
     fn from(mut pod: Pod) -> Self {
         pod.metadata.managed_fields = None;
         pod.spec = None;
-        Stored::Pod(pod)
+        Stored::Pod(Box::new(pod))
     }
 }
 
@@ -311,9 +309,9 @@ fn store(cache: &mut Cache, (id, name): &(Uuid, String), object: Option<Stored>)
     let Some(object) = object else { return };
     let entry = cache.entries.entry(*id).or_default();
     match object {
-        Stored::Job(job) => entry.job = Some(job),
+        Stored::Job(job) => entry.job = Some(*job),
         Stored::Pod(pod) => {
-            entry.pods.insert(name.clone(), pod);
+            entry.pods.insert(name.clone(), *pod);
         }
         Stored::Record(record) => entry.record = Some(record),
     }
