@@ -225,6 +225,27 @@ pub struct Evaluation {
     pub links: Links,
 }
 
+impl Evaluation {
+    /// A just-accepted evaluation: pending, with the request's labels and the exact command.
+    pub fn pending(id: Uuid, request: EvaluationRequest, command: Vec<String>, created_at: OffsetDateTime) -> Self {
+        Self {
+            id,
+            state: State::Pending,
+            reason: None,
+            message: None,
+            created_at,
+            started_at: None,
+            finished_at: None,
+            labels: request.labels.clone(),
+            request,
+            command,
+            progress: None,
+            metrics: None,
+            links: Links::for_id(id),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct EvaluationList {
     pub items: Vec<Evaluation>,

@@ -15,7 +15,7 @@ use super::extract::{JsonBody, QueryParams, evaluation_id};
 use crate::backend::{Created, IdempotencyKey, ListQuery, LogOptions, NewEvaluation};
 use crate::command;
 use crate::error::{ApiError, ApiResult, Problem};
-use crate::model::{Evaluation, EvaluationList, EvaluationRequest, Links, State as EvalState, now};
+use crate::model::{Evaluation, EvaluationList, EvaluationRequest, State as EvalState, now};
 use crate::validate::{ValidRequest, parse_label_selector};
 
 pub const DEFAULT_PAGE_SIZE: usize = 50;
@@ -36,21 +36,7 @@ pub(crate) fn prepare(state: &AppState, request: EvaluationRequest) -> ApiResult
     let id = Uuid::new_v4();
     let command = command::build(&valid, &state.backend.plan(id));
     let request = valid.request().clone();
-    let evaluation = Evaluation {
-        id,
-        state: EvalState::Pending,
-        reason: None,
-        message: None,
-        created_at: now(),
-        started_at: None,
-        finished_at: None,
-        labels: request.labels.clone(),
-        request,
-        command: command.argv.clone(),
-        progress: None,
-        metrics: None,
-        links: Links::for_id(id),
-    };
+    let evaluation = Evaluation::pending(id, request, command.argv.clone(), now());
     Ok(NewEvaluation { evaluation, valid, command, idempotency: None })
 }
 

@@ -330,7 +330,6 @@ pub fn owned_by(name: &str, uid: &str) -> OwnerReference {
 mod tests {
     use super::*;
     use crate::command;
-    use crate::model::{Links, State};
     use crate::validate::{Policy, ValidRequest};
     use serde_json::{Value, json};
 
@@ -355,22 +354,12 @@ mod tests {
         let config = config();
         let command = command::build(&valid, &plan(&config));
         let id = Uuid::from_u128(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef);
-        let request = valid.into_request();
-        let evaluation = Evaluation {
+        let evaluation = Evaluation::pending(
             id,
-            state: State::Pending,
-            reason: None,
-            message: None,
-            created_at: time::macros::datetime!(2026-11-28 12:00 UTC),
-            started_at: None,
-            finished_at: None,
-            labels: request.labels.clone(),
-            request,
-            command: command.argv.clone(),
-            progress: None,
-            metrics: None,
-            links: Links::for_id(id),
-        };
+            valid.into_request(),
+            command.argv.clone(),
+            time::macros::datetime!(2026-11-28 12:00 UTC),
+        );
         build(&evaluation, &command, &config, Some("digest")).expect("build")
     }
 

@@ -218,7 +218,7 @@ pub fn to_time(time: &Time) -> OffsetDateTime {
 mod tests {
     use super::*;
     use crate::driver::ExitStatus;
-    use crate::model::{EvaluationRequest, Links};
+    use crate::model::EvaluationRequest;
     use serde_json::json;
     use uuid::Uuid;
 
@@ -229,21 +229,7 @@ mod tests {
         let id = Uuid::from_u128(7);
         let request: EvaluationRequest =
             serde_json::from_value(json!({"model": "dummy", "tasks": ["t"], "timeout_seconds": 60})).expect("request");
-        let evaluation = Evaluation {
-            id,
-            state: State::Pending,
-            reason: None,
-            message: None,
-            created_at: time::macros::datetime!(2026-11-28 12:00 UTC),
-            started_at: None,
-            finished_at: None,
-            labels: Default::default(),
-            request,
-            command: vec![],
-            progress: None,
-            metrics: None,
-            links: Links::for_id(id),
-        };
+        let evaluation = Evaluation::pending(id, request, vec![], time::macros::datetime!(2026-11-28 12:00 UTC));
         let mut annotations = json!({ EVALUATION_ANNOTATION: serde_json::to_string(&evaluation).expect("json") });
         for (k, v) in extra_annotations.as_object().into_iter().flatten() {
             annotations[k] = v.clone();
