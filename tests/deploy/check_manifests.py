@@ -1,0 +1,178 @@
+"""Structural checks of the rendered kustomizations (what the API server cannot tell: the issue's requirements).
+
+    python check_manifests.py BASE.yaml DEV.yaml OPENSHIFT.yaml
+
+Each file is the output of `kubectl kustomize` of k8s/base, k8s/overlays/dev, k8s/overlays/openshift. Prints
+one line per problem and exits 1 if there is any.
+"""
+
+import sys
+
+import yaml
+
+NAMESPACE = "lm-eval-aas"
+SERVICE_LABELS = {"app.kubernetes.io/name": "lm-eval-aas", "app.kubernetes.io/component": "service"}
+RUNNER_SELECTOR = {"app.kubernetes.io/managed-by": "lm-eval-aas"}
+CLUSTER_SCOPED = {"Namespace", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding"}
+
+problems = []
+
+
+def check(ok, message):
+    if not ok:
+        problems.append(message)
+    return ok
+
+
+def load(path):
+    with open(path) as f:
+        docs = [d for d in yaml.safe_load_all(f) if d]
+    by_kind = {}
+    for d in docs:
+        by_kind.setdefault(d["kind"], {})[d["metadata"]["name"]] = d
+    return docs, by_kind
+
+
+def one(by_kind, kind, name, where):
+    obj = by_kind.get(kind, {}).get(name)
+    check(obj is not None, f"{where}: no {kind} {name}")
+    return obj
+
+
+def common(path, where, replicas):
+    docs, k = load(path)
+    for d in docs:
+        ns = d["metadata"].get("namespace")
+        if d["kind"] in CLUSTER_SCOPED:
+            check(ns is None, f"{where}: {d['kind']} {d['metadata']['name']} has a namespace")
+        else:
+            check(ns == NAMESPACE, f"{where}: {d['kind']} {d['metadata']['name']} is in namespace {ns!r}")
+
+    namespace = one(k, "Namespace", NAMESPACE, where)
+    if namespace:
+        labels = namespace["metadata"].get("labels", {})
+        check(labels.get("pod-security.kubernetes.io/enforce") == "restricted",
+              f"{where}: Namespace lacks pod-security.kubernetes.io/enforce: restricted")
+
+    # RBAC: both identities, and the subjects in the namespace.
+    for name in ("lm-eval-aas", "lm-eval-aas-runner"):
+        one(k, "ServiceAccount", name, where)
+        one(k, "Role", name, where)
+        binding = one(k, "RoleBinding", name, where)
+        if binding:
+            check(binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+                  f"{where}: RoleBinding {name} refers to {binding['roleRef']}")
+            check(binding["subjects"] == [{"kind": "ServiceAccount", "name": name, "namespace": NAMESPACE}],
+                  f"{where}: RoleBinding {name} subjects {binding['subjects']}")
+
+    deployment = one(k, "Deployment", "lm-eval-aas", where)
+    if not deployment:
+        return k, None
+    spec = deployment["spec"]
+    check(spec.get("replicas") == replicas, f"{where}: Deployment replicas {spec.get('replicas')}, want {replicas}")
+    check(spec["selector"]["matchLabels"] == SERVICE_LABELS, f"{where}: Deployment selector {spec['selector']}")
+    pod = spec["template"]["spec"]
+    labels = spec["template"]["metadata"]["labels"]
+    check(not any(labels.get(key) == value for key, value in RUNNER_SELECTOR.items()),
+          f"{where}: service pods carry the runner label {RUNNER_SELECTOR}")
+    check(pod.get("serviceAccountName") == "lm-eval-aas", f"{where}: serviceAccountName {pod.get('serviceAccountName')}")
+    psc = pod.get("securityContext", {})
+    check(psc.get("runAsNonRoot") is True, f"{where}: pod securityContext.runAsNonRoot is not true")
+    check(psc.get("seccompProfile", {}).get("type") == "RuntimeDefault", f"{where}: pod seccompProfile not RuntimeDefault")
+    spread = pod.get("topologySpreadConstraints", [])
+    check(any(c.get("topologyKey") == "kubernetes.io/hostname" and c.get("labelSelector", {}).get("matchLabels") == SERVICE_LABELS
+              for c in spread), f"{where}: no topologySpreadConstraint across nodes (kubernetes.io/hostname)")
+    (container,) = pod["containers"]
+    check(container.get("command") == ["lm-eval-aas", "serve"], f"{where}: command {container.get('command')}")
+    sc = container.get("securityContext", {})
+    check(sc.get("allowPrivilegeEscalation") is False, f"{where}: allowPrivilegeEscalation is not false")
+    check(sc.get("capabilities", {}).get("drop") == ["ALL"], f"{where}: capabilities.drop is not [ALL]")
+    check(sc.get("readOnlyRootFilesystem") is True, f"{where}: readOnlyRootFilesystem is not true")
+    check(sc.get("runAsNonRoot", psc.get("runAsNonRoot")) is True, f"{where}: container may run as root")
+    check(container.get("livenessProbe", {}).get("httpGet", {}).get("path") == "/healthz", f"{where}: liveness probe is not /healthz")
+    check(container.get("readinessProbe", {}).get("httpGet", {}).get("path") == "/readyz", f"{where}: readiness probe is not /readyz")
+    resources = container.get("resources", {})
+    for kind in ("requests", "limits"):
+        check({"cpu", "memory"} <= set(resources.get(kind, {})), f"{where}: resources.{kind} lacks cpu or memory")
+
+    # The configuration comes from the generated ConfigMap, whole.
+    env_from = container.get("envFrom", [])
+    check(len(env_from) == 1 and "configMapRef" in env_from[0], f"{where}: envFrom is not one configMapRef: {env_from}")
+    config = None
+    if env_from and "configMapRef" in env_from[0]:
+        config = one(k, "ConfigMap", env_from[0]["configMapRef"]["name"], where)
+    if config:
+        data = config["data"]
+        check(data.get("LMEVAL_BACKEND") == "kubernetes", f"{where}: LMEVAL_BACKEND is {data.get('LMEVAL_BACKEND')!r}")
+        check(data.get("LMEVAL_RUNNER_SERVICE_ACCOUNT") == "lm-eval-aas-runner", f"{where}: runner ServiceAccount {data.get('LMEVAL_RUNNER_SERVICE_ACCOUNT')!r}")
+        check("LMEVAL_NAMESPACE" not in data, f"{where}: LMEVAL_NAMESPACE is set (the pod's own namespace is meant)")
+        shutdown = int(data.get("LMEVAL_SHUTDOWN_TIMEOUT_SECONDS", "20"))
+        pre_stop = container.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
+        pre_stop += int(data.get("LMEVAL_SHUTDOWN_DELAY_SECONDS", "0"))
+        grace = pod.get("terminationGracePeriodSeconds", 30)
+        check(grace > pre_stop + shutdown,
+              f"{where}: terminationGracePeriodSeconds {grace} <= preStop + shutdown delay {pre_stop} + shutdown timeout {shutdown}")
+        port = container["ports"][0]["containerPort"]
+        check(data.get("LMEVAL_LISTEN", "").endswith(f":{port}"), f"{where}: LMEVAL_LISTEN {data.get('LMEVAL_LISTEN')} vs containerPort {port}")
+
+    service = one(k, "Service", "lm-eval-aas", where)
+    if service:
+        check(service["spec"]["selector"] == SERVICE_LABELS, f"{where}: Service selector {service['spec']['selector']}")
+    pdb = one(k, "PodDisruptionBudget", "lm-eval-aas", where)
+    if pdb:
+        check(pdb["spec"]["selector"]["matchLabels"] == SERVICE_LABELS, f"{where}: PDB selector {pdb['spec']['selector']}")
+
+    policies = k.get("NetworkPolicy", {})
+    service_policy = one(k, "NetworkPolicy", "lm-eval-aas", where)
+    if service_policy:
+        check(service_policy["spec"]["podSelector"].get("matchLabels") == SERVICE_LABELS, f"{where}: service NetworkPolicy selector")
+        check(set(service_policy["spec"]["policyTypes"]) == {"Ingress", "Egress"}, f"{where}: service NetworkPolicy policyTypes")
+        ingress = service_policy["spec"].get("ingress", [])
+        check(len(ingress) == 1 and all("namespaceSelector" in peer for peer in ingress[0].get("from", [{}])),
+              f"{where}: service ingress is not from the ingress controller's namespace only: {ingress}")
+        check(any(p.get("port") in (443, 6443) for rule in service_policy["spec"].get("egress", []) for p in rule.get("ports", [])),
+              f"{where}: the service may not reach the API server")
+    runner_policy = one(k, "NetworkPolicy", "lm-eval-aas-runner", where)
+    if runner_policy:
+        check(runner_policy["spec"]["podSelector"].get("matchLabels") == RUNNER_SELECTOR, f"{where}: runner NetworkPolicy selector")
+        check(not runner_policy["spec"].get("ingress"), f"{where}: runner pods admit ingress")
+        check(any("ipBlock" in peer for rule in runner_policy["spec"].get("egress", []) for peer in rule.get("to", [])),
+              f"{where}: runner pods may not reach model endpoints")
+    check(len(policies) >= 2, f"{where}: NetworkPolicies {sorted(policies)}")
+    return k, pod
+
+
+def main(base, dev, openshift):
+    k, _ = common(base, "base", 2)
+    ingress = one(k, "Ingress", "lm-eval-aas", "base")
+    if ingress:
+        backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
+        check(backend["name"] == "lm-eval-aas", f"base: Ingress backend {backend}")
+    check("Route" not in k, "base: has a Route")
+    policy = k.get("NetworkPolicy", {}).get("lm-eval-aas")
+    if policy:
+        peers = policy["spec"]["ingress"][0]["from"]
+        check(peers == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}],
+              f"base: service ingress peers {peers}")
+
+    common(dev, "dev", 1)
+
+    k, pod = common(openshift, "openshift", 2)
+    check("Ingress" not in k, "openshift: still has the Ingress")
+    route = one(k, "Route", "lm-eval-aas", "openshift")
+    if route:
+        check(route["apiVersion"] == "route.openshift.io/v1", f"openshift: Route apiVersion {route['apiVersion']}")
+        check(route["spec"]["to"] == {"kind": "Service", "name": "lm-eval-aas", "weight": 100}, f"openshift: Route to {route['spec']['to']}")
+    if pod:
+        fixed = [f"{where}.{key}" for where, sc in [("pod", pod.get("securityContext", {}))] +
+                 [(c["name"], c.get("securityContext", {})) for c in pod["containers"]]
+                 for key in ("runAsUser", "runAsGroup", "fsGroup") if key in sc]
+        check(not fixed, f"openshift: fixed IDs left for restricted-v2 to reject: {fixed}")
+
+    for problem in problems:
+        print(problem)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(*sys.argv[1:]))
