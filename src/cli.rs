@@ -105,7 +105,11 @@ pub struct ServeArgs {
     /// Log format.
     #[arg(long, env = "LMEVAL_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
-    /// Seconds in-flight requests get to finish after SIGTERM.
+    /// Seconds after SIGTERM during which /readyz answers 503 while new connections are still served, so a load
+    /// balancer stops routing here before the listener closes.
+    #[arg(long, env = "LMEVAL_SHUTDOWN_DELAY_SECONDS", default_value_t = 0)]
+    pub shutdown_delay_seconds: u64,
+    /// Seconds in-flight requests get to finish after SIGTERM (after the delay).
     #[arg(long, env = "LMEVAL_SHUTDOWN_TIMEOUT_SECONDS", default_value_t = 20)]
     pub shutdown_timeout_seconds: u64,
 }

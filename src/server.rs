@@ -151,9 +151,20 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("--listen (LMEVAL_LISTEN): cannot bind {}", args.listen))?;
     tracing::info!(address = %listener.local_addr()?, "listening");
-    serve_http1(listener, api::router(state), shutdown_tx, Duration::from_secs(args.shutdown_timeout_seconds)).await;
+    let timing = ShutdownTiming {
+        delay: Duration::from_secs(args.shutdown_delay_seconds),
+        timeout: Duration::from_secs(args.shutdown_timeout_seconds),
+    };
+    serve_http1(listener, api::router(state), shutdown_tx, timing).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+struct ShutdownTiming {
+    /// Keep serving (with /readyz failing) this long after the signal.
+    delay: Duration,
+    /// Then give in-flight requests this long.
+    timeout: Duration,
 }
 
 /// HTTP/1.1 (what clients, ingresses and probes speak) with graceful shutdown. A plain HTTP/1
@@ -162,7 +173,7 @@ async fn serve_http1(
     listener: tokio::net::TcpListener,
     app: axum::Router,
     shutdown_tx: watch::Sender<bool>,
-    timeout: Duration,
+    timing: ShutdownTiming,
 ) {
     use hyper_util::rt::{TokioIo, TokioTimer};
     use hyper_util::server::graceful::GracefulShutdown;
@@ -170,6 +181,7 @@ async fn serve_http1(
 
     let graceful = GracefulShutdown::new();
     let mut signal = std::pin::pin!(shutdown_signal());
+    let mut closing: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -191,15 +203,20 @@ async fn serve_http1(
                     }
                 });
             }
-            () = &mut signal => break,
+            () = &mut signal, if closing.is_none() => {
+                // From here /readyz fails and log streams end; new connections are still served until the delay is over.
+                let _ = shutdown_tx.send(true);
+                tracing::info!(delay_seconds = timing.delay.as_secs(), "shutting down: no longer ready");
+                closing = Some(Box::pin(tokio::time::sleep(timing.delay)));
+            }
+            () = async { closing.as_mut().expect("guarded").await }, if closing.is_some() => break,
         }
     }
     drop(listener);
     tracing::info!("shutting down: finishing in-flight requests");
-    let _ = shutdown_tx.send(true);
     tokio::select! {
         () = graceful.shutdown() => {}
-        () = tokio::time::sleep(timeout) => tracing::warn!("shutdown timeout reached with requests still open"),
+        () = tokio::time::sleep(timing.timeout) => tracing::warn!("shutdown timeout reached with requests still open"),
     }
 }
 

@@ -384,7 +384,7 @@ async fn kill_9_mid_evaluation_loses_nothing() {
 #[tokio::test]
 async fn json_logs_carry_the_request_id_and_sigterm_stops_gracefully() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut service = Service::start(&dir.path().join("data"), &[]);
+    let mut service = Service::start(&dir.path().join("data"), &["--shutdown-delay-seconds", "2"]);
     let response = client()
         .post(service.url("/api/v1/evaluations"))
         .header("x-request-id", "req-graceful-1")
@@ -411,6 +411,15 @@ async fn json_logs_carry_the_request_id_and_sigterm_stops_gracefully() {
     let stream = tokio::spawn(async move { follow.text().await.is_ok() });
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(service.child.id() as i32), nix::sys::signal::Signal::SIGTERM)
         .expect("SIGTERM");
+    // During the shutdown delay: not ready, yet still answering new connections.
+    let not_ready = wait_for_async(Duration::from_secs(2), || async {
+        let response = client().get(service.url("/readyz")).send().await.ok()?;
+        (response.status() == 503).then_some(())
+    })
+    .await;
+    assert!(not_ready.is_some(), "/readyz fails as soon as SIGTERM arrives");
+    let still_serving = client().get(service.url("/healthz")).send().await.expect("a new connection is served");
+    assert_eq!(still_serving.status(), 200);
     let status = common::wait_for(Duration::from_secs(10), || service.child.try_wait().ok().flatten())
         .expect("exits after SIGTERM");
     assert!(status.success(), "clean exit: {status:?}");

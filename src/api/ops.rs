@@ -7,7 +7,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::AppState;
-use crate::error::{ApiResult, Problem};
+use crate::error::{ApiError, ApiResult, Problem};
 
 #[derive(Serialize, ToSchema)]
 pub struct Health {
@@ -28,6 +28,9 @@ pub async fn healthz() -> axum::Json<Health> {
         (status = 503, description = "Not ready", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn readyz(State(state): State<AppState>) -> ApiResult<axum::Json<Health>> {
+    if *state.shutdown.borrow() {
+        return Err(ApiError::Unavailable { detail: "shutting down".into(), retry_after_seconds: 1 });
+    }
     state.backend.ready().await?;
     Ok(axum::Json(Health { status: "ready" }))
 }

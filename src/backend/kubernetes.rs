@@ -102,6 +102,16 @@ enum Kind {
     RunRecord = 2,
 }
 
+impl Kind {
+    fn plural(self) -> &'static str {
+        match self {
+            Kind::Job => "jobs",
+            Kind::Pod => "pods",
+            Kind::RunRecord => "configmaps",
+        }
+    }
+}
+
 impl Cache {
     fn refresh(&mut self, id: Uuid, stuck_after: Duration) {
         let Some(entry) = self.entries.get_mut(&id) else { return };
@@ -378,13 +388,21 @@ where
     tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
         let mut seen = None;
+        // The first failure of a streak is a warning (a missing RBAC verb or a blocked API server shows here),
+        // repeats are debug until the watch works again or a minute has passed.
+        let mut warned: Option<std::time::Instant> = None;
         loop {
             match stream.next().await {
                 Some(Ok(event)) => {
+                    warned = None;
                     let Some(shared) = weak.upgrade() else { return };
                     shared.apply(kind, event, &mut seen);
                 }
-                Some(Err(e)) => tracing::debug!(error = %e, "watch failed; retrying"),
+                Some(Err(e)) if warned.is_none_or(|at| at.elapsed() > Duration::from_secs(60)) => {
+                    tracing::warn!(resource = kind.plural(), error = %e, "watch failed; retrying with back-off");
+                    warned = Some(std::time::Instant::now());
+                }
+                Some(Err(e)) => tracing::debug!(resource = kind.plural(), error = %e, "watch failed; retrying"),
                 None => return,
             }
         }
