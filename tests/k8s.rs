@@ -7,19 +7,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::cluster::TestNamespace;
-use common::{Service, wait_for_async};
+use common::{Service, client, submit, wait_for_async};
 use futures::StreamExt;
 use serde_json::{Value, json};
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder().timeout(Duration::from_secs(120)).build().expect("client")
-}
-
-async fn submit(service: &Service, body: Value) -> Value {
-    let response = client().post(service.url("/api/v1/evaluations")).json(&body).send().await.expect("POST");
-    assert_eq!(response.status(), 202, "{}", response.text().await.unwrap_or_default());
-    response.json().await.expect("evaluation")
-}
 
 async fn evaluation(service: &Service, id: &str) -> (u16, Value) {
     let response = client().get(service.url(&format!("/api/v1/evaluations/{id}"))).send().await.expect("GET");

@@ -5,19 +5,9 @@ mod common;
 
 use std::time::{Duration, Instant, SystemTime};
 
-use common::{Service, wait_for_async};
+use common::{Service, client, submit, wait_for_async};
 use futures::StreamExt;
 use serde_json::{Value, json};
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder().timeout(Duration::from_secs(600)).build().expect("client")
-}
-
-async fn submit(service: &Service, body: Value) -> Value {
-    let response = client().post(service.url("/api/v1/evaluations")).json(&body).send().await.expect("POST");
-    assert_eq!(response.status(), 202, "{}", response.text().await.unwrap_or_default());
-    response.json().await.expect("evaluation")
-}
 
 async fn get_json(service: &Service, path: &str) -> Value {
     client().get(service.url(path)).send().await.expect("GET").json().await.expect("JSON body")

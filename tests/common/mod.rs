@@ -216,6 +216,18 @@ pub async fn wait_for_async<T, F: std::future::Future<Output = Option<T>>>(
     }
 }
 
+/// An HTTP client for the real service; generous timeout, as evaluations stream logs for minutes.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder().timeout(Duration::from_secs(600)).build().expect("client")
+}
+
+/// `POST /api/v1/evaluations`, asserting 202; the accepted evaluation.
+pub async fn submit(service: &Service, body: Value) -> Value {
+    let response = client().post(service.url("/api/v1/evaluations")).json(&body).send().await.expect("POST");
+    assert_eq!(response.status(), 202, "{}", response.text().await.unwrap_or_default());
+    response.json().await.expect("evaluation")
+}
+
 pub fn json(bytes: &[u8]) -> Value {
     serde_json::from_slice(bytes).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(bytes)))
 }
