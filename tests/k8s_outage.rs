@@ -54,6 +54,16 @@ async fn reads_survive_an_api_server_outage_and_writes_recover() {
         .expect("POST");
     assert_eq!(created.status(), 202);
     let id = created.json::<Value>().await.expect("json")["id"].as_str().expect("id").to_string();
+    // A write that times out may still reach the API server later, so the cancel probe targets a bystander
+    // that never runs (its Secret does not exist), not the evaluation under watch.
+    let bystander = client()
+        .post(service.url("/api/v1/evaluations"))
+        .json(&json!({"model": "dummy", "tasks": ["lmeval_aas_mc"], "env": [{"name": "T", "secret": {"name": "absent", "key": "k"}}]}))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(bystander.status(), 202);
+    let bystander = bystander.json::<Value>().await.expect("json")["id"].as_str().expect("id").to_string();
     let get = |id: String| {
         let url = service.url(&format!("/api/v1/evaluations/{id}"));
         async move {

@@ -169,7 +169,10 @@ impl Shared {
         match tokio::time::timeout(self.config.api_timeout, what).await {
             Ok(result) => result.map_err(api_error),
             Err(_) => Err(ApiError::Unavailable {
-                detail: format!("the Kubernetes API server did not answer within {:?}", self.config.api_timeout),
+                detail: format!(
+                    "the Kubernetes API server did not answer within {:?}; the change may still take effect, so retry (with the same Idempotency-Key for a submission)",
+                    self.config.api_timeout
+                ),
                 retry_after_seconds: RETRY_AFTER_SECONDS,
             }),
         }
