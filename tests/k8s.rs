@@ -295,6 +295,12 @@ async fn a_hundred_concurrent_submissions_lose_nothing_and_keys_dedupe() {
     }
     let jobs = ns.kubectl_json(&["get", "jobs", "-l", "app.kubernetes.io/managed-by=lm-eval-aas"]);
     assert_eq!(jobs["items"].as_array().map(Vec::len), Some(75));
+    let some_id = ids.iter().next().expect("an id").to_string();
+    let waiting = wait_until(&service, &some_id, Duration::from_secs(30), "the scheduler's verdict", |e| {
+        e["reason"] == "Unschedulable"
+    })
+    .await;
+    assert_eq!(waiting["state"], "pending", "Unschedulable waits (until --stuck-after-seconds): {waiting}");
 
     // Every one is listed, across pages.
     let mut listed = std::collections::BTreeSet::new();

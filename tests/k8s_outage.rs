@@ -101,8 +101,11 @@ async fn reads_survive_an_api_server_outage_and_writes_recover() {
             assert!(write.headers().contains_key("retry-after"));
             assert_eq!(write.headers()["content-type"], "application/problem+json");
             assert!(started.elapsed() < Duration::from_secs(5), "the refusal comes within the API timeout");
-            let cancel =
-                client().post(service.url(&format!("/api/v1/evaluations/{id}/cancel"))).send().await.expect("cancel");
+            let cancel = client()
+                .post(service.url(&format!("/api/v1/evaluations/{bystander}/cancel")))
+                .send()
+                .await
+                .expect("cancel");
             assert_eq!(cancel.status(), 503);
             write_checked = true;
         }
