@@ -498,9 +498,11 @@ impl Backend for KubernetesBackend {
         if objects.input.is_some() {
             let owner = owned_by(&object_name(id), job.metadata.uid.as_deref().unwrap_or_default());
             let patch = serde_json::json!({"metadata": {"ownerReferences": [owner]}});
-            shared
-                .call(shared.config_maps.patch(&input_name(id), &PatchParams::default(), &Patch::Merge(&patch)))
-                .await?;
+            // The evaluation exists now: a failure here leaves an unowned ConfigMap, not a failed request.
+            let (name, params, patch) = (input_name(id), PatchParams::default(), Patch::Merge(&patch));
+            if let Err(e) = shared.call(shared.config_maps.patch(&name, &params, &patch)).await {
+                tracing::warn!(evaluation.id = %id, error = %e, "could not make the Job own its input ConfigMap");
+            }
         }
         shared.job_changed(job);
         let created = shared.read().view(id).map(|v| v.evaluation.clone()).unwrap_or(evaluation);
