@@ -112,15 +112,21 @@ impl Kind {
     }
 }
 
+impl Entry {
+    /// The evaluation as of now, from what the watches have seen; `None` without its Job.
+    fn evaluation(&self, stuck_after: Duration) -> Option<Evaluation> {
+        let pods: Vec<&Pod> = self.pods.values().collect();
+        status::evaluation(self.job.as_ref()?, &pods, self.record.as_ref(), now(), stuck_after)
+    }
+}
+
 impl Cache {
     fn refresh(&mut self, id: Uuid, stuck_after: Duration) {
         let Some(entry) = self.entries.get_mut(&id) else { return };
         if let Some(old) = entry.view.take() {
             self.order.remove(&old.key);
         }
-        let view = entry.job.as_ref().and_then(|job| {
-            let pods: Vec<&Pod> = entry.pods.values().collect();
-            let evaluation = status::evaluation(job, &pods, entry.record.as_ref(), now(), stuck_after)?;
+        let view = entry.evaluation(stuck_after).and_then(|evaluation| {
             let json = Bytes::from(serde_json::to_vec(&evaluation).ok()?);
             Some(View { key: sort_key(&evaluation), evaluation, json })
         });
@@ -187,7 +193,7 @@ impl Shared {
     }
 
     /// Applies one watch event of `kind` to the cache; `seen` collects the keys of a relist.
-    fn apply<K: Resource + Clone + Into<Stored>>(
+    fn apply<K: Resource + Into<Stored>>(
         &self,
         kind: Kind,
         event: watcher::Event<K>,
@@ -203,7 +209,7 @@ impl Shared {
                     if let Some(seen) = seen.as_mut() {
                         seen.insert(key.clone());
                     }
-                    store(&mut cache, &key, Some(object.into()));
+                    store(&mut cache, &key, object.into());
                     touched.push(key.0);
                 }
             }
@@ -236,13 +242,9 @@ impl Shared {
         self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 
+    /// A Job this replica just wrote, cached at once so its next read sees the write.
     fn job_changed(&self, job: Job) {
-        let Some(key) = object_key(&job) else { return };
-        let mut cache = self.write();
-        store(&mut cache, &key, Some(job.into()));
-        cache.refresh(key.0, self.config.stuck_after);
-        drop(cache);
-        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+        self.apply(Kind::Job, watcher::Event::Apply(job), &mut None);
     }
 
     /// Fails evaluations whose pod has waited too long, recording why on the Job and stopping it.
@@ -258,9 +260,7 @@ impl Shared {
                     if view.evaluation.state != State::Pending || !STUCK_REASONS.contains(&reason) {
                         return None;
                     }
-                    let job = entry.job.as_ref()?;
-                    let pods: Vec<&Pod> = entry.pods.values().collect();
-                    let now = status::evaluation(job, &pods, entry.record.as_ref(), now(), self.config.stuck_after)?;
+                    let now = entry.evaluation(self.config.stuck_after)?;
                     if now.state != State::Failed {
                         return None;
                     }
@@ -318,8 +318,7 @@ impl From<ConfigMap> for Stored {
     }
 }
 
-fn store(cache: &mut Cache, (id, name): &(Uuid, String), object: Option<Stored>) {
-    let Some(object) = object else { return };
+fn store(cache: &mut Cache, (id, name): &(Uuid, String), object: Stored) {
     let entry = cache.entries.entry(*id).or_default();
     match object {
         Stored::Job(job) => entry.job = Some(*job),
@@ -605,10 +604,8 @@ async fn stream_logs(shared: Arc<Shared>, id: Uuid, options: LogOptions, tx: tok
         let (pod, terminal, tail) = {
             let cache = shared.read();
             let Some(entry) = cache.entries.get(&id) else { return };
-            let started = entry.pods.iter().filter(|(_, p)| {
-                matches!(p.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Running" | "Succeeded" | "Failed"))
-            });
-            let pod = started.max_by_key(|(_, p)| p.metadata.creation_timestamp.clone()).map(|(name, _)| name.clone());
+            let started: Vec<&Pod> = entry.pods.values().filter(|p| status::has_started(p)).collect();
+            let pod = status::newest(&started).and_then(|p| p.metadata.name.clone());
             let terminal = entry.view.as_ref().is_none_or(|v| v.evaluation.state.is_terminal());
             (pod, terminal, entry.record.as_ref().and_then(|r| r.log_tail.clone()))
         };

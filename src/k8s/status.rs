@@ -118,10 +118,7 @@ fn outcome(
         }
         return Outcome::new(State::Pending, Some(&reason), Some(message), None);
     }
-    let running = pod.is_some_and(|p| {
-        matches!(p.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Running" | "Succeeded" | "Failed"))
-    });
-    if running {
+    if pod.is_some_and(has_started) {
         Outcome::new(State::Running, None, None, None)
     } else {
         Outcome::new(State::Pending, None, None, None)
@@ -196,7 +193,13 @@ pub fn waiting_problem(pod: &Pod) -> Option<(String, String, Option<OffsetDateTi
     Some((waiting.reason.clone().unwrap_or_default(), waiting.message.clone().unwrap_or_default(), created))
 }
 
-fn newest<'a>(pods: &[&'a Pod]) -> Option<&'a Pod> {
+/// Whether the pod's container has been started (so it has a log).
+pub fn has_started(pod: &Pod) -> bool {
+    matches!(pod.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Running" | "Succeeded" | "Failed"))
+}
+
+/// The most recently created of `pods`: the Job's current attempt.
+pub fn newest<'a>(pods: &[&'a Pod]) -> Option<&'a Pod> {
     pods.iter().copied().max_by_key(|p| p.metadata.creation_timestamp.as_ref().map(to_time))
 }
 
