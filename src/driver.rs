@@ -57,7 +57,7 @@ pub async fn run(args: DriverArgs) -> anyhow::Result<i32> {
     use std::os::unix::process::ExitStatusExt;
 
     let (program, rest) = args.command.split_first().ok_or_else(|| anyhow::anyhow!("no command given after --"))?;
-    let mut recorder = RecordWriter::connect(&args.record).await?;
+    let recorder = RecordWriter::connect(&args.record).await?;
     let mut child = tokio::process::Command::new(program)
         .args(rest)
         .stdin(Stdio::null())
@@ -103,7 +103,7 @@ pub async fn run(args: DriverArgs) -> anyhow::Result<i32> {
     let mut partial: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
     let mut progress: Option<Progress> = None;
     let mut progress_written: Option<(Progress, Instant)> = None;
-    let mut sink = LineSink { log, echo: args.echo.then(tokio::io::stdout) };
+    let mut sink = LineSink { log, echo: args.echo.then(tokio::io::stdout), recorder };
     loop {
         tokio::select! {
             chunk = rx.recv() => {
@@ -122,16 +122,13 @@ pub async fn run(args: DriverArgs) -> anyhow::Result<i32> {
                 for line in &lines {
                     progress = parse_tqdm_line(&String::from_utf8_lossy(line)).or(progress);
                     sink.write_line(line).await?;
-                    if let Some(recorder) = recorder.as_mut() {
-                        recorder.line(line);
-                    }
                 }
                 if !lines.is_empty() {
                     sink.flush_echo().await?;
                 }
                 progress = parse_tqdm_line(&String::from_utf8_lossy(&partial[index])).or(progress);
                 maybe_write_progress(&args, progress, &mut progress_written, false)?;
-                if let Some(recorder) = recorder.as_ref() {
+                if let Some(recorder) = sink.recorder.as_ref() {
                     recorder.progress(progress);
                 }
             }
@@ -144,9 +141,6 @@ pub async fn run(args: DriverArgs) -> anyhow::Result<i32> {
     }
     for line in partial.iter().filter(|l| !l.is_empty()) {
         sink.write_line(line).await?;
-        if let Some(recorder) = recorder.as_mut() {
-            recorder.line(line);
-        }
     }
     sink.flush_echo().await?;
     maybe_write_progress(&args, progress, &mut progress_written, true)?;
@@ -167,7 +161,7 @@ pub async fn run(args: DriverArgs) -> anyhow::Result<i32> {
     let status = ExitStatus { code: status.code(), signal: status.signal() };
     write_exit(&args, status)?;
     let code = status.process_exit_code();
-    let Some(recorder) = recorder else { return Ok(code) };
+    let Some(recorder) = sink.recorder else { return Ok(code) };
     let mut record = RunRecord { exit: Some(status), progress, ..RunRecord::default() };
     if code == 0 {
         let found = args.record.output_dir.as_deref().and_then(find_results);
@@ -190,10 +184,12 @@ pub async fn run(args: DriverArgs) -> anyhow::Result<i32> {
     }
 }
 
-/// Where each complete output line goes: the log file and, with `--echo`, standard output.
+/// Where each complete output line goes: the log file, with `--echo` standard output, and in a pod the run
+/// record's log tail.
 struct LineSink {
     log: Option<tokio::fs::File>,
     echo: Option<tokio::io::Stdout>,
+    recorder: Option<RecordWriter>,
 }
 
 impl LineSink {
@@ -206,6 +202,9 @@ impl LineSink {
         }
         if let Some(out) = self.echo.as_mut() {
             out.write_all(&with_newline).await?;
+        }
+        if let Some(recorder) = self.recorder.as_mut() {
+            recorder.line(line);
         }
         Ok(())
     }
