@@ -56,7 +56,7 @@ pub struct ServeArgs {
     #[arg(long, env = "LMEVAL_MAX_RUNNING")]
     pub max_running: Option<usize>,
     /// Seconds between SIGTERM and SIGKILL when an evaluation is cancelled or times out.
-    #[arg(long, env = "LMEVAL_KILL_GRACE_SECONDS", default_value_t = 1.0)]
+    #[arg(long, env = "LMEVAL_KILL_GRACE_SECONDS", default_value_t = 1.0, value_parser = non_negative_seconds)]
     pub kill_grace_seconds: f64,
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "LMEVAL_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
@@ -112,4 +112,11 @@ pub struct ServeArgs {
     /// Seconds in-flight requests get to finish after SIGTERM (after the delay).
     #[arg(long, env = "LMEVAL_SHUTDOWN_TIMEOUT_SECONDS", default_value_t = 20)]
     pub shutdown_timeout_seconds: u64,
+}
+
+fn non_negative_seconds(raw: &str) -> Result<f64, String> {
+    match raw.parse::<f64>() {
+        Ok(seconds) if seconds.is_finite() && seconds >= 0.0 => Ok(seconds),
+        _ => Err("must be a non-negative number of seconds".into()),
+    }
 }

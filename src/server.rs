@@ -70,9 +70,6 @@ fn kubernetes_config(args: &ServeArgs) -> anyhow::Result<KubernetesConfig> {
             .context("--runner-tolerations (LMEVAL_RUNNER_TOLERATIONS): not a JSON array of tolerations")?,
         None => Vec::new(),
     };
-    if !(args.kill_grace_seconds.is_finite() && args.kill_grace_seconds >= 0.0) {
-        bail!("--kill-grace-seconds (LMEVAL_KILL_GRACE_SECONDS): must be a non-negative number");
-    }
     #[allow(clippy::cast_possible_truncation)]
     let termination_grace_seconds = args.kill_grace_seconds.ceil() as i64;
     Ok(KubernetesConfig {
@@ -113,9 +110,6 @@ pub async fn build_backend(args: &ServeArgs) -> anyhow::Result<Arc<dyn Backend>>
                 let dir = std::fs::canonicalize(dir)
                     .with_context(|| format!("--task-dir (LMEVAL_TASK_DIRS): {}", dir.display()))?;
                 task_dirs.push(dir.to_string_lossy().into_owned());
-            }
-            if !(args.kill_grace_seconds.is_finite() && args.kill_grace_seconds >= 0.0) {
-                bail!("--kill-grace-seconds (LMEVAL_KILL_GRACE_SECONDS): must be a non-negative number");
             }
             let config = LocalConfig {
                 lm_eval: resolve_lm_eval(args.lm_eval.clone())?.to_string_lossy().into_owned(),
