@@ -7,37 +7,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::cluster::TestNamespace;
-use common::{Service, client, submit, wait_for_async};
+use common::{client, evaluation, evaluation_status, submit, wait_for_async, wait_terminal, wait_until};
 use futures::StreamExt;
 use serde_json::{Value, json};
-
-async fn evaluation(service: &Service, id: &str) -> (u16, Value) {
-    let response = client().get(service.url(&format!("/api/v1/evaluations/{id}"))).send().await.expect("GET");
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
-
-async fn wait_until(
-    service: &Service,
-    id: &str,
-    timeout: Duration,
-    what: &str,
-    done: impl Fn(&Value) -> bool,
-) -> Value {
-    let found = wait_for_async(timeout, || async {
-        let (_, e) = evaluation(service, id).await;
-        done(&e).then_some(e)
-    })
-    .await;
-    found.unwrap_or_else(|| panic!("{what} not reached in {timeout:?}; service log:\n{}", service.log_text()))
-}
-
-async fn wait_terminal(service: &Service, id: &str) -> Value {
-    wait_until(service, id, Duration::from_secs(300), "a terminal state", |e| {
-        matches!(e["state"].as_str(), Some("succeeded" | "failed" | "cancelled"))
-    })
-    .await
-}
 
 fn job_name(id: &str) -> String {
     format!("lmeval-{}", id.replace('-', ""))
@@ -79,9 +51,10 @@ async fn an_evaluation_runs_as_a_job_from_submit_to_delete() {
     let id = created["id"].as_str().expect("id").to_string();
 
     let seen_by_second = Instant::now();
-    let visible =
-        wait_for_async(Duration::from_secs(5), || async { (evaluation(&second, &id).await.0 == 200).then_some(()) })
-            .await;
+    let visible = wait_for_async(Duration::from_secs(5), || async {
+        (evaluation_status(&second, &id).await.0 == 200).then_some(())
+    })
+    .await;
     let lag = seen_by_second.elapsed();
     assert!(visible.is_some() && lag < Duration::from_secs(1), "second replica saw it after {lag:?}");
 
@@ -168,11 +141,11 @@ async fn an_evaluation_runs_as_a_job_from_submit_to_delete() {
     // DELETE: 204, then 404 on both replicas, and the Job with everything that hangs off it is gone.
     let deleted = client().delete(first.url(&format!("/api/v1/evaluations/{id}"))).send().await.expect("DELETE");
     assert_eq!(deleted.status(), 204);
-    assert_eq!(evaluation(&first, &id).await.0, 404);
+    assert_eq!(evaluation_status(&first, &id).await.0, 404);
     let cleaned = wait_for_async(Duration::from_secs(30), || async {
         let left =
             ns.kubectl_json(&["get", "jobs,pods,configmaps", "-l", &format!("lm-eval-aas.io/evaluation-id={id}")]);
-        (left["items"].as_array()?.is_empty() && evaluation(&second, &id).await.0 == 404).then_some(())
+        (left["items"].as_array()?.is_empty() && evaluation_status(&second, &id).await.0 == 404).then_some(())
     })
     .await;
     assert!(cleaned.is_some(), "Job, Pods and ConfigMaps deleted");
@@ -225,7 +198,7 @@ async fn cancel_suspends_the_job_and_ends_the_pod_process() {
     assert!(stopped.is_some(), "processes of the cancelled pod still running: {:?}", processes_of(&id));
     let again = client().post(service.url(&format!("/api/v1/evaluations/{id}/cancel"))).send().await.expect("cancel");
     assert_eq!(again.status(), 409);
-    assert_eq!(evaluation(&service, &id).await.1["state"], "cancelled", "stays visible until DELETE");
+    assert_eq!(evaluation(&service, &id).await["state"], "cancelled", "stays visible until DELETE");
 }
 
 #[tokio::test(flavor = "multi_thread")]

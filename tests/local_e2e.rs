@@ -5,45 +5,12 @@ mod common;
 
 use std::time::{Duration, Instant, SystemTime};
 
-use common::{Service, client, submit, wait_for_async};
+use common::{Service, client, evaluation, submit, wait_for_async, wait_terminal, wait_until};
 use futures::StreamExt;
 use serde_json::{Value, json};
 
 async fn get_json(service: &Service, path: &str) -> Value {
     client().get(service.url(path)).send().await.expect("GET").json().await.expect("JSON body")
-}
-
-async fn evaluation(service: &Service, id: &str) -> Value {
-    get_json(service, &format!("/api/v1/evaluations/{id}")).await
-}
-
-async fn wait_until(
-    service: &Service,
-    id: &str,
-    timeout: Duration,
-    what: &str,
-    done: impl Fn(&Value) -> bool,
-) -> Value {
-    let found = wait_for_async(timeout, || async {
-        let e = evaluation(service, id).await;
-        done(&e).then_some(e)
-    })
-    .await;
-    match found {
-        Some(e) => e,
-        None => panic!(
-            "{what} not reached in {timeout:?}: {}\nservice log:\n{}",
-            evaluation(service, id).await,
-            service.log_text()
-        ),
-    }
-}
-
-async fn wait_terminal(service: &Service, id: &str) -> Value {
-    wait_until(service, id, Duration::from_secs(300), "a terminal state", |e| {
-        matches!(e["state"].as_str(), Some("succeeded" | "failed" | "cancelled"))
-    })
-    .await
 }
 
 /// Processes whose process group is `pgid`, from /proc.

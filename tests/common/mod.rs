@@ -228,6 +228,47 @@ pub async fn submit(service: &Service, body: Value) -> Value {
     response.json().await.expect("evaluation")
 }
 
+/// `GET /api/v1/evaluations/{id}`: the status code and the body (the evaluation, or a problem).
+pub async fn evaluation_status(service: &Service, id: &str) -> (u16, Value) {
+    let response = client().get(service.url(&format!("/api/v1/evaluations/{id}"))).send().await.expect("GET");
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("JSON body"))
+}
+
+pub async fn evaluation(service: &Service, id: &str) -> Value {
+    evaluation_status(service, id).await.1
+}
+
+/// Polls the evaluation until `done` holds; panics naming `what`, with the last state and the service log.
+pub async fn wait_until(
+    service: &Service,
+    id: &str,
+    timeout: Duration,
+    what: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let found = wait_for_async(timeout, || async {
+        let e = evaluation(service, id).await;
+        done(&e).then_some(e)
+    })
+    .await;
+    match found {
+        Some(e) => e,
+        None => panic!(
+            "{what} not reached in {timeout:?}: {}\nservice log:\n{}",
+            evaluation(service, id).await,
+            service.log_text()
+        ),
+    }
+}
+
+pub async fn wait_terminal(service: &Service, id: &str) -> Value {
+    wait_until(service, id, Duration::from_secs(300), "a terminal state", |e| {
+        matches!(e["state"].as_str(), Some("succeeded" | "failed" | "cancelled"))
+    })
+    .await
+}
+
 pub fn json(bytes: &[u8]) -> Value {
     serde_json::from_slice(bytes).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(bytes)))
 }
