@@ -11,7 +11,7 @@ use kube::{Api, Client};
 use tokio::sync::watch;
 
 use crate::k8s::job::owned_by;
-use crate::k8s::run_record::{LOG_TAIL_BYTES, RunRecord};
+use crate::k8s::run_record::{LOG_TAIL_BYTES, RunRecord, failure_in};
 use crate::k8s::{EVALUATION_ID_LABEL, KIND_LABEL, MANAGED_BY, MANAGED_BY_LABEL, RUN_RECORD_KIND};
 use crate::model::Progress;
 
@@ -79,7 +79,7 @@ impl RecordWriter {
             while updates.changed().await.is_ok() {
                 let progress = *updates.borrow_and_update();
                 let record = RunRecord { progress, ..RunRecord::default() };
-                if let Err(e) = apply(&task_api, &task_meta, &record).await {
+                if let Err(e) = apply(&task_api, &record.to_config_map(task_meta.clone())).await {
                     eprintln!("lm-eval-aas driver: could not record progress: {e}");
                 }
                 tokio::time::sleep(PROGRESS_EVERY).await;
@@ -108,11 +108,12 @@ impl RecordWriter {
         let _ = self.progress_task.await;
         record.progress = record.progress.or(*self.progress.borrow());
         record.log_tail = Some(self.log.text());
+        let config_map = record.to_config_map(self.meta);
         let deadline = tokio::time::Instant::now() + FINAL_WRITE_PATIENCE;
         let mut pause = Duration::from_millis(250);
         loop {
-            match apply(&self.api, &self.meta, &record).await {
-                Ok(()) => return Ok(record.recorded_failure()),
+            match apply(&self.api, &config_map).await {
+                Ok(()) => return Ok(failure_in(&config_map)),
                 Err(e) if tokio::time::Instant::now() < deadline => {
                     eprintln!("lm-eval-aas driver: could not record the outcome, retrying: {e}");
                     tokio::time::sleep(pause).await;
@@ -124,16 +125,10 @@ impl RecordWriter {
     }
 }
 
-async fn apply(api: &Api<ConfigMap>, meta: &ObjectMeta, record: &RunRecord) -> kube::Result<()> {
-    let (data, binary) = record.to_data();
-    let config_map = ConfigMap {
-        metadata: meta.clone(),
-        data: Some(data),
-        binary_data: (!binary.is_empty()).then_some(binary),
-        ..ConfigMap::default()
-    };
-    let name = meta.name.as_deref().unwrap_or_default();
-    api.patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&config_map)).await?;
+/// Server-side apply: the driver owns every field of its record.
+async fn apply(api: &Api<ConfigMap>, config_map: &ConfigMap) -> kube::Result<()> {
+    let name = config_map.metadata.name.as_deref().unwrap_or_default();
+    api.patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(config_map)).await?;
     Ok(())
 }
 

@@ -7,6 +7,7 @@ use std::io::{Read, Write};
 use bytes::Bytes;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::driver::ExitStatus;
 use crate::model::Progress;
@@ -47,7 +48,7 @@ impl RunRecord {
         Self {
             progress: text(PROGRESS).and_then(|p| serde_json::from_str(p).ok()),
             exit: text(EXIT).and_then(|e| serde_json::from_str(e).ok()),
-            failure: text(FAILURE).and_then(|f| serde_json::from_str(f).ok()),
+            failure: failure_in(config_map),
             log_tail: text(LOG).cloned(),
             results,
         }
@@ -96,11 +97,21 @@ impl RunRecord {
         (data, binary)
     }
 
-    /// The failure `to_data` would record, if any.
-    pub fn recorded_failure(&self) -> Option<(String, String)> {
-        let (data, _) = self.to_data();
-        data.get(FAILURE).and_then(|f| serde_json::from_str(f).ok())
+    /// The ConfigMap holding this record, under `metadata`.
+    pub fn to_config_map(&self, metadata: ObjectMeta) -> ConfigMap {
+        let (data, binary) = self.to_data();
+        ConfigMap {
+            metadata,
+            data: Some(data),
+            binary_data: (!binary.is_empty()).then_some(binary),
+            ..ConfigMap::default()
+        }
     }
+}
+
+/// The failure a run record ConfigMap holds, if any (without decoding its results).
+pub fn failure_in(config_map: &ConfigMap) -> Option<(String, String)> {
+    config_map.data.as_ref()?.get(FAILURE).and_then(|f| serde_json::from_str(f).ok())
 }
 
 fn gzip(bytes: &[u8]) -> Vec<u8> {
@@ -135,10 +146,7 @@ mod tests {
     use super::*;
 
     fn round_trip(record: &RunRecord) -> RunRecord {
-        let (data, binary) = record.to_data();
-        let config_map =
-            ConfigMap { data: Some(data), binary_data: (!binary.is_empty()).then_some(binary), ..ConfigMap::default() };
-        RunRecord::from_config_map(&config_map)
+        RunRecord::from_config_map(&record.to_config_map(ObjectMeta::default()))
     }
 
     #[test]
