@@ -1,0 +1,25 @@
+# shellcheck shell=bash
+# Sourced by scripts/bench-local and scripts/bench-k8s: the load generator and small measuring helpers.
+# wrk_paths reads the caller's $work (scratch dir), $connections and $duration.
+
+command -v wrk >/dev/null || { echo "installing wrk" >&2; apt-get install -y -qq wrk >/dev/null; }
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+peak_rss_mb() { awk '/VmHWM/ {printf "%.1f", $2 / 1024}' "/proc/$1/status"; }
+
+# wrk (one thread) with a Lua script that reads paths from a file and cycles through them; wrk's own output
+# is kept in $work/wrk.out.
+wrk_paths() { # url paths_file -> "reqs_per_s p50_ms p99_ms errors"
+    local lua="$work/paths.lua"
+    cat >"$lua" <<LUA
+local paths = {}
+for line in io.lines("$2") do paths[#paths + 1] = line end
+local i = 0
+request = function() i = i % #paths + 1; return wrk.format("GET", paths[i]) end
+done = function(summary, latency, requests)
+  io.write(string.format("RESULT %.0f %.2f %.2f %d\n", summary.requests / (summary.duration / 1e6),
+    latency:percentile(50) / 1000, latency:percentile(99) / 1000, summary.errors.status + summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout))
+end
+LUA
+    wrk -t1 -c"$connections" -d"${duration}s" --latency -s "$lua" "$1" | tee "$work/wrk.out" | awk '/^RESULT/ {print $2, $3, $4, $5}'
+}
