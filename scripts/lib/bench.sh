@@ -4,7 +4,8 @@
 
 command -v wrk >/dev/null || { echo "installing wrk" >&2; apt-get install -y -qq wrk >/dev/null; }
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+# shellcheck source=scripts/lib/net.sh
+source "$(dirname "${BASH_SOURCE[0]}")/net.sh"
 peak_rss_mb() { awk '/VmHWM/ {printf "%.1f", $2 / 1024}' "/proc/$1/status"; }
 
 # wrk (one thread) with a Lua script that reads paths from a file and cycles through them; wrk's own output
