@@ -7,7 +7,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::validate::ValidRequest;
+use crate::validate::{ChatTemplate, TaskName, ValidRequest};
 
 /// Where a backend runs lm-eval: the program and the paths it sees.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,58 +31,53 @@ pub struct LmEvalCommand {
 }
 
 pub fn build(valid: &ValidRequest, plan: &RunPlan) -> LmEvalCommand {
-    let request = valid.request();
-    let mut argv = vec![plan.program.clone(), "run".into(), "--model".into(), request.model.clone()];
-    push_dict(&mut argv, "--model_args", &request.model_args);
-    let tasks: Vec<&str> = valid.tasks().iter().map(|t| t.as_str()).collect();
+    let mut argv = vec![plan.program.clone(), "run".into(), "--model".into(), valid.model.as_str().into()];
+    push_dict(&mut argv, "--model_args", &valid.model_args);
+    let tasks: Vec<&str> = valid.tasks.iter().map(TaskName::as_str).collect();
     argv.extend(["--tasks".into(), tasks.join(",")]);
-    if let Some(n) = request.num_fewshot {
+    if let Some(n) = valid.num_fewshot {
         argv.extend(["--num_fewshot".into(), n.to_string()]);
     }
-    if let Some(limit) = &request.limit {
-        argv.extend(["--limit".into(), limit.to_string()]);
+    if let Some(limit) = valid.limit {
+        argv.extend(["--limit".into(), limit.to_number().to_string()]);
     }
-    if let Some(batch) = &request.batch_size {
-        let text = match batch {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        };
-        argv.extend(["--batch_size".into(), text]);
+    if let Some(batch) = valid.batch_size {
+        argv.extend(["--batch_size".into(), batch.to_string()]);
     }
-    if let Some(n) = request.max_batch_size {
+    if let Some(n) = valid.max_batch_size {
         argv.extend(["--max_batch_size".into(), n.to_string()]);
     }
-    push_dict(&mut argv, "--gen_kwargs", &request.gen_kwargs);
-    if request.log_samples {
+    push_dict(&mut argv, "--gen_kwargs", &valid.gen_kwargs);
+    if valid.log_samples {
         argv.push("--log_samples".into());
     }
-    match &request.apply_chat_template {
-        Some(Value::String(name)) => argv.push(format!("--apply_chat_template={name}")),
-        Some(_) => argv.push("--apply_chat_template".into()),
+    match &valid.chat_template {
+        Some(ChatTemplate::Named(name)) => argv.push(format!("--apply_chat_template={name}")),
+        Some(ChatTemplate::Default) => argv.push("--apply_chat_template".into()),
         None => {}
     }
-    if let Some(multiturn) = request.fewshot_as_multiturn {
+    if let Some(multiturn) = valid.fewshot_as_multiturn {
         argv.push(format!("--fewshot_as_multiturn={multiturn}"));
     }
-    if let Some(text) = &request.system_instruction {
+    if let Some(text) = &valid.system_instruction {
         argv.push(format!("--system_instruction={text}"));
     }
-    if let Some(seed) = &request.seed {
-        argv.push(format!("--seed={}", seed_arg(seed)));
+    if let Some(seed) = valid.seed {
+        argv.push(format!("--seed={}", seed.to_arg()));
     }
-    if request.predict_only {
+    if valid.predict_only {
         argv.push("--predict_only".into());
     }
-    push_dict(&mut argv, "--metadata", &request.metadata);
-    if request.allow_code_execution {
+    push_dict(&mut argv, "--metadata", &valid.metadata);
+    if valid.allow_code_execution {
         argv.push("--confirm_run_unsafe_code".into());
     }
 
     let mut include_paths = plan.task_dirs.clone();
-    if !request.inline_tasks.is_empty() {
+    if !valid.inline_tasks.is_empty() {
         include_paths.push(plan.inline_tasks_dir.clone());
     }
-    include_paths.extend(request.include_path.clone());
+    include_paths.extend(valid.include_path.clone());
     let mut config_yaml = None;
     match include_paths.as_slice() {
         [] => {}
@@ -90,7 +85,7 @@ pub fn build(valid: &ValidRequest, plan: &RunPlan) -> LmEvalCommand {
         // The flag takes one directory; lm-eval's config file takes a list.
         many => {
             let config = serde_json::json!({ "include_path": many });
-            config_yaml = Some(serde_yaml::to_string(&config).unwrap_or_default());
+            config_yaml = Some(yaml_serde::to_string(&config).unwrap_or_default());
             argv.extend(["--config".into(), plan.config_path.clone()]);
         }
     }
@@ -135,17 +130,6 @@ fn is_plain_string(s: &str) -> bool {
     s.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
         && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '/' | ':' | '@'))
         && !PYTHON_WORDS.contains(&s.to_ascii_lowercase().as_str())
-}
-
-fn seed_arg(seed: &Value) -> String {
-    match seed {
-        Value::Array(items) => items
-            .iter()
-            .map(|v| if v.is_null() { "None".to_string() } else { v.to_string() })
-            .collect::<Vec<_>>()
-            .join(","),
-        other => other.to_string(),
-    }
 }
 
 #[cfg(test)]
@@ -227,7 +211,7 @@ mod tests {
         plan.task_dirs = vec!["/srv/tasks".into()];
         let cmd = argv(json!({"model": "dummy", "tasks": ["t"], "inline_tasks": {"t.yaml": "task: t"}}), &plan);
         assert!(cmd.argv.windows(2).any(|w| w == ["--config", "/eval/config.yaml"]));
-        let yaml: Value = serde_yaml::from_str(cmd.config_yaml.as_deref().expect("config")).expect("yaml");
+        let yaml: Value = yaml_serde::from_str(cmd.config_yaml.as_deref().expect("config")).expect("yaml");
         assert_eq!(yaml, json!({"include_path": ["/srv/tasks", "/eval/tasks"]}));
     }
 

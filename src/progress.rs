@@ -19,11 +19,6 @@ pub fn parse_tqdm_line(line: &str) -> Option<Progress> {
     Some(Progress { percent, completed, total })
 }
 
-/// The latest progress among `text`'s lines (split on `\n` and tqdm's `\r`).
-pub fn latest_progress(text: &str) -> Option<Progress> {
-    text.split(['\n', '\r']).rev().find_map(parse_tqdm_line)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -48,12 +43,6 @@ mod tests {
         let bars: Vec<Progress> = stderr.split(['\n', '\r']).filter_map(parse_tqdm_line).collect();
         assert!(bars.len() > 10, "every tqdm update is read");
         assert!(bars.iter().any(|p| p.completed > 0 && p.completed < p.total), "progress in between is seen");
-        assert_eq!(latest_progress(stderr), Some(Progress { percent: 100.0, completed: 200, total: 200 }));
-    }
-
-    #[test]
-    fn latest_wins_across_carriage_returns() {
-        let text = "Requesting API:   0%|          | 0/7 [00:00<?, ?it/s]\rRequesting API:  29%|██▊       | 2/7 [00:01<00:02]\rlog line";
-        assert_eq!(latest_progress(text).map(|p| p.completed), Some(2));
+        assert_eq!(bars.last(), Some(&Progress { percent: 100.0, completed: 200, total: 200 }));
     }
 }

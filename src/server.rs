@@ -52,7 +52,7 @@ fn kubernetes_config(args: &ServeArgs) -> anyhow::Result<KubernetesConfig> {
             std::fs::read_to_string(IN_CLUSTER_NAMESPACE).map_or_else(|_| "default".into(), |n| n.trim().to_string())
         }
     };
-    if !crate::validate::is_dns_label(&namespace) {
+    if !crate::validate::names::is_dns_label(&namespace) {
         bail!("--namespace (LMEVAL_NAMESPACE): {namespace:?} is not a namespace name");
     }
     if !["Always", "IfNotPresent", "Never"].contains(&args.runner_image_pull_policy.as_str()) {

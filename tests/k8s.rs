@@ -229,7 +229,7 @@ async fn timeout_seconds_becomes_the_jobs_deadline() {
     let created = submit(&service, json!({"model": "dummy", "tasks": ["lmeval_aas_slow"], "timeout_seconds": 3})).await;
     let id = created["id"].as_str().expect("id").to_string();
     let done = wait_terminal(&service, &id).await;
-    assert_eq!((done["state"].as_str(), done["reason"].as_str()), (Some("failed"), Some("DeadlineExceeded")), "{done}");
+    assert_eq!((done["state"].as_str(), done["reason"].as_str()), (Some("failed"), Some("Timeout")), "{done}");
     let stopped = common::wait_for(Duration::from_secs(30), || processes_of(&id).is_empty().then_some(()));
     assert!(stopped.is_some(), "the deadline ended the pod's processes");
 }

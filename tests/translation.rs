@@ -223,17 +223,18 @@ fn lm_eval_reads_back_exactly_what_was_requested() {
         if let Some(yaml) = &command.config_yaml {
             std::fs::write(&plan.config_path, yaml).expect("write config");
         }
+        let normal = valid.to_request();
         let mut include: Vec<String> = plan.task_dirs.clone();
-        if !valid.request().inline_tasks.is_empty() {
+        if !normal.inline_tasks.is_empty() {
             include.push(plan.inline_tasks_dir.clone());
         }
-        include.extend(valid.request().include_path.clone());
+        include.extend(normal.include_path.clone());
         let include = match include.len() {
             0 => Value::Null,
             1 => json!(include[0]),
             _ => json!(include),
         };
-        wants.push((name, expected(valid.request(), include)));
+        wants.push((name, expected(&normal, include)));
         argvs.push(command.argv);
     }
 

@@ -7,37 +7,34 @@ use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::AppState;
-use super::extract::{JsonBody, QueryParams, evaluation_id};
-use crate::backend::{Created, IdempotencyKey, ListQuery, LogOptions, NewEvaluation};
-use crate::command;
+use super::extract::{JsonBody, Query, evaluation_id, flag, whole_number};
+use crate::backend::{Created, ListQuery, LogOptions, NewEvaluation};
 use crate::error::{ApiError, ApiResult, Problem};
+use crate::lifecycle::admission;
 use crate::model::{Evaluation, EvaluationList, EvaluationRequest, State as EvalState, now};
-use crate::validate::{ValidRequest, parse_label_selector};
 
 pub const DEFAULT_PAGE_SIZE: usize = 50;
 pub const MAX_PAGE_SIZE: usize = 500;
 
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
-#[allow(dead_code)]
-struct CreateParams {
+pub struct CreateParams {
     /// Validate and show the command that would run, creating nothing.
-    dry_run: Option<bool>,
+    #[serde(default, deserialize_with = "flag")]
+    #[param(value_type = Option<bool>)]
+    dry_run: bool,
 }
 
-/// Validates a request into a new, not yet stored, evaluation.
-pub(crate) fn prepare(state: &AppState, request: EvaluationRequest) -> ApiResult<NewEvaluation> {
-    let valid = ValidRequest::parse(request, &state.policy)?;
-    state.backend.check_supported(&valid)?;
-    let id = Uuid::new_v4();
-    let command = command::build(&valid, &state.backend.plan(id));
-    let request = valid.request().clone();
-    let evaluation = Evaluation::pending(id, request, command.argv.clone(), now());
-    Ok(NewEvaluation { evaluation, valid, command, idempotency: None })
+/// Admits a request for the backend that will run it: an evaluation not yet stored.
+pub(crate) fn admit(
+    state: &AppState,
+    request: EvaluationRequest,
+    idempotency_key: Option<&[u8]>,
+) -> ApiResult<NewEvaluation> {
+    admission::admit(request, &state.policy, state.backend.site(), idempotency_key, Uuid::new_v4(), now())
 }
 
 /// Submit an evaluation.
@@ -66,25 +63,15 @@ pub(crate) fn prepare(state: &AppState, request: EvaluationRequest) -> ApiResult
 )]
 pub async fn create_evaluation(
     State(state): State<AppState>,
-    query: QueryParams,
+    Query(params): Query<CreateParams>,
     headers: HeaderMap,
-    JsonBody(request, _): JsonBody<EvaluationRequest>,
+    JsonBody(request): JsonBody<EvaluationRequest>,
 ) -> ApiResult<Response> {
-    let dry_run = query.flag("dry_run")?;
-    let mut new = prepare(&state, request)?;
-    if dry_run {
+    if params.dry_run {
+        let new = admit(&state, request, None)?;
         return Ok((StatusCode::OK, axum::Json(new.evaluation)).into_response());
     }
-    if let Some(key) = headers.get("idempotency-key") {
-        let key = key
-            .to_str()
-            .ok()
-            .filter(|k| !k.is_empty() && k.len() <= 256)
-            .ok_or_else(|| ApiError::invalid("Idempotency-Key", "must be 1 to 256 visible ASCII characters"))?;
-        let normalised = serde_json::to_vec(new.valid.request()).map_err(ApiError::internal)?;
-        let body_digest = format!("{:x}", Sha256::digest(&normalised));
-        new.idempotency = Some(IdempotencyKey { key: key.to_string(), body_digest });
-    }
+    let new = admit(&state, request, headers.get("idempotency-key").map(HeaderValue::as_bytes))?;
     let (evaluation, replayed) = match state.backend.create(new).await? {
         Created::New(evaluation) => {
             state.metrics.evaluation_created();
@@ -105,16 +92,30 @@ pub async fn create_evaluation(
 
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
-#[allow(dead_code)]
-struct ListParams {
+pub struct ListParams {
     /// Items per page (1–500, default 50).
+    #[serde(default, deserialize_with = "whole_number")]
+    #[param(minimum = 1, maximum = 500)]
     page_size: Option<usize>,
     /// `next_page_token` of the previous page.
     page_token: Option<String>,
     /// Only evaluations in this state.
     state: Option<EvalState>,
     /// `key=value`; repeat for several (all must match).
-    label: Option<Vec<String>>,
+    #[serde(default)]
+    #[param(value_type = Option<Vec<String>>)]
+    label: Vec<LabelSelector>,
+}
+
+/// `key=value`, as the list's `label` parameter takes it.
+struct LabelSelector(String, String);
+
+impl<'de> Deserialize<'de> for LabelSelector {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(deserializer)?;
+        let (key, value) = raw.split_once('=').ok_or_else(|| serde::de::Error::custom("must be key=value"))?;
+        Ok(Self(key.to_string(), value.to_string()))
+    }
 }
 
 /// List evaluations, newest first.
@@ -131,23 +132,15 @@ struct ListParams {
 )]
 pub async fn list_evaluations(
     State(state): State<AppState>,
-    query: QueryParams,
+    Query(params): Query<ListParams>,
 ) -> ApiResult<axum::Json<EvaluationList>> {
-    let page_size = query.parse::<usize>("page_size", "a whole number")?.unwrap_or(DEFAULT_PAGE_SIZE);
+    let page_size = params.page_size.unwrap_or(DEFAULT_PAGE_SIZE);
     if !(1..=MAX_PAGE_SIZE).contains(&page_size) {
         return Err(ApiError::invalid("page_size", format!("must be between 1 and {MAX_PAGE_SIZE}")));
     }
-    let state_filter = query
-        .one("state")
-        .map(|s| {
-            EvalState::parse(s)
-                .ok_or_else(|| ApiError::invalid("state", "must be pending, running, succeeded, failed or cancelled"))
-        })
-        .transpose()?;
-    let labels = query.all("label").iter().map(|l| parse_label_selector(l)).collect::<ApiResult<Vec<_>>>()?;
-    let list_query =
-        ListQuery { page_size, page_token: query.one("page_token").map(str::to_string), state: state_filter, labels };
-    Ok(axum::Json(state.backend.list(&list_query).await?))
+    let labels = params.label.into_iter().map(|LabelSelector(key, value)| (key, value)).collect();
+    let query = ListQuery { page_size, page_token: params.page_token, state: params.state, labels };
+    Ok(axum::Json(state.backend.list(&query).await?))
 }
 
 /// Get one evaluation.
@@ -169,12 +162,14 @@ pub async fn get_evaluation(State(state): State<AppState>, Path(id): Path<String
 
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
-#[allow(dead_code)]
-struct LogParams {
+pub struct LogParams {
     /// Only the last N lines (of what exists when the request arrives).
+    #[serde(default, deserialize_with = "whole_number")]
     tail_lines: Option<usize>,
     /// Keep streaming new lines until the evaluation ends.
-    follow: Option<bool>,
+    #[serde(default, deserialize_with = "flag")]
+    #[param(value_type = Option<bool>)]
+    follow: bool,
 }
 
 /// The evaluation's log (lm-eval's output).
@@ -196,12 +191,11 @@ struct LogParams {
 pub async fn get_evaluation_logs(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    query: QueryParams,
+    Query(params): Query<LogParams>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let id = evaluation_id(&id)?;
-    let options =
-        LogOptions { tail_lines: query.parse("tail_lines", "a whole number")?, follow: query.flag("follow")? };
+    let options = LogOptions { tail_lines: params.tail_lines, follow: params.follow };
     let lines = state.backend.logs(id, options).await?;
     let mut shutdown = state.shutdown.clone();
     let lines = lines.take_until(async move {

@@ -1,19 +1,20 @@
 //! Extractors whose rejections are our problem documents, not axum's plain text.
 
-use std::collections::HashMap;
+use std::borrow::Cow;
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::request::Parts;
-use serde::de::DeserializeOwned;
+use serde::de::{DeserializeOwned, Error as _};
+use serde::{Deserialize, Deserializer};
 use uuid::Uuid;
 
 use crate::error::ApiError;
 
 /// A JSON body: `415` for another media type, `413` past the size limit, `400` naming the field
 /// for malformed JSON, wrong types and unknown fields.
-pub struct JsonBody<T>(pub T, pub Bytes);
+pub struct JsonBody<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
@@ -37,8 +38,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
                 ApiError::Malformed { field: None, detail: rejection.body_text() }
             }
         })?;
-        let value = parse_json(&bytes)?;
-        Ok(Self(value, bytes))
+        parse_json(&bytes).map(Self)
     }
 }
 
@@ -67,44 +67,42 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     })
 }
 
-/// Query parameters, repeated keys kept, parsed into problems that name the parameter.
-pub struct QueryParams(HashMap<String, Vec<String>>);
+/// Query parameters deserialised into `T`, which also documents them (`utoipa::IntoParams`): a repeated key
+/// fills a list, and a parameter that does not parse is a `422` naming it.
+pub struct Query<T>(pub T);
 
-impl<S: Send + Sync> FromRequestParts<S> for QueryParams {
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let mut map: HashMap<String, Vec<String>> = HashMap::new();
-        for (key, value) in form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes()) {
-            map.entry(key.into_owned()).or_default().push(value.into_owned());
-        }
-        Ok(Self(map))
+        let pairs = form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes());
+        serde_path_to_error::deserialize(serde_html_form::Deserializer::new(pairs)).map(Self).map_err(|err| {
+            // The parameter's name, without the index of a repeated one.
+            let field = match err.path().iter().next() {
+                Some(serde_path_to_error::Segment::Map { key }) => key.clone(),
+                _ => err.path().to_string(),
+            };
+            let message = err.into_inner().to_string();
+            // serde_html_form's word for a single-valued parameter given twice.
+            let detail = if message == "unsupported value" { "is given more than once".to_string() } else { message };
+            ApiError::invalid(field, detail)
+        })
     }
 }
 
-impl QueryParams {
-    pub fn all(&self, name: &str) -> &[String] {
-        self.0.get(name).map_or(&[], Vec::as_slice)
+/// `?flag`, `?flag=`, `true` and `1` are true; `false` and `0` are false.
+pub fn flag<'de, D: Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
+    match &*Cow::<str>::deserialize(deserializer)? {
+        "" | "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        other => Err(D::Error::custom(format!("{other:?} is not a boolean (true or false)"))),
     }
+}
 
-    pub fn one(&self, name: &str) -> Option<&str> {
-        self.all(name).last().map(String::as_str)
-    }
-
-    pub fn parse<T: std::str::FromStr>(&self, name: &str, expected: &str) -> Result<Option<T>, ApiError> {
-        self.one(name)
-            .map(|raw| raw.parse::<T>().map_err(|_| ApiError::invalid(name, format!("{raw:?} is not {expected}"))))
-            .transpose()
-    }
-
-    pub fn flag(&self, name: &str) -> Result<bool, ApiError> {
-        match self.one(name) {
-            None => Ok(false),
-            Some("" | "true" | "1") => Ok(true),
-            Some("false" | "0") => Ok(false),
-            Some(other) => Err(ApiError::invalid(name, format!("{other:?} is not a boolean (true or false)"))),
-        }
-    }
+/// A non-negative whole number.
+pub fn whole_number<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<usize>, D::Error> {
+    let raw = Cow::<str>::deserialize(deserializer)?;
+    raw.parse().map(Some).map_err(|_| D::Error::custom(format!("{raw:?} is not a whole number")))
 }
 
 /// An evaluation id from the path; anything that is not a UUID names no evaluation (404).

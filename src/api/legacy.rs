@@ -10,8 +10,8 @@ use serde_json::{Map, Value, json};
 use utoipa::ToSchema;
 
 use super::AppState;
-use super::evaluations::prepare;
-use super::extract::{JsonBody, QueryParams};
+use super::evaluations::admit;
+use super::extract::{JsonBody, Query};
 use crate::backend::{Created, ListQuery};
 use crate::error::{ApiError, Problem};
 use crate::model::{EvaluationRequest, State as EvalState};
@@ -100,14 +100,28 @@ fn not_found() -> Response {
     (StatusCode::NOT_FOUND, axum::Json(LegacyStatus { status: "not found".into() })).into_response()
 }
 
-fn task_id(query: &QueryParams) -> Result<uuid::Uuid, Box<Response>> {
-    let raw =
-        query.one("task_id").ok_or_else(|| Box::new(legacy_error(&ApiError::invalid("task_id", "is required"))))?;
-    uuid::Uuid::parse_str(raw).map_err(|_| Box::new(not_found()))
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TaskIdParams {
+    /// The id from /submit_job
+    #[serde(default)]
+    #[param(required = true)]
+    task_id: String,
+}
+
+fn task_id(query: Result<Query<TaskIdParams>, ApiError>) -> Result<uuid::Uuid, Box<Response>> {
+    let Query(TaskIdParams { task_id }) = query.map_err(|err| Box::new(legacy_error(&err)))?;
+    if task_id.is_empty() {
+        return Err(Box::new(legacy_error(&ApiError::invalid("task_id", "is required"))));
+    }
+    uuid::Uuid::parse_str(&task_id).map_err(|_| Box::new(not_found()))
 }
 
 /// The evaluation `task_id` names, or the Flask service's answer when there is none.
-async fn lookup(state: &AppState, query: &QueryParams) -> Result<crate::model::Evaluation, Box<Response>> {
+async fn lookup(
+    state: &AppState,
+    query: Result<Query<TaskIdParams>, ApiError>,
+) -> Result<crate::model::Evaluation, Box<Response>> {
     let id = task_id(query)?;
     state.backend.get(id).await.map_err(|err| match err {
         ApiError::NotFound(_) => Box::new(not_found()),
@@ -222,8 +236,8 @@ fn to_request(submission: LegacySubmission) -> Result<EvaluationRequest, ApiErro
 )]
 pub async fn submit_job(State(state): State<AppState>, body: Result<JsonBody<LegacySubmission>, ApiError>) -> Response {
     let result = async {
-        let JsonBody(submission, _) = body?;
-        let new = prepare(&state, to_request(submission)?)?;
+        let JsonBody(submission) = body?;
+        let new = admit(&state, to_request(submission)?, None)?;
         match state.backend.create(new).await? {
             Created::New(evaluation) | Created::Existing(evaluation) => {
                 state.metrics.evaluation_created();
@@ -244,14 +258,14 @@ pub async fn submit_job(State(state): State<AppState>, body: Result<JsonBody<Leg
     path = "/poll_job",
     operation_id = "legacy_poll_job",
     tag = "legacy",
-    params(("task_id" = String, Query, description = "The id from /submit_job")),
+    params(TaskIdParams),
     responses(
         (status = 200, description = "Status", body = LegacyStatus),
         (status = 404, description = "Unknown task id", body = LegacyStatus),
     )
 )]
-pub async fn poll_job(State(state): State<AppState>, query: QueryParams) -> Response {
-    match lookup(&state, &query).await {
+pub async fn poll_job(State(state): State<AppState>, query: Result<Query<TaskIdParams>, ApiError>) -> Response {
+    match lookup(&state, query).await {
         Ok(evaluation) => axum::Json(LegacyStatus { status: legacy_status(evaluation.state).into() }).into_response(),
         Err(response) => *response,
     }
@@ -263,14 +277,14 @@ pub async fn poll_job(State(state): State<AppState>, query: QueryParams) -> Resp
     path = "/job_results",
     operation_id = "legacy_job_results",
     tag = "legacy",
-    params(("task_id" = String, Query, description = "The id from /submit_job")),
+    params(TaskIdParams),
     responses(
         (status = 200, description = "lm-eval's results JSON when complete; otherwise {\"status\"} or {\"error\"}", body = Object),
         (status = 404, description = "Unknown task id", body = LegacyStatus),
     )
 )]
-pub async fn job_results(State(state): State<AppState>, query: QueryParams) -> Response {
-    let evaluation = match lookup(&state, &query).await {
+pub async fn job_results(State(state): State<AppState>, query: Result<Query<TaskIdParams>, ApiError>) -> Response {
+    let evaluation = match lookup(&state, query).await {
         Ok(evaluation) => evaluation,
         Err(response) => return *response,
     };
@@ -280,7 +294,10 @@ pub async fn job_results(State(state): State<AppState>, query: QueryParams) -> R
             Err(err) => legacy_error(&err),
         },
         EvalState::Failed => {
-            let error = evaluation.message.or(evaluation.reason).unwrap_or_else(|| "evaluation failed".into());
+            let error = evaluation
+                .message
+                .or(evaluation.reason.map(|r| r.to_string()))
+                .unwrap_or_else(|| "evaluation failed".into());
             axum::Json(LegacyError { error }).into_response()
         }
         other => axum::Json(LegacyStatus { status: legacy_status(other).into() }).into_response(),
@@ -320,15 +337,15 @@ pub async fn list_jobs(State(state): State<AppState>) -> Response {
     path = "/cancel_job",
     operation_id = "legacy_cancel_job",
     tag = "legacy",
-    params(("task_id" = String, Query, description = "The id from /submit_job")),
+    params(TaskIdParams),
     responses(
         (status = 200, description = "Cancelled", body = LegacyJob),
         (status = 404, description = "Unknown task id", body = LegacyStatus),
         (status = 409, description = "Already finished", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn cancel_job(State(state): State<AppState>, query: QueryParams) -> Response {
-    let id = match task_id(&query) {
+pub async fn cancel_job(State(state): State<AppState>, query: Result<Query<TaskIdParams>, ApiError>) -> Response {
+    let id = match task_id(query) {
         Ok(id) => id,
         Err(response) => return *response,
     };

@@ -4,6 +4,7 @@ pub mod kubernetes;
 pub mod local;
 
 use std::collections::BTreeMap;
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use async_trait::async_trait;
 use base64::Engine;
@@ -11,26 +12,9 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 use uuid::Uuid;
 
-use crate::command::{LmEvalCommand, RunPlan};
 use crate::error::{ApiError, ApiResult};
+pub use crate::lifecycle::admission::{IdempotencyKey, NewEvaluation, Site};
 use crate::model::{Evaluation, EvaluationList, State};
-use crate::validate::ValidRequest;
-
-/// An evaluation the API has accepted and the backend is to record and start.
-#[derive(Debug, Clone)]
-pub struct NewEvaluation {
-    pub evaluation: Evaluation,
-    pub valid: ValidRequest,
-    pub command: LmEvalCommand,
-    pub idempotency: Option<IdempotencyKey>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct IdempotencyKey {
-    pub key: String,
-    /// A digest of the request body, so a reuse with another body is told apart.
-    pub body_digest: String,
-}
 
 /// What `create` did: a new evaluation, or the one an earlier request with the same key made.
 #[derive(Debug, Clone)]
@@ -58,10 +42,8 @@ pub type LogStream = BoxStream<'static, String>;
 
 #[async_trait]
 pub trait Backend: Send + Sync + 'static {
-    /// Refuses (422) request fields this backend cannot honour.
-    fn check_supported(&self, valid: &ValidRequest) -> ApiResult<()>;
-    /// Where this backend would run the evaluation `id`.
-    fn plan(&self, id: Uuid) -> RunPlan;
+    /// Where this backend runs evaluations and what it can provide; admission needs nothing else of it.
+    fn site(&self) -> &Site;
     async fn create(&self, new: NewEvaluation) -> ApiResult<Created>;
     async fn get(&self, id: Uuid) -> ApiResult<Evaluation>;
     /// The evaluation as JSON: the hot read path, which a backend may serve without copying the evaluation.
@@ -78,6 +60,62 @@ pub trait Backend: Send + Sync + 'static {
     async fn ready(&self) -> ApiResult<()>;
     /// Evaluations per state, for `/metrics`.
     async fn count_by_state(&self) -> BTreeMap<State, u64>;
+}
+
+/// Only a pending or running evaluation can be cancelled.
+pub fn ensure_cancellable(id: Uuid, state: State) -> ApiResult<()> {
+    if state.is_terminal() {
+        return Err(ApiError::Conflict(format!("evaluation {id} has already {}", state.as_str())));
+    }
+    Ok(())
+}
+
+/// Results exist only once an evaluation has succeeded.
+pub fn ensure_succeeded(id: Uuid, state: State) -> ApiResult<()> {
+    if state != State::Succeeded {
+        return Err(ApiError::Conflict(format!(
+            "evaluation {id} is {}; results exist only once it has succeeded",
+            state.as_str()
+        )));
+    }
+    Ok(())
+}
+
+/// A create whose id is taken: the same key with the same body gets the existing evaluation back.
+pub fn replay(key: &IdempotencyKey, stored_digest: Option<&str>, existing: Evaluation) -> ApiResult<Created> {
+    if stored_digest == Some(key.body_digest.as_str()) {
+        Ok(Created::Existing(existing))
+    } else {
+        Err(ApiError::Conflict("Idempotency-Key was already used with a different request body".into()))
+    }
+}
+
+/// How many evaluations are in each state (every state present, zeros included).
+pub fn count_by_state(states: impl IntoIterator<Item = State>) -> BTreeMap<State, u64> {
+    let mut counts: BTreeMap<State, u64> = State::ALL.iter().map(|s| (*s, 0)).collect();
+    for state in states {
+        *counts.entry(state).or_default() += 1;
+    }
+    counts
+}
+
+/// A read-write lock whose guards survive a panic in another holder: the data is plain state that is
+/// valid between statements, so a poisoned lock is still safe to use.
+#[derive(Debug, Default)]
+pub struct Guarded<T>(RwLock<T>);
+
+impl<T> Guarded<T> {
+    pub fn new(value: T) -> Self {
+        Self(RwLock::new(value))
+    }
+
+    pub fn read(&self) -> RwLockReadGuard<'_, T> {
+        self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn write(&self) -> RwLockWriteGuard<'_, T> {
+        self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 /// The list order: newest first, ties broken by id.
@@ -132,3 +170,7 @@ pub fn paginate<'a, T: Listable + 'a>(
     }
     Ok(EvaluationList { items, next_page_token })
 }
+
+#[cfg(test)]
+#[path = "same_outcome_tests.rs"]
+mod same_outcome_tests;

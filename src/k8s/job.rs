@@ -17,7 +17,7 @@ use super::{
     EVALUATION_ANNOTATION, EVALUATION_ID_LABEL, INPUT_KIND, KIND_LABEL, MANAGED_BY, MANAGED_BY_LABEL,
     REQUEST_DIGEST_ANNOTATION, input_name, object_name,
 };
-use crate::command::{LmEvalCommand, RunPlan};
+use crate::lifecycle::admission::{Site, Workspace};
 use crate::model::Evaluation;
 
 pub const CONTAINER: &str = "lm-eval";
@@ -48,14 +48,21 @@ pub struct RunnerConfig {
     pub termination_grace_seconds: i64,
 }
 
-/// Where lm-eval's inputs and outputs are inside the runner pod.
-pub fn plan(config: &RunnerConfig) -> RunPlan {
-    RunPlan {
+/// Where evaluations run and what they can have: the runner pod, in `namespace`.
+pub fn site(config: &RunnerConfig, namespace: &str) -> Site {
+    Site {
+        backend: "kubernetes",
         program: config.lm_eval.clone(),
-        output_path: OUTPUT_DIR.into(),
         task_dirs: config.task_dirs.clone(),
-        inline_tasks_dir: TASKS_DIR.into(),
-        config_path: format!("{CONFIG_DIR}/{CONFIG_FILE}"),
+        workspace: Workspace::Fixed {
+            output: OUTPUT_DIR.into(),
+            inline_tasks: TASKS_DIR.into(),
+            config: format!("{CONFIG_DIR}/{CONFIG_FILE}"),
+        },
+        secrets: true,
+        volumes: true,
+        resources: true,
+        id_scope: namespace.into(),
     }
 }
 
@@ -96,7 +103,7 @@ fn env_field(name: &str, path: &str) -> EnvVar {
 
 pub fn build(
     evaluation: &Evaluation,
-    command: &LmEvalCommand,
+    config_yaml: Option<&str>,
     config: &RunnerConfig,
     request_digest: Option<&str>,
 ) -> Result<EvaluationObjects, serde_json::Error> {
@@ -158,7 +165,7 @@ pub fn build(
         K8sVolumeMount { name: "cache".into(), mount_path: CACHE_DIR.into(), ..K8sVolumeMount::default() },
     ];
 
-    let input = input_config_map(evaluation, command);
+    let input = input_config_map(evaluation, config_yaml);
     if let Some(input) = &input {
         let keys = |pick: &dyn Fn(&str) -> bool| -> Vec<KeyToPath> {
             input
@@ -213,7 +220,7 @@ pub fn build(
     }
 
     let mut driver_command = vec![literal(&config.driver), "driver".into(), "--echo".into(), "--".into()];
-    driver_command.extend(command.argv.iter().map(|arg| literal(arg)));
+    driver_command.extend(evaluation.command.iter().map(|arg| literal(arg)));
 
     let container = Container {
         name: CONTAINER.into(),
@@ -296,10 +303,10 @@ fn resources(evaluation: &Evaluation) -> Option<ResourceRequirements> {
     })
 }
 
-fn input_config_map(evaluation: &Evaluation, command: &LmEvalCommand) -> Option<ConfigMap> {
+fn input_config_map(evaluation: &Evaluation, config_yaml: Option<&str>) -> Option<ConfigMap> {
     let mut data: BTreeMap<String, String> = evaluation.request.inline_tasks.clone();
-    if let Some(yaml) = &command.config_yaml {
-        data.insert(CONFIG_FILE.into(), yaml.clone());
+    if let Some(yaml) = config_yaml {
+        data.insert(CONFIG_FILE.into(), yaml.to_string());
     }
     if data.is_empty() {
         return None;
@@ -327,90 +334,5 @@ pub fn owned_by(name: &str, uid: &str) -> OwnerReference {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::command;
-    use crate::validate::{Policy, ValidRequest};
-    use serde_json::{Value, json};
-
-    fn config() -> RunnerConfig {
-        RunnerConfig {
-            image: "registry.example/lm-eval-aas-runner:1".into(),
-            image_pull_policy: "IfNotPresent".into(),
-            service_account: "lm-eval-aas-runner".into(),
-            node_selector: BTreeMap::from([("pool".into(), "eval".into())]),
-            tolerations: vec![],
-            backoff_limit: 0,
-            driver: "lm-eval-aas".into(),
-            lm_eval: "lm_eval".into(),
-            task_dirs: vec![],
-            termination_grace_seconds: 30,
-        }
-    }
-
-    fn objects(request: Value) -> EvaluationObjects {
-        let policy = Policy { allow_online: true, allow_code_execution: true, allow_trust_remote_code: true };
-        let valid = ValidRequest::parse(serde_json::from_value(request).expect("request"), &policy).expect("valid");
-        let config = config();
-        let command = command::build(&valid, &plan(&config));
-        let id = Uuid::from_u128(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef);
-        let evaluation = Evaluation::pending(
-            id,
-            valid.into_request(),
-            command.argv.clone(),
-            time::macros::datetime!(2026-11-28 12:00 UTC),
-        );
-        build(&evaluation, &command, &config, Some("digest")).expect("build")
-    }
-
-    /// The whole Job of a request that uses every feature, as YAML: review the diff when it changes.
-    #[test]
-    fn job_snapshot() {
-        let built = objects(json!({
-            "model": "local-completions",
-            "model_args": {"base_url": "http://llm:8000/v1/completions", "model": "m"},
-            "tasks": ["lmeval_aas_mc", "custom"],
-            "limit": 5,
-            "system_instruction": "costs $(HOME) and $5",
-            "inline_tasks": {"custom.yaml": "task: custom"},
-            "include_path": "/data/tasks",
-            "env": [{"name": "OPENAI_API_KEY", "secret": {"name": "llm", "key": "token"}}, {"name": "MODE", "value": "x"}],
-            "volumes": [{"pvc": "datasets", "mount_path": "/data"}, {"pvc": "scratch", "mount_path": "/scratch", "read_only": false, "sub_path": "a"}],
-            "resources": {"cpu": "2", "memory": "4Gi", "gpu": 1},
-            "timeout_seconds": 600,
-            "labels": {"team": "nlp"}
-        }));
-        let mut job = serde_json::to_value(&built.job).expect("json");
-        // The annotation repeats the request; it is checked on its own below.
-        let annotation = job["metadata"]["annotations"][EVALUATION_ANNOTATION].take();
-        let evaluation: Evaluation = serde_json::from_str(annotation.as_str().expect("string")).expect("evaluation");
-        assert_eq!(evaluation.request.inline_tasks["custom.yaml"], "task: custom");
-        assert_snapshot("job.yaml", &serde_yaml::to_string(&job).expect("yaml"));
-        assert_snapshot("input.yaml", &serde_yaml::to_string(&built.input.expect("input")).expect("yaml"));
-    }
-
-    /// Compares with `src/k8s/testdata/<name>`; `UPDATE_SNAPSHOTS=1` rewrites it (review the diff).
-    fn assert_snapshot(name: &str, actual: &str) {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/k8s/testdata").join(name);
-        if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
-            std::fs::write(&path, actual).expect("write snapshot");
-        }
-        let expected = std::fs::read_to_string(&path).unwrap_or_default();
-        assert_eq!(actual, expected, "{} changed; if intended, rerun with UPDATE_SNAPSHOTS=1", path.display());
-    }
-
-    #[test]
-    fn offline_unless_allowed_and_no_input_without_inline_tasks() {
-        let built = objects(json!({"model": "dummy", "tasks": ["lmeval_aas_mc"]}));
-        assert!(built.input.is_none());
-        let pod = built.job.spec.expect("spec").template.spec.expect("pod");
-        let env = pod.containers[0].env.clone().unwrap_or_default();
-        assert!(env.iter().any(|e| e.name == "HF_HUB_OFFLINE" && e.value.as_deref() == Some("1")));
-        assert_eq!(pod.volumes.expect("volumes").len(), 2);
-
-        let built = objects(json!({"model": "dummy", "tasks": ["t"], "allow_online": true}));
-        let env =
-            built.job.spec.expect("spec").template.spec.expect("pod").containers[0].env.clone().unwrap_or_default();
-        assert!(!env.iter().any(|e| e.name.ends_with("_OFFLINE")));
-    }
-}
+#[path = "job_tests.rs"]
+mod tests;

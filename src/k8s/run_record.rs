@@ -9,8 +9,7 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use crate::driver::ExitStatus;
-use crate::model::Progress;
+use crate::model::{ExitStatus, Progress, Reason};
 
 const PROGRESS: &str = "progress";
 const EXIT: &str = "exit";
@@ -23,15 +22,13 @@ const RESULTS_GZ: &str = "results.json.gz";
 pub const LOG_TAIL_BYTES: usize = 256 * 1024;
 /// A ConfigMap holds at most 1 MiB; the rest is room for keys and metadata.
 pub const RECORD_BUDGET_BYTES: usize = 1_000_000;
-/// Failure reason when even gzip cannot fit the results into the record.
-pub const RESULTS_TOO_LARGE: &str = "ResultsTooLarge";
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RunRecord {
     pub progress: Option<Progress>,
     pub exit: Option<ExitStatus>,
     /// A failure the driver itself detected: `(reason, message)`.
-    pub failure: Option<(String, String)>,
+    pub failure: Option<(Reason, String)>,
     pub log_tail: Option<String>,
     /// The results JSON exactly as lm-eval wrote it.
     pub results: Option<Bytes>,
@@ -77,7 +74,7 @@ impl RunRecord {
                     binary.insert(RESULTS_GZ.into(), ByteString(gz));
                 } else {
                     failure = Some((
-                        RESULTS_TOO_LARGE.into(),
+                        Reason::ResultsTooLarge,
                         format!(
                             "the results JSON is {} bytes ({} gzipped); a ConfigMap holds at most {} next to the log",
                             results.len(),
@@ -110,7 +107,7 @@ impl RunRecord {
 }
 
 /// The failure a run record ConfigMap holds, if any (without decoding its results).
-pub fn failure_in(config_map: &ConfigMap) -> Option<(String, String)> {
+pub fn failure_in(config_map: &ConfigMap) -> Option<(Reason, String)> {
     config_map.data.as_ref()?.get(FAILURE).and_then(|f| serde_json::from_str(f).ok())
 }
 
@@ -126,21 +123,6 @@ fn gunzip(bytes: &[u8]) -> Option<Bytes> {
     Some(Bytes::from(out))
 }
 
-/// The last lines of `log`, at most `LOG_TAIL_BYTES`, starting on a line boundary.
-pub fn log_tail(log: &str) -> &str {
-    if log.len() <= LOG_TAIL_BYTES {
-        return log;
-    }
-    let mut start = log.len() - LOG_TAIL_BYTES;
-    while !log.is_char_boundary(start) {
-        start += 1;
-    }
-    match log[start..].find('\n') {
-        Some(newline) => &log[start + newline + 1..],
-        None => &log[start..],
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,7 +135,7 @@ mod tests {
     fn small_results_stay_readable_and_round_trip() {
         let record = RunRecord {
             progress: Some(Progress { percent: 50.0, completed: 1, total: 2 }),
-            exit: Some(ExitStatus { code: Some(0), signal: None }),
+            exit: Some(ExitStatus::SUCCESS),
             failure: None,
             log_tail: Some("a\nb\n".into()),
             results: Some(Bytes::from_static(br#"{"results": {}}"#)),
@@ -183,14 +165,6 @@ mod tests {
         let record = RunRecord { results: Some(Bytes::from(noise)), ..RunRecord::default() };
         let back = round_trip(&record);
         assert_eq!(back.results, None);
-        assert_eq!(back.failure.map(|f| f.0).as_deref(), Some(RESULTS_TOO_LARGE));
-    }
-
-    #[test]
-    fn log_tail_starts_on_a_line() {
-        let log: String = (0..100_000).map(|i| format!("line {i}\n")).collect();
-        let tail = log_tail(&log);
-        assert!(tail.len() <= LOG_TAIL_BYTES);
-        assert!(tail.starts_with("line ") && tail.ends_with("line 99999\n"));
+        assert_eq!(back.failure.map(|f| f.0), Some(Reason::ResultsTooLarge));
     }
 }

@@ -1,4 +1,6 @@
-//! (Job, Pods, run record) → the evaluation as the API shows it. Pure: the clock is an argument.
+//! (Job, Pods, run record) → the evaluation as the API shows it. This module gathers the facts the
+//! Kubernetes objects hold (the Job's conditions, the pod's waiting and termination states, the driver's
+//! record) and leaves what they mean to the lifecycle core. Pure: the clock is an argument.
 
 use std::time::Duration;
 
@@ -10,25 +12,23 @@ use time::OffsetDateTime;
 
 use super::run_record::RunRecord;
 use super::{CANCELLED_AT_ANNOTATION, EVALUATION_ANNOTATION, FAILED_ANNOTATION};
-use crate::model::{Evaluation, State};
-use crate::results::metric_rows;
+use crate::lifecycle::{self, Decision, Ending, Output, PlatformKill};
+use crate::model::{Evaluation, ExitStatus, Reason, State};
 
 /// Waiting reasons that do not clear up by themselves; past the configured time they fail the evaluation.
-pub const STUCK_REASONS: &[&str] = &[
-    "Unschedulable",
-    "ImagePullBackOff",
-    "ErrImagePull",
-    "InvalidImageName",
-    "CreateContainerConfigError",
-    "CreateContainerError",
+pub const STUCK_REASONS: &[Reason] = &[
+    Reason::Unschedulable,
+    Reason::ImagePullBackOff,
+    Reason::ErrImagePull,
+    Reason::InvalidImageName,
+    Reason::CreateContainerConfigError,
+    Reason::CreateContainerError,
 ];
-
-const LAST_LOG_LINES: usize = 20;
 
 /// A failure the service decided and recorded on the Job (see `FAILED_ANNOTATION`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecordedFailure {
-    pub reason: String,
+    pub reason: Reason,
     pub message: String,
     #[serde(with = "time::serde::rfc3339")]
     pub at: OffsetDateTime,
@@ -47,53 +47,57 @@ pub fn evaluation(
     let pod = newest(pods);
     evaluation.progress = record.and_then(|r| r.progress);
     evaluation.started_at = pod.and_then(started_at);
-    let outcome = outcome(job, pod, record, now, stuck_after, &evaluation);
-    evaluation.state = outcome.state;
-    evaluation.reason = outcome.reason;
-    evaluation.message = outcome.message;
-    evaluation.finished_at = outcome.finished_at;
-    if evaluation.state == State::Succeeded {
-        if let Some(results) = record.and_then(|r| r.results.as_ref()) {
-            evaluation.metrics = serde_json::from_slice(results).ok().map(|v| metric_rows(&v));
+    match phase(job, pod, record, now, stuck_after) {
+        Phase::Waiting { reason, message } => {
+            evaluation.reason = reason;
+            evaluation.message = message;
         }
-        if let Some(p) = evaluation.progress.as_mut() {
-            p.completed = p.total;
-            p.percent = 100.0;
+        Phase::Running => evaluation.state = State::Running,
+        Phase::Ended { ending, finished_at } => {
+            let outcome = lifecycle::outcome(&ending, evaluation.request.timeout_seconds);
+            let results = record.and_then(|r| r.results.as_deref());
+            lifecycle::conclude(&mut evaluation, outcome, finished_at, results);
         }
     }
     Some(evaluation)
 }
 
-struct Outcome {
-    state: State,
-    reason: Option<String>,
-    message: Option<String>,
-    finished_at: Option<OffsetDateTime>,
+enum Phase<'a> {
+    /// Pending; with a reason while its pod waits for something.
+    Waiting {
+        reason: Option<Reason>,
+        message: Option<String>,
+    },
+    Running,
+    Ended {
+        ending: Ending<'a>,
+        finished_at: Option<OffsetDateTime>,
+    },
 }
 
-impl Outcome {
-    fn new(state: State, reason: Option<&str>, message: Option<String>, finished_at: Option<OffsetDateTime>) -> Self {
-        Self { state, reason: reason.map(str::to_string), message, finished_at }
-    }
-}
-
-fn outcome(
+fn phase<'a>(
     job: &Job,
-    pod: Option<&Pod>,
-    record: Option<&RunRecord>,
+    pod: Option<&'a Pod>,
+    record: Option<&'a RunRecord>,
     now: OffsetDateTime,
     stuck_after: Duration,
-    evaluation: &Evaluation,
-) -> Outcome {
+) -> Phase<'a> {
     let annotations = job.metadata.annotations.as_ref();
     if let Some(failed) =
         annotations.and_then(|a| a.get(FAILED_ANNOTATION)).and_then(|f| serde_json::from_str::<RecordedFailure>(f).ok())
     {
-        return Outcome::new(State::Failed, Some(&failed.reason), Some(failed.message), Some(failed.at));
+        let decision = Decision::Failed { reason: failed.reason, message: failed.message };
+        return Phase::Ended {
+            ending: Ending { decision: Some(decision), ..Ending::default() },
+            finished_at: Some(failed.at),
+        };
     }
     if let Some(at) = annotations.and_then(|a| a.get(CANCELLED_AT_ANNOTATION)) {
         let at = OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).ok();
-        return Outcome::new(State::Cancelled, Some("Cancelled"), Some("cancelled by request".into()), at);
+        return Phase::Ended {
+            ending: Ending { decision: Some(Decision::Cancelled), ..Ending::default() },
+            finished_at: at,
+        };
     }
     let status = job.status.as_ref();
     let condition = |kind: &str| {
@@ -102,74 +106,70 @@ fn outcome(
             .and_then(|c| c.iter().find(|c| c.type_ == kind && c.status == "True"))
     };
     if let Some(complete) = condition("Complete") {
+        // The driver exits 0 only once lm_eval did and its results are recorded.
         let finished = status.and_then(|s| s.completion_time.as_ref()).or(complete.last_transition_time.as_ref());
-        return Outcome::new(State::Succeeded, None, None, finished.map(to_time));
+        let ending = Ending { exit: Some(ExitStatus::SUCCESS), output: Some(Output::Found), ..Ending::default() };
+        return Phase::Ended { ending, finished_at: finished.map(to_time) };
     }
     if let Some(failed) = condition("Failed") {
-        let finished = failed.last_transition_time.as_ref().map(to_time);
-        let (reason, message) = failure(failed.reason.as_deref(), failed.message.as_deref(), pod, record, evaluation);
-        return Outcome::new(State::Failed, Some(&reason), Some(message), finished);
+        let ending = failed_job(failed.reason.as_deref(), failed.message.as_deref(), pod, record);
+        return Phase::Ended { ending, finished_at: failed.last_transition_time.as_ref().map(to_time) };
     }
     if let Some((reason, message, since)) = pod.and_then(waiting_problem) {
         let since = since.unwrap_or(now);
         if now - since >= stuck_after {
             let message = format!("{message} (waited {}s)", (now - since).whole_seconds());
-            return Outcome::new(State::Failed, Some(&reason), Some(message), Some(now));
+            let decision = Decision::Failed { reason, message };
+            return Phase::Ended {
+                ending: Ending { decision: Some(decision), ..Ending::default() },
+                finished_at: Some(now),
+            };
         }
-        return Outcome::new(State::Pending, Some(&reason), Some(message), None);
+        return Phase::Waiting { reason: Some(reason), message: Some(message) };
     }
-    if pod.is_some_and(has_started) {
-        Outcome::new(State::Running, None, None, None)
-    } else {
-        Outcome::new(State::Pending, None, None, None)
-    }
+    if pod.is_some_and(has_started) { Phase::Running } else { Phase::Waiting { reason: None, message: None } }
 }
 
-/// Why a finished-and-failed Job failed, most specific cause first.
-fn failure(
+/// The facts of a failed Job: its condition, its newest pod's end, and what the driver recorded.
+pub fn failed_job<'a>(
     job_reason: Option<&str>,
     job_message: Option<&str>,
-    pod: Option<&Pod>,
-    record: Option<&RunRecord>,
-    evaluation: &Evaluation,
-) -> (String, String) {
-    if job_reason == Some("DeadlineExceeded") {
-        let limit = evaluation.request.timeout_seconds.unwrap_or_default();
-        return ("DeadlineExceeded".into(), format!("exceeded timeout_seconds={limit}"));
-    }
-    if let Some((reason, message)) = record.and_then(|r| r.failure.clone()) {
-        return (reason, message);
-    }
+    pod: Option<&'a Pod>,
+    record: Option<&'a RunRecord>,
+) -> Ending<'a> {
     let pod_status = pod.and_then(|p| p.status.as_ref());
-    if pod_status.and_then(|s| s.reason.as_deref()) == Some("Evicted") {
-        let message = pod_status.and_then(|s| s.message.clone()).unwrap_or_else(|| "the pod was evicted".into());
-        return ("Evicted".into(), message);
-    }
     let terminated = pod_status
         .and_then(|s| s.container_statuses.as_ref())
         .and_then(|c| c.first())
         .and_then(|c| c.state.as_ref())
         .and_then(|s| s.terminated.as_ref());
-    if terminated.and_then(|t| t.reason.as_deref()) == Some("OOMKilled") {
-        return ("OOMKilled".into(), "the runner container exceeded its memory limit".into());
+    let killed = if pod_status.and_then(|s| s.reason.as_deref()) == Some("Evicted") {
+        let message = pod_status.and_then(|s| s.message.clone()).unwrap_or_else(|| "the pod was evicted".into());
+        Some(PlatformKill::Evicted { message })
+    } else if terminated.and_then(|t| t.reason.as_deref()) == Some("OOMKilled") {
+        Some(PlatformKill::OutOfMemory)
+    } else {
+        None
+    };
+    Ending {
+        decision: (job_reason == Some("DeadlineExceeded")).then_some(Decision::TimedOut),
+        exit: record.and_then(|r| r.exit).or_else(|| terminated.map(|t| ExitStatus::code(t.exit_code))),
+        output: record.and_then(|r| r.failure.clone()).map(|(reason, message)| Output::Failed { reason, message }),
+        killed,
+        log_tail: record
+            .and_then(|r| r.log_tail.as_deref())
+            .or(terminated.and_then(|t| t.message.as_deref()))
+            .unwrap_or(""),
+        platform_says: Some(format!(
+            "the Job failed: {}: {}",
+            job_reason.unwrap_or("BackoffLimitExceeded"),
+            job_message.unwrap_or("no message")
+        )),
     }
-    let exit_code = record.and_then(|r| r.exit).map(|e| e.process_exit_code()).or(terminated.map(|t| t.exit_code));
-    if let Some(code) = exit_code.filter(|c| *c != 0) {
-        let log = record.and_then(|r| r.log_tail.as_deref()).or(terminated.and_then(|t| t.message.as_deref()));
-        let lines = log.map(last_lines).unwrap_or_default();
-        return ("LmEvalError".into(), format!("lm_eval exited with code {code}; last log lines:\n{lines}"));
-    }
-    let reason = job_reason.unwrap_or("BackoffLimitExceeded").to_string();
-    (reason, job_message.unwrap_or("the Job failed").to_string())
-}
-
-fn last_lines(log: &str) -> String {
-    let lines: Vec<&str> = log.lines().collect();
-    lines[lines.len().saturating_sub(LAST_LOG_LINES)..].join("\n")
 }
 
 /// A pod waiting for something that will not come by itself: `(reason, message, since)`.
-pub fn waiting_problem(pod: &Pod) -> Option<(String, String, Option<OffsetDateTime>)> {
+pub fn waiting_problem(pod: &Pod) -> Option<(Reason, String, Option<OffsetDateTime>)> {
     let status = pod.status.as_ref()?;
     if status.phase.as_deref() != Some("Pending") {
         return None;
@@ -182,15 +182,13 @@ pub fn waiting_problem(pod: &Pod) -> Option<(String, String, Option<OffsetDateTi
         .find(|c| c.type_ == "PodScheduled" && c.status == "False" && c.reason.as_deref() == Some("Unschedulable"))
     {
         let since = unschedulable.last_transition_time.as_ref().map(to_time).or(created);
-        return Some(("Unschedulable".into(), unschedulable.message.clone().unwrap_or_default(), since));
+        return Some((Reason::Unschedulable, unschedulable.message.clone().unwrap_or_default(), since));
     }
-    let waiting = status
-        .container_statuses
-        .iter()
-        .flatten()
-        .filter_map(|c| c.state.as_ref()?.waiting.as_ref())
-        .find(|w| w.reason.as_deref().is_some_and(|r| STUCK_REASONS.contains(&r)))?;
-    Some((waiting.reason.clone().unwrap_or_default(), waiting.message.clone().unwrap_or_default(), created))
+    let (reason, waiting) =
+        status.container_statuses.iter().flatten().filter_map(|c| c.state.as_ref()?.waiting.as_ref()).find_map(
+            |w| Some((w.reason.as_deref().and_then(Reason::parse).filter(|r| STUCK_REASONS.contains(r))?, w)),
+        )?;
+    Some((reason, waiting.message.clone().unwrap_or_default(), created))
 }
 
 /// Whether the pod's container has been started (so it has a log).
@@ -220,7 +218,6 @@ pub fn to_time(time: &Time) -> OffsetDateTime {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::driver::ExitStatus;
     use crate::model::EvaluationRequest;
     use serde_json::json;
     use uuid::Uuid;
@@ -248,7 +245,7 @@ mod tests {
         .expect("pod")
     }
 
-    fn map(job: &Job, pods: &[Pod], record: Option<&RunRecord>) -> (State, Option<String>, Option<String>) {
+    fn map(job: &Job, pods: &[Pod], record: Option<&RunRecord>) -> (State, Option<Reason>, Option<String>) {
         let pods: Vec<&Pod> = pods.iter().collect();
         let e = evaluation(job, &pods, record, NOW, STUCK).expect("evaluation");
         (e.state, e.reason, e.message)
@@ -302,33 +299,34 @@ mod tests {
     #[test]
     fn each_failure_names_its_reason() {
         let deadline = map(&job(failed("DeadlineExceeded"), json!({})), &[], None);
-        assert_eq!((deadline.0, deadline.1.as_deref()), (State::Failed, Some("DeadlineExceeded")));
+        assert_eq!((deadline.0, deadline.1), (State::Failed, Some(Reason::Timeout)));
         assert!(deadline.2.expect("message").contains("timeout_seconds=60"));
 
         let record = RunRecord {
-            exit: Some(ExitStatus { code: Some(2), signal: None }),
+            exit: Some(ExitStatus::code(2)),
             log_tail: Some("loading\nKeyError: 'nope'\n".into()),
             ..RunRecord::default()
         };
         let lm_eval = map(&job(failed("BackoffLimitExceeded"), json!({})), &[terminated("Error", 2)], Some(&record));
-        assert_eq!(lm_eval.1.as_deref(), Some("LmEvalError"));
+        assert_eq!(lm_eval.1, Some(Reason::LmEvalError));
         assert!(lm_eval.2.expect("message").contains("code 2; last log lines:\nloading\nKeyError: 'nope'"));
 
         let oom = map(&job(failed("BackoffLimitExceeded"), json!({})), &[terminated("OOMKilled", 137)], None);
-        assert_eq!(oom.1.as_deref(), Some("OOMKilled"));
+        assert_eq!(oom.1, Some(Reason::OomKilled));
 
         let evicted = pod(json!({"phase": "Failed", "reason": "Evicted", "message": "node low on memory"}));
-        assert_eq!(
-            map(&job(failed("BackoffLimitExceeded"), json!({})), &[evicted], None).1.as_deref(),
-            Some("Evicted")
-        );
+        assert_eq!(map(&job(failed("BackoffLimitExceeded"), json!({})), &[evicted], None).1, Some(Reason::Evicted));
 
-        let too_large = RunRecord { failure: Some(("ResultsTooLarge".into(), "big".into())), ..RunRecord::default() };
+        let too_large = RunRecord {
+            exit: Some(ExitStatus::SUCCESS),
+            failure: Some((Reason::ResultsTooLarge, "big".into())),
+            ..RunRecord::default()
+        };
         let mapped = map(&job(failed("BackoffLimitExceeded"), json!({})), &[terminated("Error", 1)], Some(&too_large));
-        assert_eq!(mapped.1.as_deref(), Some("ResultsTooLarge"));
+        assert_eq!(mapped.1, Some(Reason::ResultsTooLarge));
 
         let bare = map(&job(failed("BackoffLimitExceeded"), json!({})), &[], None);
-        assert_eq!(bare.1.as_deref(), Some("BackoffLimitExceeded"));
+        assert_eq!(bare.1, Some(Reason::Interrupted));
     }
 
     #[test]
@@ -342,20 +340,20 @@ mod tests {
             STUCK,
         )
         .expect("evaluation");
-        assert_eq!((young.state, young.reason.as_deref()), (State::Pending, Some("CreateContainerConfigError")));
+        assert_eq!((young.state, young.reason), (State::Pending, Some(Reason::CreateContainerConfigError)));
         assert!(young.message.expect("message").contains("secret \"llm\" not found"));
         let old = map(&job(json!({}), json!({})), &[missing], None);
-        assert_eq!((old.0, old.1.as_deref()), (State::Failed, Some("CreateContainerConfigError")));
+        assert_eq!((old.0, old.1), (State::Failed, Some(Reason::CreateContainerConfigError)));
 
         let unschedulable = pod(
             json!({"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
             "message": "0/1 nodes have enough nvidia.com/gpu", "lastTransitionTime": "2026-11-28T12:09:00Z"}]}),
         );
         let e = map(&job(json!({}), json!({})), &[unschedulable], None);
-        assert_eq!((e.0, e.1.as_deref()), (State::Pending, Some("Unschedulable")));
+        assert_eq!((e.0, e.1), (State::Pending, Some(Reason::Unschedulable)));
         assert_eq!(
-            map(&job(json!({}), json!({})), &[waiting("ImagePullBackOff", "")], None).1.as_deref(),
-            Some("ImagePullBackOff")
+            map(&job(json!({}), json!({})), &[waiting("ImagePullBackOff", "")], None).1,
+            Some(Reason::ImagePullBackOff)
         );
     }
 
@@ -364,9 +362,9 @@ mod tests {
         let cancelled = job(json!({"active": 1}), json!({ CANCELLED_AT_ANNOTATION: "2026-11-28T12:02:00Z" }));
         let e = evaluation(&cancelled, &[], None, NOW, STUCK).expect("evaluation");
         assert_eq!((e.state, e.finished_at), (State::Cancelled, Some(time::macros::datetime!(2026-11-28 12:02 UTC))));
-        let failure = RecordedFailure { reason: "ImagePullBackOff".into(), message: "m".into(), at: NOW };
+        let failure = RecordedFailure { reason: Reason::ImagePullBackOff, message: "m".into(), at: NOW };
         let stuck = job(json!({}), json!({ FAILED_ANNOTATION: serde_json::to_string(&failure).expect("json") }));
-        assert_eq!(map(&stuck, &[], None).1.as_deref(), Some("ImagePullBackOff"));
+        assert_eq!(map(&stuck, &[], None).1, Some(Reason::ImagePullBackOff));
         assert!(evaluation(&Job::default(), &[], None, NOW, STUCK).is_none());
     }
 }

@@ -8,6 +8,9 @@ use time::OffsetDateTime;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+mod reason;
+pub use reason::Reason;
+
 /// What to evaluate and how. Unknown fields are rejected.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -165,6 +168,26 @@ impl State {
     }
 }
 
+/// How a process ended: its exit code, or the signal that ended it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitStatus {
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+}
+
+impl ExitStatus {
+    pub const SUCCESS: Self = Self { code: Some(0), signal: None };
+
+    pub fn code(code: i32) -> Self {
+        Self { code: Some(code), signal: None }
+    }
+
+    /// The exit code a shell would report: the code, or 128 + the signal.
+    pub fn process_exit_code(self) -> i32 {
+        self.code.unwrap_or_else(|| 128 + self.signal.unwrap_or(0))
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Progress {
     pub percent: f64,
@@ -204,8 +227,7 @@ impl Links {
 pub struct Evaluation {
     pub id: Uuid,
     pub state: State,
-    /// A machine-readable cause for the state, e.g. `LmEvalError`, `Timeout`, `Cancelled`.
-    pub reason: Option<String>,
+    pub reason: Option<Reason>,
     pub message: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
     #[schema(value_type = String, format = DateTime)]

@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use crate::k8s::job::owned_by;
 use crate::k8s::run_record::{LOG_TAIL_BYTES, RunRecord, failure_in};
 use crate::k8s::{EVALUATION_ID_LABEL, KIND_LABEL, MANAGED_BY, MANAGED_BY_LABEL, RUN_RECORD_KIND};
-use crate::model::Progress;
+use crate::model::{Progress, Reason};
 
 /// How often progress is written at most (the issue asks for at least every 5 s).
 const PROGRESS_EVERY: Duration = Duration::from_secs(2);
@@ -103,7 +103,7 @@ impl RecordWriter {
     }
 
     /// Writes the final record, retrying for a while; returns the failure it recorded, if any.
-    pub async fn finish(self, mut record: RunRecord) -> anyhow::Result<Option<(String, String)>> {
+    pub async fn finish(self, mut record: RunRecord) -> anyhow::Result<Option<(Reason, String)>> {
         self.progress_task.abort();
         let _ = self.progress_task.await;
         record.progress = record.progress.or(*self.progress.borrow());

@@ -1,0 +1,304 @@
+//! The embedded default: each evaluation is an `lm_eval` subprocess (under our driver) with its
+//! state in a directory. The in-memory store answers reads; every change is written to disk
+//! first (atomically), so a restarted service picks up where the last one stopped.
+//!
+//! `record` is what is kept per evaluation and the facts of its end, `store` the in-memory index and
+//! queue (pure), `process` the driver processes, `logs` the log streams.
+
+mod logs;
+pub(crate) mod process;
+pub mod record;
+pub mod store;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use nix::sys::signal::Signal;
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use super::{
+    Backend, Created, Guarded, ListQuery, Listable, LogOptions, LogStream, NewEvaluation, Site, count_by_state,
+    ensure_cancellable, ensure_succeeded, replay,
+};
+use crate::error::{ApiError, ApiResult};
+use crate::fsutil::write_atomic;
+use crate::lifecycle::CANCELLATION_REQUESTED;
+use crate::lifecycle::admission::Workspace;
+use crate::model::{Evaluation, EvaluationList, State, now};
+use record::{Control, Record, StopReason};
+use store::{Adopted, Store};
+
+#[derive(Debug, Clone)]
+pub struct LocalConfig {
+    pub data_dir: PathBuf,
+    /// The `lm_eval` executable.
+    pub lm_eval: String,
+    /// Our own binary, which runs as the driver around lm-eval.
+    pub driver: PathBuf,
+    /// Task directories always passed to lm-eval; a request's `include_path` must lie inside one.
+    pub task_dirs: Vec<String>,
+    pub max_running: usize,
+    /// Between SIGTERM and SIGKILL when cancelling or timing out.
+    pub kill_grace: Duration,
+}
+
+pub struct LocalBackend {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    config: LocalConfig,
+    site: Site,
+    store: Guarded<Store>,
+    /// Wakes the scheduler: a slot freed or work arrived.
+    wake: Notify,
+}
+
+const RECORD: &str = "record.json";
+const LOG: &str = "log.txt";
+const PROGRESS: &str = "progress.json";
+const EXIT: &str = "exit.json";
+const POLL: Duration = Duration::from_millis(200);
+
+impl LocalBackend {
+    /// Opens the data directory, reconciles what a previous run left, and starts the scheduler.
+    pub async fn open(config: LocalConfig) -> anyhow::Result<Self> {
+        let evaluations = config.data_dir.join("evaluations");
+        std::fs::create_dir_all(&evaluations)?;
+        let site = Site {
+            backend: "local",
+            program: config.lm_eval.clone(),
+            task_dirs: config.task_dirs.clone(),
+            workspace: Workspace::PerEvaluation(evaluations),
+            secrets: false,
+            volumes: false,
+            resources: false,
+            id_scope: "local".into(),
+        };
+        let shared = Arc::new(Shared { config, site, store: Guarded::default(), wake: Notify::new() });
+        let mut records = shared.load_records()?;
+        records.sort_by_key(|r| r.evaluation.created_at);
+        for record in records {
+            shared.adopt(record);
+        }
+        tokio::spawn(Arc::clone(&shared).schedule());
+        shared.wake.notify_one();
+        Ok(Self { shared })
+    }
+}
+
+impl Shared {
+    fn dir(&self, id: Uuid) -> PathBuf {
+        self.config.data_dir.join("evaluations").join(id.to_string())
+    }
+
+    fn load_records(&self) -> anyhow::Result<Vec<Record>> {
+        let mut records = Vec::new();
+        for entry in std::fs::read_dir(self.config.data_dir.join("evaluations"))? {
+            let path = entry?.path().join(RECORD);
+            match std::fs::read(&path)
+                .map_err(anyhow::Error::from)
+                .and_then(|b| Ok(serde_json::from_slice::<Record>(&b)?))
+            {
+                Ok(record) => records.push(record),
+                Err(e) if path.exists() => {
+                    tracing::warn!(path = %path.display(), error = %e, "skipping unreadable record")
+                }
+                Err(_) => {}
+            }
+        }
+        Ok(records)
+    }
+
+    /// Takes over a record found on disk at start-up.
+    fn adopt(self: &Arc<Self>, mut record: Record) {
+        let id = record.evaluation.id;
+        let process = record.control.process.filter(|p| p.is_alive());
+        let adopted = self.store.write().adopt(&record, process.is_some());
+        match (adopted, process) {
+            (Adopted::Running, Some(process)) => {
+                tracing::info!(evaluation.id = %id, pid = process.pid, "re-adopting a running evaluation");
+                if record.control.stopping.is_some() {
+                    process.signal_group(Signal::SIGTERM);
+                }
+                tokio::spawn(Arc::clone(self).watch(id, None));
+            }
+            (Adopted::Ended, _) => {
+                self.settle(&mut record);
+                self.persist(&record);
+                self.store.write().replace(&record);
+            }
+            _ => {}
+        }
+    }
+
+    fn persist(&self, record: &Record) {
+        let path = self.dir(record.evaluation.id).join(RECORD);
+        let result =
+            serde_json::to_vec_pretty(record).map_err(std::io::Error::other).and_then(|b| write_atomic(&path, &b));
+        if let Err(e) = result {
+            tracing::error!(evaluation.id = %record.evaluation.id, error = %e, "cannot persist evaluation record");
+        }
+    }
+
+    async fn schedule(self: Arc<Self>) {
+        loop {
+            self.wake.notified().await;
+            loop {
+                // Claimed under the lock, so a concurrent cancel sees it running, not pending.
+                let next = self.store.write().start_next(self.config.max_running, now());
+                let Some(record) = next else { break };
+                self.start(record);
+            }
+        }
+    }
+
+    fn release_slot(&self) {
+        self.store.write().release();
+        self.wake.notify_one();
+    }
+
+    fn record(&self, id: Uuid) -> ApiResult<Record> {
+        self.store.read().record(id).ok_or_else(|| ApiError::NotFound(id.to_string()))
+    }
+}
+
+#[async_trait]
+impl Backend for LocalBackend {
+    fn site(&self) -> &Site {
+        &self.shared.site
+    }
+
+    async fn create(&self, new: NewEvaluation) -> ApiResult<Created> {
+        let shared = &self.shared;
+        let id = new.evaluation.id;
+        let mut store = shared.store.write();
+        if let Some(key) = &new.idempotency
+            && let Ok(existing) = store.slot(id)
+        {
+            let stored = existing.control().idempotency.as_ref().map(|k| k.body_digest.as_str());
+            return replay(key, stored, Listable::evaluation(existing)?);
+        }
+        let dir = shared.dir(id);
+        let write_files = || -> std::io::Result<()> {
+            std::fs::create_dir_all(dir.join("output"))?;
+            let inline_tasks = &new.evaluation.request.inline_tasks;
+            if !inline_tasks.is_empty() {
+                std::fs::create_dir_all(dir.join("tasks"))?;
+                for (name, text) in inline_tasks {
+                    std::fs::write(dir.join("tasks").join(name), text)?;
+                }
+            }
+            if let Some(yaml) = &new.config_yaml {
+                std::fs::write(dir.join("config.yaml"), yaml)?;
+            }
+            Ok(())
+        };
+        write_files().map_err(ApiError::internal)?;
+        // Stamped under the lock, so creation order is queue order (the list's order is start order).
+        let mut evaluation = new.evaluation;
+        evaluation.created_at = now();
+        let record = Record {
+            evaluation: evaluation.clone(),
+            control: Control { idempotency: new.idempotency, ..Control::default() },
+        };
+        shared.persist(&record);
+        store.enqueue(&record);
+        drop(store);
+        shared.wake.notify_one();
+        Ok(Created::New(evaluation))
+    }
+
+    async fn get(&self, id: Uuid) -> ApiResult<Evaluation> {
+        Listable::evaluation(self.shared.store.read().slot(id)?)
+    }
+
+    async fn get_json(&self, id: Uuid) -> ApiResult<Bytes> {
+        self.shared.store.read().slot(id).map(|slot| slot.json.clone())
+    }
+
+    async fn list(&self, query: &ListQuery) -> ApiResult<EvaluationList> {
+        self.shared.store.read().list(query)
+    }
+
+    async fn logs(&self, id: Uuid, options: LogOptions) -> ApiResult<LogStream> {
+        self.shared.store.read().slot(id)?;
+        let path = self.shared.dir(id).join(LOG);
+        Ok(logs::stream_lines(Arc::clone(&self.shared), id, path, options))
+    }
+
+    async fn results(&self, id: Uuid) -> ApiResult<Bytes> {
+        let record = self.shared.record(id)?;
+        ensure_succeeded(id, record.evaluation.state)?;
+        let path = record
+            .control
+            .results_file
+            .ok_or_else(|| ApiError::internal("succeeded evaluation without a results file"))?;
+        tokio::fs::read(&path).await.map(Bytes::from).map_err(ApiError::internal)
+    }
+
+    async fn cancel(&self, id: Uuid) -> ApiResult<Evaluation> {
+        let shared = &self.shared;
+        let state = shared.store.read().slot(id)?.state;
+        ensure_cancellable(id, state)?;
+        if state == State::Pending {
+            let cancelled = shared.store.write().cancel_pending(id, now());
+            if let Some(record) = cancelled {
+                shared.persist(&record);
+                return Ok(record.evaluation);
+            }
+            // It started meanwhile: stop the process.
+            shared.stop(id, StopReason::Cancelled);
+            return self.get(id).await;
+        }
+        shared.stop(id, StopReason::Cancelled);
+        let mut evaluation = self.get(id).await?;
+        evaluation.message = Some(CANCELLATION_REQUESTED.into());
+        Ok(evaluation)
+    }
+
+    async fn delete(&self, id: Uuid) -> ApiResult<()> {
+        if !self.get(id).await?.state.is_terminal() {
+            self.cancel(id).await?;
+            let deadline = tokio::time::Instant::now() + self.shared.config.kill_grace + Duration::from_secs(5);
+            while !self.get(id).await?.state.is_terminal() {
+                if tokio::time::Instant::now() > deadline {
+                    return Err(ApiError::Unavailable {
+                        detail: format!("evaluation {id} is still stopping"),
+                        retry_after_seconds: 2,
+                    });
+                }
+                tokio::time::sleep(POLL / 4).await;
+            }
+        }
+        self.shared.store.write().remove(id);
+        let dir = self.shared.dir(id);
+        tokio::fs::remove_dir_all(&dir)
+            .await
+            .or_else(|e| if e.kind() == std::io::ErrorKind::NotFound { Ok(()) } else { Err(e) })
+            .map_err(ApiError::internal)
+    }
+
+    async fn ready(&self) -> ApiResult<()> {
+        let probe = self.shared.config.data_dir.join("evaluations");
+        tokio::fs::metadata(&probe).await.map(|_| ()).map_err(|e| ApiError::Unavailable {
+            detail: format!("data directory unavailable: {e}"),
+            retry_after_seconds: 5,
+        })
+    }
+
+    async fn count_by_state(&self) -> BTreeMap<State, u64> {
+        count_by_state(self.shared.store.read().states())
+    }
+}
+
+impl std::fmt::Debug for LocalBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalBackend").field("data_dir", &self.shared.config.data_dir).finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,189 @@
+//! The local backend's processes: starting the driver around lm-eval, following it to its end (progress,
+//! timeout), stopping it, and reading the facts it leaves on disk.
+
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use nix::sys::signal::Signal;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::record::{self, ProcessId, Record, StopReason};
+use super::{EXIT, LOG, POLL, PROGRESS, Shared};
+use crate::fsutil::process_start_ticks;
+use crate::lifecycle;
+use crate::model::{ExitStatus, Progress, now};
+use crate::results::find_results;
+
+/// How much of the log's end a failure's message is taken from.
+const LOG_TAIL_BYTES: u64 = 64 * 1024;
+
+impl ProcessId {
+    fn of(pid: u32) -> Option<Self> {
+        Some(Self { pid, start_ticks: process_start_ticks(pid)? })
+    }
+
+    pub fn is_alive(self) -> bool {
+        process_start_ticks(self.pid) == Some(self.start_ticks)
+    }
+
+    pub fn signal_group(self, signal: Signal) {
+        if self.is_alive() {
+            #[allow(clippy::cast_possible_wrap)]
+            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(self.pid as i32), signal);
+        }
+    }
+}
+
+impl Shared {
+    /// Starts a claimed evaluation's driver in its own process group, without a shell.
+    pub(super) fn start(self: &Arc<Self>, record: Record) {
+        let id = record.evaluation.id;
+        let dir = self.dir(id);
+        let mut command = tokio::process::Command::new(&self.config.driver);
+        command
+            .arg("driver")
+            .arg("--log-file")
+            .arg(dir.join(LOG))
+            .arg("--progress-file")
+            .arg(dir.join(PROGRESS))
+            .arg("--exit-file")
+            .arg(dir.join(EXIT))
+            .arg("--")
+            .args(&record.evaluation.command)
+            .current_dir(&dir)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .process_group(0)
+            .kill_on_drop(false);
+        for (name, _) in std::env::vars_os().filter(|(n, _)| n.to_string_lossy().starts_with("LMEVAL_")) {
+            command.env_remove(name);
+        }
+        let request = &record.evaluation.request;
+        if !request.allow_online {
+            command.env("HF_DATASETS_OFFLINE", "1").env("HF_HUB_OFFLINE", "1").env("TRANSFORMERS_OFFLINE", "1");
+        }
+        for var in &request.env {
+            if let Some(value) = &var.value {
+                command.env(&var.name, value);
+            }
+        }
+        match command.spawn() {
+            Ok(child) => {
+                let process = child.id().and_then(ProcessId::of);
+                let snapshot = self.store.write().update(id, |r| r.control.process = process);
+                tracing::info!(evaluation.id = %id, pid = ?process.map(|p| p.pid), "evaluation started");
+                if let Some(snapshot) = &snapshot {
+                    self.persist(snapshot);
+                    if let Some(why) = snapshot.control.stopping {
+                        self.stop(id, why);
+                    }
+                }
+                tokio::spawn(Arc::clone(self).watch(id, Some(child)));
+            }
+            Err(e) => {
+                let mut record = record;
+                record.conclude(&record::start_failure(&e), None, now());
+                self.persist(&record);
+                self.store.write().replace(&record);
+                self.release_slot();
+            }
+        }
+    }
+
+    /// Follows a running evaluation to its end: progress, timeout, and the final state.
+    pub(super) async fn watch(self: Arc<Self>, id: Uuid, mut child: Option<tokio::process::Child>) {
+        let progress_path = self.dir(id).join(PROGRESS);
+        let mut last_progress: Option<Progress> = None;
+        loop {
+            let ended = match child.as_mut() {
+                Some(child) => tokio::time::timeout(POLL, child.wait()).await.is_ok(),
+                None => {
+                    tokio::time::sleep(POLL).await;
+                    let process = self.store.read().record(id).and_then(|r| r.control.process);
+                    process.is_none_or(|p| !p.is_alive())
+                }
+            };
+            let progress = std::fs::read(&progress_path).ok().and_then(|b| serde_json::from_slice::<Progress>(&b).ok());
+            let Some(mut record) = self.store.read().record(id) else {
+                self.release_slot();
+                return;
+            };
+            if ended {
+                record.evaluation.progress = progress.or(record.evaluation.progress);
+                self.settle(&mut record);
+                self.persist(&record);
+                tracing::info!(evaluation.id = %id, state = record.evaluation.state.as_str(), reason = ?record.evaluation.reason, "evaluation ended");
+                self.store.write().replace(&record);
+                self.release_slot();
+                return;
+            }
+            if progress != last_progress {
+                last_progress = progress;
+                self.store.write().update(id, |r| r.evaluation.progress = progress);
+            }
+            if lifecycle::is_overdue(&record.evaluation, now()) && record.control.stopping.is_none() {
+                self.stop(id, StopReason::Timeout);
+            }
+        }
+    }
+
+    /// Terminates the evaluation's process group: SIGTERM, then SIGKILL after the grace period.
+    pub(super) fn stop(self: &Arc<Self>, id: Uuid, why: StopReason) {
+        let Some(snapshot) = self.store.write().update(id, |r| r.control.stopping = Some(why)) else { return };
+        self.persist(&snapshot);
+        let Some(process) = snapshot.control.process else { return };
+        process.signal_group(Signal::SIGTERM);
+        let grace = self.config.kill_grace;
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            process.signal_group(Signal::SIGKILL);
+        });
+    }
+
+    /// Settles an evaluation whose process has ended, from what it left on disk.
+    pub(super) fn settle(&self, record: &mut Record) {
+        RunFiles::read(&self.dir(record.evaluation.id)).settle(record, now());
+    }
+}
+
+/// What a run left in its directory once its process has ended.
+pub struct RunFiles {
+    exit: Option<ExitStatus>,
+    results_file: Option<PathBuf>,
+    results: Option<Vec<u8>>,
+    log_tail: String,
+}
+
+impl RunFiles {
+    pub fn read(dir: &Path) -> Self {
+        let results_file = find_results(&dir.join("output"));
+        Self {
+            exit: std::fs::read(dir.join(EXIT)).ok().and_then(|b| serde_json::from_slice(&b).ok()),
+            results: results_file.as_ref().and_then(|path| std::fs::read(path).ok()),
+            results_file,
+            log_tail: read_tail(&dir.join(LOG)),
+        }
+    }
+
+    /// Settles `record` from these files and what the service decided about it.
+    pub fn settle(&self, record: &mut Record, now: OffsetDateTime) {
+        let ending = record::ending(record.control.stopping, self.exit, self.results_file.is_some(), &self.log_tail);
+        let results = self.results_file.clone().zip(self.results.as_deref());
+        record.conclude(&ending, results, now);
+    }
+}
+
+/// The last `LOG_TAIL_BYTES` of the file at `path` (empty if there is none).
+fn read_tail(path: &Path) -> String {
+    let mut bytes = Vec::new();
+    if let Ok(mut file) = std::fs::File::open(path) {
+        let length = file.metadata().map_or(0, |m| m.len());
+        if file.seek(SeekFrom::Start(length.saturating_sub(LOG_TAIL_BYTES))).is_ok() {
+            let _ = file.take(LOG_TAIL_BYTES).read_to_end(&mut bytes);
+        }
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
+}

@@ -1,0 +1,81 @@
+//! The Job builder checked against a reviewed snapshot and by its rules.
+
+use super::*;
+use crate::lifecycle::admission::admit;
+use crate::validate::Policy;
+use serde_json::{Value, json};
+
+fn config() -> RunnerConfig {
+    RunnerConfig {
+        image: "registry.example/lm-eval-aas-runner:1".into(),
+        image_pull_policy: "IfNotPresent".into(),
+        service_account: "lm-eval-aas-runner".into(),
+        node_selector: BTreeMap::from([("pool".into(), "eval".into())]),
+        tolerations: vec![],
+        backoff_limit: 0,
+        driver: "lm-eval-aas".into(),
+        lm_eval: "lm_eval".into(),
+        task_dirs: vec![],
+        termination_grace_seconds: 30,
+    }
+}
+
+fn objects(request: Value) -> EvaluationObjects {
+    let policy = Policy { allow_online: true, allow_code_execution: true, allow_trust_remote_code: true };
+    let config = config();
+    let id = Uuid::from_u128(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef);
+    let request = serde_json::from_value(request).expect("request");
+    let new = admit(request, &policy, &site(&config, "ns"), None, id, time::macros::datetime!(2026-11-28 12:00 UTC))
+        .expect("admitted");
+    build(&new.evaluation, new.config_yaml.as_deref(), &config, Some("digest")).expect("build")
+}
+
+/// The whole Job of a request that uses every feature, as YAML: review the diff when it changes.
+#[test]
+fn job_snapshot() {
+    let built = objects(json!({
+        "model": "local-completions",
+        "model_args": {"base_url": "http://llm:8000/v1/completions", "model": "m"},
+        "tasks": ["lmeval_aas_mc", "custom"],
+        "limit": 5,
+        "system_instruction": "costs $(HOME) and $5",
+        "inline_tasks": {"custom.yaml": "task: custom"},
+        "include_path": "/data/tasks",
+        "env": [{"name": "OPENAI_API_KEY", "secret": {"name": "llm", "key": "token"}}, {"name": "MODE", "value": "x"}],
+        "volumes": [{"pvc": "datasets", "mount_path": "/data"}, {"pvc": "scratch", "mount_path": "/scratch", "read_only": false, "sub_path": "a"}],
+        "resources": {"cpu": "2", "memory": "4Gi", "gpu": 1},
+        "timeout_seconds": 600,
+        "labels": {"team": "nlp"}
+    }));
+    let mut job = serde_json::to_value(&built.job).expect("json");
+    // The annotation repeats the request; it is checked on its own below.
+    let annotation = job["metadata"]["annotations"][EVALUATION_ANNOTATION].take();
+    let evaluation: Evaluation = serde_json::from_str(annotation.as_str().expect("string")).expect("evaluation");
+    assert_eq!(evaluation.request.inline_tasks["custom.yaml"], "task: custom");
+    assert_snapshot("job.yaml", &yaml_serde::to_string(&job).expect("yaml"));
+    assert_snapshot("input.yaml", &yaml_serde::to_string(&built.input.expect("input")).expect("yaml"));
+}
+
+/// Compares with `src/k8s/testdata/<name>`; `UPDATE_SNAPSHOTS=1` rewrites it (review the diff).
+fn assert_snapshot(name: &str, actual: &str) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/k8s/testdata").join(name);
+    if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+        std::fs::write(&path, actual).expect("write snapshot");
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_default();
+    assert_eq!(actual, expected, "{} changed; if intended, rerun with UPDATE_SNAPSHOTS=1", path.display());
+}
+
+#[test]
+fn offline_unless_allowed_and_no_input_without_inline_tasks() {
+    let built = objects(json!({"model": "dummy", "tasks": ["lmeval_aas_mc"]}));
+    assert!(built.input.is_none());
+    let pod = built.job.spec.expect("spec").template.spec.expect("pod");
+    let env = pod.containers[0].env.clone().unwrap_or_default();
+    assert!(env.iter().any(|e| e.name == "HF_HUB_OFFLINE" && e.value.as_deref() == Some("1")));
+    assert_eq!(pod.volumes.expect("volumes").len(), 2);
+
+    let built = objects(json!({"model": "dummy", "tasks": ["t"], "allow_online": true}));
+    let env = built.job.spec.expect("spec").template.spec.expect("pod").containers[0].env.clone().unwrap_or_default();
+    assert!(!env.iter().any(|e| e.name.ends_with("_OFFLINE")));
+}

@@ -1,0 +1,235 @@
+//! Admission: a request, the site that will run it and an optional Idempotency-Key become a new, not yet
+//! stored evaluation — its id, its exact command and its pending state. Pure; both the v1 and the Flask
+//! routes come through here.
+
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::command::{self, RunPlan};
+use crate::error::{ApiError, ApiResult};
+use crate::model::{Evaluation, EvaluationRequest};
+use crate::validate::{Policy, ValidRequest};
+
+/// Where a backend runs lm-eval and what it can provide: all that admission needs to know of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Site {
+    /// The backend's name, for messages.
+    pub backend: &'static str,
+    /// `lm_eval` as the site invokes it.
+    pub program: String,
+    /// Task directories always included; a request's `include_path` must lie inside one (or a volume).
+    pub task_dirs: Vec<String>,
+    pub workspace: Workspace,
+    /// Whether `env[].secret`, `volumes` and `resources` can be honoured.
+    pub secrets: bool,
+    pub volumes: bool,
+    pub resources: bool,
+    /// Ids derived from an Idempotency-Key are unique within this scope (the namespace).
+    pub id_scope: String,
+}
+
+/// Where lm-eval's own files go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Workspace {
+    /// A directory per evaluation, `<root>/<id>`.
+    PerEvaluation(PathBuf),
+    /// The same paths for every evaluation (each runs in its own pod).
+    Fixed { output: String, inline_tasks: String, config: String },
+}
+
+impl Site {
+    pub fn plan(&self, id: Uuid) -> RunPlan {
+        let (output_path, inline_tasks_dir, config_path) = match &self.workspace {
+            Workspace::PerEvaluation(root) => {
+                let dir = root.join(id.to_string());
+                let path = |name: &str| dir.join(name).to_string_lossy().into_owned();
+                (path("output"), path("tasks"), path("config.yaml"))
+            }
+            Workspace::Fixed { output, inline_tasks, config } => (output.clone(), inline_tasks.clone(), config.clone()),
+        };
+        RunPlan {
+            program: self.program.clone(),
+            output_path,
+            task_dirs: self.task_dirs.clone(),
+            inline_tasks_dir,
+            config_path,
+        }
+    }
+
+    /// Refuses (422) what the request asks of the site that it cannot give.
+    fn check(&self, valid: &ValidRequest) -> ApiResult<()> {
+        let backend = self.backend;
+        if !self.secrets
+            && let Some(i) = valid.env.iter().position(|v| v.secret.is_some())
+        {
+            return Err(ApiError::invalid(
+                format!("env[{i}].secret"),
+                format!("the {backend} backend has no secret store; secret references need the kubernetes backend"),
+            ));
+        }
+        if !self.volumes && !valid.volumes.is_empty() {
+            return Err(ApiError::invalid(
+                "volumes",
+                format!("the {backend} backend cannot mount PersistentVolumeClaims"),
+            ));
+        }
+        if !self.resources && valid.resources.is_some() {
+            return Err(ApiError::invalid(
+                "resources",
+                format!("the {backend} backend cannot reserve resources; use the kubernetes backend"),
+            ));
+        }
+        if let Some(path) = &valid.include_path {
+            let inside = |dir: &str| Path::new(path).starts_with(dir);
+            let allowed =
+                self.task_dirs.iter().any(|d| inside(d)) || valid.volumes.iter().any(|v| inside(&v.mount_path));
+            if !allowed {
+                let detail = if self.volumes {
+                    "must lie inside one of the request's volumes or the server's task directories"
+                } else {
+                    "must lie inside one of the server's task directories"
+                };
+                return Err(ApiError::invalid("include_path", detail));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An `Idempotency-Key` and a digest of the normalised request it came with.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct IdempotencyKey {
+    pub key: String,
+    /// So a reuse of the key with another body is told apart.
+    pub body_digest: String,
+}
+
+impl IdempotencyKey {
+    fn parse(raw: &[u8], request: &EvaluationRequest) -> ApiResult<Self> {
+        let key = std::str::from_utf8(raw)
+            .ok()
+            .filter(|k| !k.is_empty() && k.len() <= 256 && k.bytes().all(|b| b.is_ascii_graphic() || b == b' '))
+            .ok_or_else(|| ApiError::invalid("Idempotency-Key", "must be 1 to 256 visible ASCII characters"))?;
+        let normalised = serde_json::to_vec(request).map_err(ApiError::internal)?;
+        Ok(Self { key: key.to_string(), body_digest: format!("{:x}", Sha256::digest(&normalised)) })
+    }
+
+    /// The evaluation id this key stands for within `scope`: every replica, and every retry, derives the same.
+    pub fn evaluation_id(&self, scope: &str) -> Uuid {
+        let digest = Sha256::digest(format!("{scope}\0{}", self.key).as_bytes());
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&digest[..16]);
+        uuid::Builder::from_custom_bytes(bytes).into_uuid()
+    }
+}
+
+/// An evaluation admitted and not yet stored: what a backend records and starts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvaluation {
+    /// Pending, with the normalised request and the exact command.
+    pub evaluation: Evaluation,
+    /// lm-eval's `--config` file, when the command refers to one.
+    pub config_yaml: Option<String>,
+    pub idempotency: Option<IdempotencyKey>,
+}
+
+/// Validates `request` under `policy` for `site`. The id comes from the Idempotency-Key when there is one,
+/// else it is `fresh_id`.
+pub fn admit(
+    request: EvaluationRequest,
+    policy: &Policy,
+    site: &Site,
+    idempotency_key: Option<&[u8]>,
+    fresh_id: Uuid,
+    now: OffsetDateTime,
+) -> ApiResult<NewEvaluation> {
+    let valid = ValidRequest::parse(request, policy)?;
+    site.check(&valid)?;
+    let request = valid.to_request();
+    let idempotency = idempotency_key.map(|raw| IdempotencyKey::parse(raw, &request)).transpose()?;
+    let id = idempotency.as_ref().map_or(fresh_id, |key| key.evaluation_id(&site.id_scope));
+    let command = command::build(&valid, &site.plan(id));
+    let evaluation = Evaluation::pending(id, request, command.argv, now);
+    Ok(NewEvaluation { evaluation, config_yaml: command.config_yaml, idempotency })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn site(workspace: Workspace, capable: bool) -> Site {
+        Site {
+            backend: "test",
+            program: "lm_eval".into(),
+            task_dirs: vec!["/srv/tasks".into()],
+            workspace,
+            secrets: capable,
+            volumes: capable,
+            resources: capable,
+            id_scope: "ns".into(),
+        }
+    }
+
+    fn request(extra: serde_json::Value) -> EvaluationRequest {
+        let mut body = json!({"model": "dummy", "tasks": ["t"]});
+        body.as_object_mut().expect("object").extend(extra.as_object().expect("object").clone());
+        serde_json::from_value(body).expect("request")
+    }
+
+    fn admit_to(site: &Site, extra: serde_json::Value, key: Option<&str>) -> ApiResult<NewEvaluation> {
+        admit(
+            request(extra),
+            &Policy::default(),
+            site,
+            key.map(str::as_bytes),
+            Uuid::from_u128(1),
+            OffsetDateTime::UNIX_EPOCH,
+        )
+    }
+
+    #[test]
+    fn the_id_comes_from_the_key_and_the_paths_from_the_id() {
+        let local = site(Workspace::PerEvaluation("/data/evaluations".into()), false);
+        let fresh = admit_to(&local, json!({}), None).expect("admitted");
+        assert_eq!(fresh.evaluation.id, Uuid::from_u128(1));
+        let keyed = admit_to(&local, json!({}), Some("retry-1")).expect("admitted");
+        let again = admit_to(&local, json!({}), Some("retry-1")).expect("admitted");
+        assert_eq!(keyed, again);
+        assert_ne!(keyed.evaluation.id, fresh.evaluation.id);
+        let output = format!("/data/evaluations/{}/output", keyed.evaluation.id);
+        assert!(keyed.evaluation.command.ends_with(&["--output_path".to_string(), output]));
+        let other_body = admit_to(&local, json!({"limit": 2}), Some("retry-1")).expect("admitted");
+        assert_eq!(other_body.evaluation.id, keyed.evaluation.id);
+        assert_ne!(other_body.idempotency.map(|k| k.body_digest), keyed.idempotency.map(|k| k.body_digest));
+        let in_another_scope = Site { id_scope: "other".into(), ..local };
+        assert_ne!(
+            admit_to(&in_another_scope, json!({}), Some("retry-1")).expect("admitted").evaluation.id,
+            again.evaluation.id
+        );
+    }
+
+    #[test]
+    fn refuses_what_the_site_cannot_give() {
+        let local = site(Workspace::PerEvaluation("/d".into()), false);
+        let pod = site(Workspace::Fixed { output: "/o".into(), inline_tasks: "/t".into(), config: "/c".into() }, true);
+        let field = |site: &Site, extra| admit_to(site, extra, None).err().and_then(|e| e.field().map(str::to_string));
+        let secret = json!({"env": [{"name": "X", "secret": {"name": "s", "key": "k"}}]});
+        assert_eq!(field(&local, secret.clone()).as_deref(), Some("env[0].secret"));
+        assert_eq!(field(&pod, secret), None);
+        let volume = json!({"volumes": [{"pvc": "data", "mount_path": "/data"}], "include_path": "/data/tasks"});
+        assert_eq!(field(&local, volume.clone()).as_deref(), Some("volumes"));
+        assert_eq!(field(&pod, volume), None);
+        assert_eq!(field(&pod, json!({"include_path": "/etc"})).as_deref(), Some("include_path"));
+        assert_eq!(field(&local, json!({"include_path": "/srv/tasks/mine"})), None);
+        assert_eq!(field(&local, json!({"resources": {"cpu": "1"}})).as_deref(), Some("resources"));
+        assert_eq!(field(&local, json!({})), None);
+        assert_eq!(
+            admit_to(&local, json!({}), Some("")).err().and_then(|e| e.field().map(str::to_string)).as_deref(),
+            Some("Idempotency-Key")
+        );
+    }
+}
