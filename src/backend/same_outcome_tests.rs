@@ -5,7 +5,6 @@
 //! what was decided about it (cancel, timeout). The local backend reads those from the evaluation's
 //! directory; on Kubernetes the driver turns them into the run record and the Job and its pod say the rest.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -107,18 +106,7 @@ fn local(situation: Situation, dir: &Path) -> (State, Option<Reason>) {
 /// leave them.
 fn kubernetes(situation: Situation, dir: &Path) -> (State, Option<Reason>) {
     let record = final_record(situation.exit(), None, Some(&dir.join("output")));
-    let runner = RunnerConfig {
-        image: "runner:1".into(),
-        image_pull_policy: "IfNotPresent".into(),
-        service_account: "runner".into(),
-        node_selector: BTreeMap::new(),
-        tolerations: vec![],
-        backoff_limit: 0,
-        driver: "lm-eval-aas".into(),
-        lm_eval: "lm_eval".into(),
-        task_dirs: vec![],
-        termination_grace_seconds: 1,
-    };
+    let runner = RunnerConfig::plain();
     let mut job: Job = job::build(&accepted(), None, &runner, None).expect("job").job;
     let failed = |reason: &str| json!({"conditions": [{"type": "Failed", "status": "True", "reason": reason}]});
     // The driver exits with lm_eval's code, or 1 when lm_eval's 0 came without results.

@@ -48,6 +48,25 @@ pub struct RunnerConfig {
     pub termination_grace_seconds: i64,
 }
 
+#[cfg(test)]
+impl RunnerConfig {
+    /// The plainest runner, for tests of what is built from it.
+    pub(crate) fn plain() -> Self {
+        Self {
+            image: "runner:1".into(),
+            image_pull_policy: "IfNotPresent".into(),
+            service_account: "runner".into(),
+            node_selector: BTreeMap::new(),
+            tolerations: vec![],
+            backoff_limit: 0,
+            driver: "lm-eval-aas".into(),
+            lm_eval: "lm_eval".into(),
+            task_dirs: vec![],
+            termination_grace_seconds: 1,
+        }
+    }
+}
+
 /// Where evaluations run and what they can have: the runner pod, in `namespace`.
 pub fn site(config: &RunnerConfig, namespace: &str) -> Site {
     Site {

@@ -65,61 +65,43 @@ pub struct ValidRequest {
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Sealed;
 
+const LIMIT_EXPECTED: &str = "must be an integer count ≥ 1 or a fraction strictly between 0 and 1";
+const BATCH_EXPECTED: &str = "must be a positive integer, \"auto\" or \"auto:N\"";
+const SEED_EXPECTED: &str = "must be an integer or a list of 4 integers or nulls [python, numpy, torch, fewshot]";
+
+/// `raw` parsed by `parse` when present; a value it refuses is invalid with `expected` as the detail.
+fn parse_optional<R, T>(
+    raw: Option<&R>,
+    parse: impl Fn(&R) -> Option<T>,
+    field: &str,
+    expected: &str,
+) -> Result<Option<T>, ApiError> {
+    raw.map(|raw| parse(raw).ok_or_else(|| ApiError::invalid(field, expected))).transpose()
+}
+
 impl ValidRequest {
-    pub fn parse(request: EvaluationRequest, policy: &Policy) -> Result<Self, ApiError> {
-        let EvaluationRequest {
-            model,
-            model_args,
-            tasks,
-            num_fewshot,
-            limit,
-            batch_size,
-            max_batch_size,
-            gen_kwargs,
-            log_samples,
-            apply_chat_template,
-            fewshot_as_multiturn,
-            system_instruction,
-            seed,
-            predict_only,
-            metadata,
-            inline_tasks,
-            include_path,
-            env,
-            mut volumes,
-            resources,
-            timeout_seconds,
-            labels,
-            allow_online,
-            allow_code_execution,
-        } = request;
-        let model = ModelType::parse(&model).ok_or_else(|| {
+    pub fn parse(mut request: EvaluationRequest, policy: &Policy) -> Result<Self, ApiError> {
+        let model = ModelType::parse(&request.model).ok_or_else(|| {
             ApiError::invalid(
                 "model",
-                format!("{model:?} is not an lm-eval model type; expected one of: {}", MODEL_TYPES.join(", ")),
+                format!(
+                    "{:?} is not an lm-eval model type; expected one of: {}",
+                    request.model,
+                    MODEL_TYPES.join(", ")
+                ),
             )
         })?;
-        check_model_args(&model_args, policy)?;
-        let tasks = parse_tasks(&tasks)?;
-        let num_fewshot = num_fewshot
+        check_model_args(&request.model_args, policy)?;
+        let tasks = parse_tasks(&request.tasks)?;
+        let num_fewshot = request
+            .num_fewshot
             .map(|n| u32::try_from(n).ok().filter(|n| *n <= 10_000))
             .map(|n| n.ok_or_else(|| ApiError::invalid("num_fewshot", "must be between 0 and 10000")))
             .transpose()?;
-        let limit = limit
-            .map(|raw| {
-                Limit::parse(&raw).ok_or_else(|| {
-                    ApiError::invalid("limit", "must be an integer count ≥ 1 or a fraction strictly between 0 and 1")
-                })
-            })
-            .transpose()?;
-        let batch_size = batch_size
-            .map(|raw| {
-                BatchSize::parse(&raw).ok_or_else(|| {
-                    ApiError::invalid("batch_size", "must be a positive integer, \"auto\" or \"auto:N\"")
-                })
-            })
-            .transpose()?;
-        let max_batch_size = max_batch_size
+        let limit = parse_optional(request.limit.as_ref(), Limit::parse, "limit", LIMIT_EXPECTED)?;
+        let batch_size = parse_optional(request.batch_size.as_ref(), BatchSize::parse, "batch_size", BATCH_EXPECTED)?;
+        let max_batch_size = request
+            .max_batch_size
             .map(|n| {
                 u64::try_from(n)
                     .ok()
@@ -127,73 +109,65 @@ impl ValidRequest {
                     .ok_or_else(|| ApiError::invalid("max_batch_size", "must be ≥ 1"))
             })
             .transpose()?;
-        if let Some(t) = timeout_seconds
+        if let Some(t) = request.timeout_seconds
             && !(1..=7 * 24 * 3600).contains(&t)
         {
             return Err(ApiError::invalid("timeout_seconds", "must be between 1 and 604800 (7 days)"));
         }
-        let chat_template = match apply_chat_template {
-            Some(raw) => ChatTemplate::parse(&raw).map_err(|e| ApiError::invalid("apply_chat_template", e))?,
+        let chat_template = match &request.apply_chat_template {
+            Some(raw) => ChatTemplate::parse(raw).map_err(|e| ApiError::invalid("apply_chat_template", e))?,
             None => None,
         };
-        if fewshot_as_multiturn == Some(true) && chat_template.is_none() {
+        if request.fewshot_as_multiturn == Some(true) && chat_template.is_none() {
             return Err(ApiError::invalid("fewshot_as_multiturn", "requires apply_chat_template"));
         }
-        if let Some(text) = &system_instruction
+        if let Some(text) = &request.system_instruction
             && (text.contains('\0') || text.len() > 64 * 1024)
         {
             return Err(ApiError::invalid("system_instruction", "must be text of at most 64 KiB without NUL"));
         }
-        let system_instruction = system_instruction.filter(|text| !text.is_empty());
-        let seed = seed
-            .map(|raw| {
-                Seed::parse(&raw).ok_or_else(|| {
-                    ApiError::invalid(
-                        "seed",
-                        "must be an integer or a list of 4 integers or nulls [python, numpy, torch, fewshot]",
-                    )
-                })
-            })
-            .transpose()?;
-        check_maps(&gen_kwargs, &metadata)?;
-        check_inline_tasks(&inline_tasks)?;
-        let include_path = include_path
+        let seed = parse_optional(request.seed.as_ref(), Seed::parse, "seed", SEED_EXPECTED)?;
+        check_maps(&request.gen_kwargs, &request.metadata)?;
+        check_inline_tasks(&request.inline_tasks)?;
+        let include_path = request
+            .include_path
+            .as_deref()
             .map(|path| {
-                normalise_absolute_path(&path).ok_or_else(|| {
+                normalise_absolute_path(path).ok_or_else(|| {
                     ApiError::invalid("include_path", "must be an absolute path without '.' or '..' components")
                 })
             })
             .transpose()?;
-        check_volumes(&mut volumes)?;
-        check_env(&env)?;
-        check_resources(resources.as_ref())?;
-        check_labels(&labels)?;
-        check_policy(allow_online, allow_code_execution, policy)?;
+        check_volumes(&mut request.volumes)?;
+        check_env(&request.env)?;
+        check_resources(request.resources.as_ref())?;
+        check_labels(&request.labels)?;
+        check_policy(request.allow_online, request.allow_code_execution, policy)?;
         Ok(Self {
             model,
-            model_args,
             tasks,
             num_fewshot,
             limit,
             batch_size,
             max_batch_size,
-            gen_kwargs,
-            log_samples,
             chat_template,
-            fewshot_as_multiturn,
-            system_instruction,
             seed,
-            predict_only,
-            metadata,
-            inline_tasks,
             include_path,
-            env,
-            volumes,
-            resources,
-            timeout_seconds,
-            labels,
-            allow_online,
-            allow_code_execution,
+            system_instruction: request.system_instruction.filter(|text| !text.is_empty()),
+            model_args: request.model_args,
+            gen_kwargs: request.gen_kwargs,
+            log_samples: request.log_samples,
+            fewshot_as_multiturn: request.fewshot_as_multiturn,
+            predict_only: request.predict_only,
+            metadata: request.metadata,
+            inline_tasks: request.inline_tasks,
+            env: request.env,
+            volumes: request.volumes,
+            resources: request.resources,
+            timeout_seconds: request.timeout_seconds,
+            labels: request.labels,
+            allow_online: request.allow_online,
+            allow_code_execution: request.allow_code_execution,
             sealed: Sealed,
         })
     }

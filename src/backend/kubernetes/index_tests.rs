@@ -13,29 +13,15 @@ use crate::validate::Policy;
 const NOW: OffsetDateTime = time::macros::datetime!(2026-11-30 12:10 UTC);
 const STUCK_AFTER: Duration = Duration::from_secs(120);
 
-fn runner() -> RunnerConfig {
-    RunnerConfig {
-        image: "runner:1".into(),
-        image_pull_policy: "IfNotPresent".into(),
-        service_account: "runner".into(),
-        node_selector: BTreeMap::new(),
-        tolerations: vec![],
-        backoff_limit: 0,
-        driver: "lm-eval-aas".into(),
-        lm_eval: "lm_eval".into(),
-        task_dirs: vec![],
-        termination_grace_seconds: 1,
-    }
-}
-
 /// The Job of evaluation `n`, created `n` minutes after noon, with `status`.
 fn job(n: u128, status: serde_json::Value) -> Job {
     let request = serde_json::from_value(json!({"model": "dummy", "tasks": ["t"], "labels": {"n": n.to_string()}}))
         .expect("request");
     let created = time::macros::datetime!(2026-11-30 12:00 UTC) + time::Duration::minutes(n as i64);
-    let new = admit(request, &Policy::default(), &job::site(&runner(), "ns"), None, Uuid::from_u128(n), created)
-        .expect("admitted");
-    let mut job = job::build(&new.evaluation, None, &runner(), None).expect("job").job;
+    let new =
+        admit(request, &Policy::default(), &job::site(&RunnerConfig::plain(), "ns"), None, Uuid::from_u128(n), created)
+            .expect("admitted");
+    let mut job = job::build(&new.evaluation, None, &RunnerConfig::plain(), None).expect("job").job;
     job.status = serde_json::from_value(status).expect("status");
     job
 }
