@@ -61,6 +61,25 @@ pub struct ServeArgs {
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "LMEVAL_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
+    /// Seconds a request's head, and then its body, may take to arrive before the client gets 408.
+    #[arg(long, env = "LMEVAL_REQUEST_READ_TIMEOUT_SECONDS", default_value_t = 30)]
+    pub request_read_timeout_seconds: u64,
+    /// Connections served at once; more are answered 503 with Retry-After.
+    #[arg(long, env = "LMEVAL_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(usize))]
+    pub max_connections: usize,
+    /// Log streams (`follow=true`) open at once; more are answered 503 with Retry-After.
+    #[arg(long, env = "LMEVAL_MAX_LOG_FOLLOWERS", default_value_t = 1000)]
+    pub max_log_followers: usize,
+    /// Evaluations that may wait to start, in all; more are answered 429 with Retry-After.
+    #[arg(long, env = "LMEVAL_MAX_PENDING", default_value_t = 10_000)]
+    pub max_pending: usize,
+    /// Evaluations that may wait to start per creator (for now: per client IP address).
+    #[arg(long, env = "LMEVAL_MAX_PENDING_PER_CREATOR", default_value_t = 1_000)]
+    pub max_pending_per_creator: usize,
+    /// Policy: environment variable names a request may set although they change how code is loaded or
+    /// where traffic goes (`PYTHON*`, `LD_*`, `*_PROXY`, `BROWSER`, …); comma-separated in the variable.
+    #[arg(long = "allow-env", env = "LMEVAL_ALLOW_ENV", value_delimiter = ',')]
+    pub allow_env: Vec<String>,
     /// Policy: let requests set `allow_online` (lm-eval may reach model hubs and datasets).
     #[arg(long, env = "LMEVAL_ALLOW_ONLINE")]
     pub allow_online: bool,

@@ -30,6 +30,11 @@ pub enum ApiError {
     PayloadTooLarge(usize),
     #[error("expected Content-Type application/json")]
     UnsupportedMediaType,
+    #[error("the request did not arrive within {0} seconds")]
+    RequestTimeout(u64),
+    /// A limit on what one creator, or everyone, may have pending: retry later.
+    #[error("{detail}")]
+    TooManyRequests { detail: String, retry_after_seconds: u32 },
     #[error("{detail}")]
     Unavailable { detail: String, retry_after_seconds: u32 },
     #[error("{0}")]
@@ -59,6 +64,8 @@ impl ApiError {
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -74,6 +81,8 @@ impl ApiError {
             Self::Conflict(_) => "conflict",
             Self::PayloadTooLarge(_) => "payload-too-large",
             Self::UnsupportedMediaType => "unsupported-media-type",
+            Self::RequestTimeout(_) => "request-timeout",
+            Self::TooManyRequests { .. } => "too-many-requests",
             Self::Unavailable { .. } => "unavailable",
             Self::Internal(_) => "internal",
         }
@@ -119,6 +128,29 @@ pub struct Problem {
     pub field: Option<String>,
 }
 
+/// The problem document of a response the HTTP layer sends before any route sees the request: not valid
+/// HTTP, a target or headers too large, headers that stalled.
+pub fn http_layer_problem(status: StatusCode) -> Problem {
+    let (slug, detail) = match status {
+        StatusCode::REQUEST_TIMEOUT => ("request-timeout", "the request's headers did not arrive in time"),
+        StatusCode::URI_TOO_LONG => ("uri-too-long", "the request target is longer than the server accepts"),
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => {
+            ("header-fields-too-large", "the request's headers are larger than the server accepts")
+        }
+        StatusCode::SERVICE_UNAVAILABLE => {
+            ("unavailable", "the server has as many connections as it serves; retry later")
+        }
+        _ => ("malformed-request", "the request is not valid HTTP/1.1"),
+    };
+    Problem {
+        r#type: format!("urn:lm-eval-aas:problem:{slug}"),
+        title: status.canonical_reason().unwrap_or("Error").to_string(),
+        status: status.as_u16(),
+        detail: detail.to_string(),
+        field: None,
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if let Self::Internal(cause) = &self {
@@ -129,7 +161,8 @@ impl IntoResponse for ApiError {
         let mut response = (status, body).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
-        if let Self::Unavailable { retry_after_seconds, .. } = self {
+        if let Self::Unavailable { retry_after_seconds, .. } | Self::TooManyRequests { retry_after_seconds, .. } = self
+        {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_seconds));
         }
         response

@@ -207,7 +207,8 @@ fn lm_eval_reads_back_exactly_what_was_requested() {
     let python = std::env::var("LMEVAL_PYTHON")
         .expect("LMEVAL_PYTHON must point at the pinned lm-eval venv's python (scripts/test sets it)");
     let dir = tempfile::tempdir().expect("tempdir");
-    let policy = Policy { allow_online: true, allow_code_execution: true, allow_trust_remote_code: true };
+    let policy =
+        Policy { allow_online: true, allow_code_execution: true, allow_trust_remote_code: true, allowed_env: vec![] };
     let mut argvs = Vec::new();
     let mut wants = Vec::new();
     let cases = cases();

@@ -1,6 +1,9 @@
 //! `/api/v1/evaluations`: the evaluation API.
 
 use axum::body::Body;
+use std::sync::Arc;
+
+use axum::Extension;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, Sse};
@@ -10,13 +13,14 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use super::AppState;
-use super::extract::{JsonBody, Query, evaluation_id, flag, whole_number};
+use super::extract::{JsonBody, PeerAddr, Query, creator, evaluation_id, flag, whole_number};
 use crate::backend::{Created, ListQuery, LogOptions, NewEvaluation};
 use crate::error::{ApiError, ApiResult, Problem};
-use crate::lifecycle::admission;
+use crate::lifecycle::admission::{self, Submission};
 use crate::model::{Evaluation, EvaluationList, EvaluationRequest, State as EvalState, now};
 
 pub const DEFAULT_PAGE_SIZE: usize = 50;
+const LINES_PER_CHUNK: usize = 256;
 pub const MAX_PAGE_SIZE: usize = 500;
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -29,12 +33,8 @@ pub struct CreateParams {
 }
 
 /// Admits a request for the backend that will run it: an evaluation not yet stored.
-pub(crate) fn admit(
-    state: &AppState,
-    request: EvaluationRequest,
-    idempotency_key: Option<&[u8]>,
-) -> ApiResult<NewEvaluation> {
-    admission::admit(request, &state.policy, state.backend.site(), idempotency_key, Uuid::new_v4(), now())
+pub(crate) fn admit(state: &AppState, submission: Submission<'_>) -> ApiResult<NewEvaluation> {
+    admission::admit(submission, &state.policy, state.backend.site(), Uuid::new_v4(), now())
 }
 
 /// Submit an evaluation.
@@ -56,22 +56,30 @@ pub(crate) fn admit(
         (status = 403, description = "Refused by the server's policy", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Idempotency-Key reused with another body", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 408, description = "The body did not arrive in time", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid value", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many pending evaluations (in all, or of this creator); see Retry-After", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Backend unavailable", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn create_evaluation(
     State(state): State<AppState>,
     Query(params): Query<CreateParams>,
+    peer: Option<Extension<PeerAddr>>,
     headers: HeaderMap,
     JsonBody(request): JsonBody<EvaluationRequest>,
 ) -> ApiResult<Response> {
     if params.dry_run {
-        let new = admit(&state, request, None)?;
+        let new = admit(&state, Submission::anonymous(request))?;
         return Ok((StatusCode::OK, axum::Json(new.evaluation)).into_response());
     }
-    let new = admit(&state, request, headers.get("idempotency-key").map(HeaderValue::as_bytes))?;
+    let submission = Submission {
+        request,
+        idempotency_key: headers.get("idempotency-key").map(HeaderValue::as_bytes),
+        creator: creator(peer.as_deref()),
+    };
+    let new = admit(&state, submission)?;
     let (evaluation, replayed) = match state.backend.create(new).await? {
         Created::New(evaluation) => {
             state.metrics.evaluation_created();
@@ -186,6 +194,7 @@ pub struct LogParams {
         (status = 200, description = "Log lines", body = String, content_type = "text/plain"),
         (status = 404, description = "No such evaluation", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid query parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Too many log streams follow evaluations; see Retry-After", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn get_evaluation_logs(
@@ -196,7 +205,18 @@ pub async fn get_evaluation_logs(
 ) -> ApiResult<Response> {
     let id = evaluation_id(&id)?;
     let options = LogOptions { tail_lines: params.tail_lines, follow: params.follow };
-    let lines = state.backend.logs(id, options).await?;
+    // A follower holds its place until its stream ends or its client goes.
+    let place = if options.follow {
+        Some(Arc::clone(&state.limits.log_followers).try_acquire_owned().map_err(|_| ApiError::Unavailable {
+            detail: "as many log streams follow evaluations as the server allows; retry later".into(),
+            retry_after_seconds: 5,
+        })?)
+    } else {
+        None
+    };
+    let lines = state.backend.logs(id, options).await?.inspect(move |_| {
+        let _ = &place;
+    });
     let mut shutdown = state.shutdown.clone();
     let lines = lines.take_until(async move {
         let _ = shutdown.wait_for(|stopping| *stopping).await;
@@ -209,9 +229,14 @@ pub async fn get_evaluation_logs(
             .chain(futures::stream::once(async { Ok(Event::default().event("end").data("end")) }));
         Ok(Sse::new(events).into_response())
     } else {
-        let body = Body::from_stream(lines.map(|mut line| {
-            line.push('\n');
-            Ok::<_, std::convert::Infallible>(line)
+        // Lines go out in batches: one chunk per line would cost a write per line.
+        let body = Body::from_stream(lines.ready_chunks(LINES_PER_CHUNK).map(|lines| {
+            let mut text = String::with_capacity(lines.iter().map(|l| l.len() + 1).sum());
+            for line in lines {
+                text.push_str(&line);
+                text.push('\n');
+            }
+            Ok::<_, std::convert::Infallible>(text)
         }));
         Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8"), (header::CACHE_CONTROL, "no-cache")], body)
             .into_response())

@@ -2,10 +2,15 @@
 
 use std::borrow::Cow;
 
-use axum::body::Bytes;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
 use axum::extract::{FromRequest, FromRequestParts, Request};
-use axum::http::header::CONTENT_TYPE;
+use axum::http::Method;
+use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use axum::http::request::Parts;
+use bytes::BytesMut;
+use futures::StreamExt;
 use serde::de::{DeserializeOwned, Error as _};
 use serde::{Deserialize, Deserializer};
 use uuid::Uuid;
@@ -19,7 +24,7 @@ pub struct JsonBody<T>(pub T);
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
         let is_json = req
             .headers()
             .get(CONTENT_TYPE)
@@ -30,21 +35,47 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
         if !is_json {
             return Err(ApiError::UnsupportedMediaType);
         }
-        let limit = req.extensions().get::<BodyLimit>().map_or(usize::MAX, |l| l.0);
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-            if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge(limit)
-            } else {
-                ApiError::Malformed { field: None, detail: rejection.body_text() }
-            }
-        })?;
+        let limits = req.extensions().get::<BodyLimits>().copied().unwrap_or_default();
+        let declared = req.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|length| length > limits.max_bytes as u64) {
+            return Err(ApiError::PayloadTooLarge(limits.max_bytes));
+        }
+        let read = read_body(req.into_body(), limits.max_bytes);
+        let bytes = tokio::time::timeout(limits.read_timeout, read)
+            .await
+            .map_err(|_| ApiError::RequestTimeout(limits.read_timeout.as_secs()))??;
         parse_json(&bytes).map(Self)
     }
 }
 
-/// The configured body limit, put into request extensions so rejections can name it.
+/// What a request body may be: how large, and how long it may take to arrive.
 #[derive(Debug, Clone, Copy)]
-pub struct BodyLimit(pub usize);
+pub struct BodyLimits {
+    pub max_bytes: usize,
+    pub read_timeout: Duration,
+}
+
+impl Default for BodyLimits {
+    fn default() -> Self {
+        Self { max_bytes: 1024 * 1024, read_timeout: Duration::from_secs(30) }
+    }
+}
+
+/// The body in one buffer. Each chunk is copied out as it arrives: a chunk is a slice of the connection's
+/// read buffer and would otherwise keep all of it alive, so a body sent a byte at a time would cost a buffer
+/// per byte.
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    let mut chunks = body.into_data_stream();
+    let mut buffer = BytesMut::new();
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(|e| ApiError::Malformed { field: None, detail: format!("reading the body: {e}") })?;
+        if buffer.len() + chunk.len() > limit {
+            return Err(ApiError::PayloadTooLarge(limit));
+        }
+        buffer.extend_from_slice(&chunk);
+    }
+    Ok(buffer.freeze())
+}
 
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let deserializer = &mut serde_json::Deserializer::from_slice(bytes);
@@ -103,6 +134,33 @@ pub fn flag<'de, D: Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error
 pub fn whole_number<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<usize>, D::Error> {
     let raw = Cow::<str>::deserialize(deserializer)?;
     raw.parse().map(Some).map_err(|_| D::Error::custom(format!("{raw:?} is not a whole number")))
+}
+
+/// The client's address, put into each request by the server (absent when a test calls the router directly).
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub std::net::SocketAddr);
+
+/// Who submits: until requests carry identities, the client's IP address.
+pub fn creator(peer: Option<&PeerAddr>) -> String {
+    peer.map_or_else(|| "unknown".to_string(), |PeerAddr(addr)| addr.ip().to_string())
+}
+
+/// The media types a browser sends across sites without asking first (CORS "simple" requests): a change of
+/// state never takes them, so a page elsewhere cannot make a visitor's browser cancel or submit.
+const CROSS_SITE_FORM_TYPES: &[&str] = &["application/x-www-form-urlencoded", "multipart/form-data", "text/plain"];
+
+pub async fn refuse_form_bodies(request: Request, next: axum::middleware::Next) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let changes_state = !matches!(request.method(), &Method::GET | &Method::HEAD | &Method::OPTIONS);
+    let media_type = request
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or_default().trim().to_ascii_lowercase());
+    if changes_state && media_type.is_some_and(|t| CROSS_SITE_FORM_TYPES.contains(&t.as_str())) {
+        return ApiError::UnsupportedMediaType.into_response();
+    }
+    next.run(request).await
 }
 
 /// An evaluation id from the path; anything that is not a UUID names no evaluation (404).

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use axum::Extension;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -11,9 +12,10 @@ use utoipa::ToSchema;
 
 use super::AppState;
 use super::evaluations::admit;
-use super::extract::{JsonBody, Query};
+use super::extract::{JsonBody, PeerAddr, Query, creator};
 use crate::backend::{Created, ListQuery};
 use crate::error::{ApiError, Problem};
+use crate::lifecycle::admission::Submission;
 use crate::model::{EvaluationRequest, State as EvalState};
 
 /// The Flask service's submission: lm-eval's CLI strings rather than JSON structures.
@@ -232,12 +234,19 @@ fn to_request(submission: LegacySubmission) -> Result<EvaluationRequest, ApiErro
         (status = 200, description = "Accepted", body = LegacyTicket),
         (status = 400, description = "Malformed body", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid value", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many pending evaluations; see Retry-After", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn submit_job(State(state): State<AppState>, body: Result<JsonBody<LegacySubmission>, ApiError>) -> Response {
+pub async fn submit_job(
+    State(state): State<AppState>,
+    peer: Option<Extension<PeerAddr>>,
+    body: Result<JsonBody<LegacySubmission>, ApiError>,
+) -> Response {
     let result = async {
         let JsonBody(submission) = body?;
-        let new = admit(&state, to_request(submission)?, None)?;
+        let submission =
+            Submission { creator: creator(peer.as_deref()), ..Submission::anonymous(to_request(submission)?) };
+        let new = admit(&state, submission)?;
         match state.backend.create(new).await? {
             Created::New(evaluation) | Created::Existing(evaluation) => {
                 state.metrics.evaluation_created();

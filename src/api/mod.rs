@@ -9,7 +9,7 @@ pub mod ui;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::extract::{MatchedPath, Request};
 use axum::http::Method;
 use axum::response::IntoResponse;
 use tokio::sync::watch;
@@ -26,7 +26,7 @@ use crate::backend::Backend;
 use crate::error::{ApiError, Problem};
 use crate::metrics::{Metrics, MetricsLayer};
 use crate::validate::Policy;
-use extract::BodyLimit;
+pub use extract::{BodyLimits, PeerAddr};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -35,7 +35,21 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Flips to true when the server shuts down, so long-lived log streams end.
     pub shutdown: watch::Receiver<bool>,
-    pub max_body_bytes: usize,
+    pub limits: Limits,
+}
+
+/// What one request may cost: the size and arrival time of its body, and how many log streams may follow
+/// evaluations at once.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    pub body: BodyLimits,
+    pub log_followers: Arc<tokio::sync::Semaphore>,
+}
+
+impl Limits {
+    pub fn new(body: BodyLimits, max_log_followers: usize) -> Self {
+        Self { body, log_followers: Arc::new(tokio::sync::Semaphore::new(max_log_followers)) }
+    }
 }
 
 #[derive(OpenApi)]
@@ -82,7 +96,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 pub fn router(state: AppState) -> Router {
     let (api, _) = api_routes().split_for_parts();
     let (ops, _) = ops_routes().split_for_parts();
-    let limit = state.max_body_bytes;
+    let body_limits = state.limits.body;
     let api = api
         .layer(MetricsLayer(Arc::clone(&state.metrics)))
         .layer(
@@ -101,8 +115,8 @@ pub fn router(state: AppState) -> Router {
                 .on_request(())
                 .on_response(DefaultOnResponse::new().level(Level::DEBUG)),
         )
-        .layer(DefaultBodyLimit::max(limit))
-        .layer(axum::Extension(BodyLimit(limit)));
+        .layer(axum::middleware::from_fn(extract::refuse_form_bodies))
+        .layer(axum::Extension(body_limits));
     Router::new()
         .merge(api)
         .merge(ops)

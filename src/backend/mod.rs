@@ -90,6 +90,37 @@ pub fn replay(key: &IdempotencyKey, stored_digest: Option<&str>, existing: Evalu
     }
 }
 
+/// How many evaluations may wait to start: in all, and of one creator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PendingLimits {
+    pub total: usize,
+    pub per_creator: usize,
+}
+
+impl Default for PendingLimits {
+    fn default() -> Self {
+        Self { total: 10_000, per_creator: 1_000 }
+    }
+}
+
+impl PendingLimits {
+    /// Refuses (429) one more pending evaluation when `pending` are waiting, `of_creator` of them its creator's.
+    pub fn admit_one_more(self, pending: usize, of_creator: usize) -> ApiResult<()> {
+        let refuse = |detail: String| Err(ApiError::TooManyRequests { detail, retry_after_seconds: 30 });
+        if of_creator >= self.per_creator {
+            return refuse(format!(
+                "{of_creator} evaluations of this creator are pending, the most one creator may have (--max-pending-per-creator); retry once some have started"
+            ));
+        }
+        if pending >= self.total {
+            return refuse(format!(
+                "{pending} evaluations are pending, the most the server queues (--max-pending); retry once some have started"
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// How many evaluations are in each state (every state present, zeros included).
 pub fn count_by_state(states: impl IntoIterator<Item = State>) -> BTreeMap<State, u64> {
     let mut counts: BTreeMap<State, u64> = State::ALL.iter().map(|s| (*s, 0)).collect();

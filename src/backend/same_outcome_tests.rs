@@ -19,7 +19,7 @@ use super::local::record::{Control, Record, StopReason};
 use crate::driver::final_record;
 use crate::k8s::job::{self, RunnerConfig};
 use crate::k8s::{CANCELLED_AT_ANNOTATION, status};
-use crate::lifecycle::admission::{Workspace, admit};
+use crate::lifecycle::admission::{Submission, Workspace, admit};
 use crate::model::{Evaluation, ExitStatus, Reason, State};
 use crate::validate::Policy;
 
@@ -83,8 +83,9 @@ fn accepted() -> Evaluation {
     };
     let request =
         serde_json::from_value(json!({"model": "dummy", "tasks": ["t"], "timeout_seconds": 60})).expect("request");
-    let mut evaluation =
-        admit(request, &Policy::default(), &site, None, Uuid::from_u128(9), STARTED).expect("admitted").evaluation;
+    let mut evaluation = admit(Submission::anonymous(request), &Policy::default(), &site, Uuid::from_u128(9), STARTED)
+        .expect("admitted")
+        .evaluation;
     evaluation.state = State::Running;
     evaluation.started_at = Some(STARTED);
     evaluation
@@ -107,7 +108,7 @@ fn local(situation: Situation, dir: &Path) -> (State, Option<Reason>) {
 fn kubernetes(situation: Situation, dir: &Path) -> (State, Option<Reason>) {
     let record = final_record(situation.exit(), None, Some(&dir.join("output")));
     let runner = RunnerConfig::plain();
-    let mut job: Job = job::build(&accepted(), None, &runner, None).expect("job").job;
+    let mut job: Job = job::build(&accepted(), None, &runner, job::Provenance::default()).expect("job").job;
     let failed = |reason: &str| json!({"conditions": [{"type": "Failed", "status": "True", "reason": reason}]});
     // The driver exits with lm_eval's code, or 1 when lm_eval's 0 came without results.
     let (job_status, container_exit) = match situation {

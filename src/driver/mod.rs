@@ -39,11 +39,49 @@ pub struct DriverArgs {
     /// Also copy each line to standard output (the pod log, in Kubernetes).
     #[arg(long)]
     pub echo: bool,
+    /// Pass this variable of the driver's environment on to the command (the request's `env`); the command
+    /// otherwise starts from the sealed basics only (see `SEALED_ENVIRONMENT`).
+    #[arg(long = "keep-env", value_name = "NAME")]
+    pub keep_env: Vec<String>,
     #[command(flatten)]
     pub record: RecordTarget,
     /// The command to run, after `--`.
     #[arg(last = true, required = true)]
     pub command: Vec<String>,
+}
+
+/// What lm_eval's environment starts from, whatever the driver's own holds (a service's credentials, the
+/// pod's API-server address, the driver's run-record settings): the process basics, the switches the
+/// service sets, and the evaluation's id.
+pub const SEALED_ENVIRONMENT: &[&str] = &[
+    "PATH",
+    "HOME",
+    "TMPDIR",
+    "LANG",
+    "LANGUAGE",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TZ",
+    "HF_HOME",
+    "HF_DATASETS_OFFLINE",
+    "HF_HUB_OFFLINE",
+    "TRANSFORMERS_OFFLINE",
+    "HF_ALLOW_CODE_EVAL",
+    "LMEVAL_EVALUATION_ID",
+];
+
+/// The command's environment: of `environment`, only the sealed basics and the variables named in `keep`.
+pub fn sealed<K: AsRef<std::ffi::OsStr>, V>(
+    environment: impl IntoIterator<Item = (K, V)>,
+    keep: &[String],
+) -> Vec<(K, V)> {
+    environment
+        .into_iter()
+        .filter(|(name, _)| {
+            let name = name.as_ref();
+            SEALED_ENVIRONMENT.iter().any(|kept| name == *kept) || keep.iter().any(|kept| name == kept.as_str())
+        })
+        .collect()
 }
 
 /// The driver's exit code when it could not start the command (as a shell's).
@@ -265,6 +303,21 @@ fn forward(child: &Child, signal: Option<nix::sys::signal::Signal>) {
 mod tests {
     use super::*;
     use crate::model::Reason;
+
+    #[test]
+    fn the_command_gets_the_basics_and_the_named_variables_only() {
+        let environment = [
+            ("PATH", "/usr/bin"),
+            ("HOME", "/lmeval/cache"),
+            ("OPENAI_API_KEY", "canary"),
+            ("LMEVAL_RUN_RECORD", "lmeval-1"),
+            ("KUBERNETES_SERVICE_HOST", "10.0.0.1"),
+            ("MODE", "x"),
+            ("LMEVAL_EVALUATION_ID", "1"),
+        ];
+        let names: Vec<&str> = sealed(environment, &["MODE".into()]).into_iter().map(|(name, _)| name).collect();
+        assert_eq!(names, ["PATH", "HOME", "MODE", "LMEVAL_EVALUATION_ID"]);
+    }
 
     #[test]
     fn the_final_record_says_why_a_clean_exit_has_no_results() {

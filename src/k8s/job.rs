@@ -14,8 +14,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use uuid::Uuid;
 
 use super::{
-    EVALUATION_ANNOTATION, EVALUATION_ID_LABEL, INPUT_KIND, KIND_LABEL, MANAGED_BY, MANAGED_BY_LABEL,
-    REQUEST_DIGEST_ANNOTATION, input_name, object_name,
+    CREATOR_ANNOTATION, EVALUATION_ANNOTATION, EVALUATION_ID_LABEL, INPUT_KIND, KIND_LABEL, MANAGED_BY,
+    MANAGED_BY_LABEL, REQUEST_DIGEST_ANNOTATION, input_name, object_name,
 };
 use crate::lifecycle::admission::{Site, Workspace};
 use crate::model::Evaluation;
@@ -120,11 +120,19 @@ fn env_field(name: &str, path: &str) -> EnvVar {
     }
 }
 
+/// What the service records on the Job about a submission, beside the evaluation itself.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Provenance<'a> {
+    /// SHA-256 of the normalised request of an idempotent create.
+    pub request_digest: Option<&'a str>,
+    pub creator: Option<&'a str>,
+}
+
 pub fn build(
     evaluation: &Evaluation,
     config_yaml: Option<&str>,
     config: &RunnerConfig,
-    request_digest: Option<&str>,
+    provenance: Provenance<'_>,
 ) -> Result<EvaluationObjects, serde_json::Error> {
     let id = evaluation.id;
     let request = &evaluation.request;
@@ -135,8 +143,11 @@ pub fn build(
         job_labels.entry(key.clone()).or_insert_with(|| value.clone());
     }
     let mut annotations = BTreeMap::from([(EVALUATION_ANNOTATION.to_string(), serde_json::to_string(evaluation)?)]);
-    if let Some(digest) = request_digest {
+    if let Some(digest) = provenance.request_digest {
         annotations.insert(REQUEST_DIGEST_ANNOTATION.into(), digest.into());
+    }
+    if let Some(creator) = provenance.creator {
+        annotations.insert(CREATOR_ANNOTATION.into(), creator.into());
     }
 
     let mut env = vec![
@@ -238,7 +249,11 @@ pub fn build(
         });
     }
 
-    let mut driver_command = vec![literal(&config.driver), "driver".into(), "--echo".into(), "--".into()];
+    let mut driver_command = vec![literal(&config.driver), "driver".into(), "--echo".into()];
+    for var in &request.env {
+        driver_command.extend(["--keep-env".into(), literal(&var.name)]);
+    }
+    driver_command.push("--".into());
     driver_command.extend(evaluation.command.iter().map(|arg| literal(arg)));
 
     let container = Container {

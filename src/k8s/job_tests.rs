@@ -1,7 +1,7 @@
 //! The Job builder checked against a reviewed snapshot and by its rules.
 
 use super::*;
-use crate::lifecycle::admission::admit;
+use crate::lifecycle::admission::{Submission, admit};
 use crate::validate::Policy;
 use serde_json::{Value, json};
 
@@ -21,13 +21,21 @@ fn config() -> RunnerConfig {
 }
 
 fn objects(request: Value) -> EvaluationObjects {
-    let policy = Policy { allow_online: true, allow_code_execution: true, allow_trust_remote_code: true };
+    let policy =
+        Policy { allow_online: true, allow_code_execution: true, allow_trust_remote_code: true, allowed_env: vec![] };
     let config = config();
     let id = Uuid::from_u128(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef);
     let request = serde_json::from_value(request).expect("request");
-    let new = admit(request, &policy, &site(&config, "ns"), None, id, time::macros::datetime!(2026-11-28 12:00 UTC))
-        .expect("admitted");
-    build(&new.evaluation, new.config_yaml.as_deref(), &config, Some("digest")).expect("build")
+    let new = admit(
+        Submission::anonymous(request),
+        &policy,
+        &site(&config, "ns"),
+        id,
+        time::macros::datetime!(2026-11-28 12:00 UTC),
+    )
+    .expect("admitted");
+    let provenance = Provenance { request_digest: Some("digest"), creator: Some("10.0.0.7") };
+    build(&new.evaluation, new.config_yaml.as_deref(), &config, provenance).expect("build")
 }
 
 /// The whole Job of a request that uses every feature, as YAML: review the diff when it changes.

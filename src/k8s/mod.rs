@@ -20,6 +20,8 @@ pub const INPUT_KIND: &str = "input";
 pub const EVALUATION_ANNOTATION: &str = "lm-eval-aas.io/evaluation";
 /// SHA-256 of the normalised request of an idempotent create.
 pub const REQUEST_DIGEST_ANNOTATION: &str = "lm-eval-aas.io/request-digest";
+/// Who submitted the evaluation (counted against the pending limits).
+pub const CREATOR_ANNOTATION: &str = "lm-eval-aas.io/creator";
 /// RFC 3339 time a cancellation was asked for; the Job is suspended at the same time.
 pub const CANCELLED_AT_ANNOTATION: &str = "lm-eval-aas.io/cancelled-at";
 /// JSON `{reason, message, at}`: a failure the service decided (a pod stuck waiting), the Job suspended with it.

@@ -126,6 +126,23 @@ impl IdempotencyKey {
     }
 }
 
+/// What a client submits: the request, and what the HTTP layer knows of it.
+#[derive(Debug, Clone)]
+pub struct Submission<'a> {
+    pub request: EvaluationRequest,
+    /// The `Idempotency-Key` header's bytes.
+    pub idempotency_key: Option<&'a [u8]>,
+    /// Who submits, as far as the service can tell; counted against the pending limits.
+    pub creator: String,
+}
+
+impl Submission<'_> {
+    /// A submission without a key, from nobody in particular (dry runs, tests).
+    pub fn anonymous(request: EvaluationRequest) -> Self {
+        Self { request, idempotency_key: None, creator: "unknown".into() }
+    }
+}
+
 /// An evaluation admitted and not yet stored: what a backend records and starts.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewEvaluation {
@@ -134,26 +151,77 @@ pub struct NewEvaluation {
     /// lm-eval's `--config` file, when the command refers to one.
     pub config_yaml: Option<String>,
     pub idempotency: Option<IdempotencyKey>,
+    pub creator: String,
 }
 
-/// Validates `request` under `policy` for `site`. The id comes from the Idempotency-Key when there is one,
-/// else it is `fresh_id`.
+/// Validates a submission under `policy` for `site`. The id comes from the Idempotency-Key when there is
+/// one, else it is `fresh_id`.
 pub fn admit(
-    request: EvaluationRequest,
+    submission: Submission<'_>,
     policy: &Policy,
     site: &Site,
-    idempotency_key: Option<&[u8]>,
     fresh_id: Uuid,
     now: OffsetDateTime,
 ) -> ApiResult<NewEvaluation> {
+    let Submission { request, idempotency_key, creator } = submission;
     let valid = ValidRequest::parse(request, policy)?;
     site.check(&valid)?;
     let request = valid.to_request();
     let idempotency = idempotency_key.map(|raw| IdempotencyKey::parse(raw, &request)).transpose()?;
     let id = idempotency.as_ref().map_or(fresh_id, |key| key.evaluation_id(&site.id_scope));
     let command = command::build(&valid, &site.plan(id));
+    check_command_size(&command.argv, &request.env)?;
     let evaluation = Evaluation::pending(id, request, command.argv, now);
-    Ok(NewEvaluation { evaluation, config_yaml: command.config_yaml, idempotency })
+    Ok(NewEvaluation { evaluation, config_yaml: command.config_yaml, idempotency, creator })
+}
+
+/// Linux refuses one argument (or environment string) over 128 KiB and argv and environment together over
+/// 2 MiB; a request is held well below both, so it fails here with a field named rather than at exec time.
+pub const MAX_ARGUMENT_BYTES: usize = 96 * 1024;
+pub const MAX_COMMAND_BYTES: usize = 512 * 1024;
+
+fn check_command_size(argv: &[String], env: &[crate::model::EnvVar]) -> ApiResult<()> {
+    let arguments = argv.iter().enumerate().map(|(i, arg)| (argument_field(argv, i), arg.len()));
+    let variables = env
+        .iter()
+        .enumerate()
+        .map(|(i, var)| (format!("env[{i}].value"), var.name.len() + 1 + var.value.as_deref().map_or(0, str::len)));
+    let mut total = 0;
+    let mut largest: Option<(String, usize)> = None;
+    for (field, bytes) in arguments.chain(variables) {
+        if bytes > MAX_ARGUMENT_BYTES {
+            return Err(ApiError::invalid(
+                field,
+                format!("makes a {bytes}-byte command-line argument; at most {MAX_ARGUMENT_BYTES} bytes"),
+            ));
+        }
+        total += bytes + 1;
+        if largest.as_ref().is_none_or(|(_, most)| bytes > *most) {
+            largest = Some((field, bytes));
+        }
+    }
+    if total > MAX_COMMAND_BYTES {
+        let field = largest.map_or_else(|| "request".to_string(), |(field, _)| field);
+        return Err(ApiError::invalid(
+            field,
+            format!("the command line would be {total} bytes (largest part here); at most {MAX_COMMAND_BYTES} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+/// The request field an argument of the `lm_eval` command comes from.
+fn argument_field(argv: &[String], i: usize) -> String {
+    let flag = i.checked_sub(1).map_or("", |before| argv[before].as_str());
+    let field = match flag {
+        "--model_args" => "model_args",
+        "--tasks" => "tasks",
+        "--gen_kwargs" => "gen_kwargs",
+        "--metadata" => "metadata",
+        _ if argv[i].starts_with("--system_instruction=") => "system_instruction",
+        _ => "request",
+    };
+    field.to_string()
 }
 
 #[cfg(test)]
@@ -181,14 +249,9 @@ mod tests {
     }
 
     fn admit_to(site: &Site, extra: serde_json::Value, key: Option<&str>) -> ApiResult<NewEvaluation> {
-        admit(
-            request(extra),
-            &Policy::default(),
-            site,
-            key.map(str::as_bytes),
-            Uuid::from_u128(1),
-            OffsetDateTime::UNIX_EPOCH,
-        )
+        let submission =
+            Submission { idempotency_key: key.map(str::as_bytes), ..Submission::anonymous(request(extra)) };
+        admit(submission, &Policy::default(), site, Uuid::from_u128(1), OffsetDateTime::UNIX_EPOCH)
     }
 
     #[test]

@@ -7,10 +7,12 @@ use serde_json::{Map, Value};
 
 use super::Policy;
 use super::TaskName;
+use super::environment::{changes_behaviour, is_set_by_service};
 use super::names::{
     CPU_SUFFIXES, MEMORY_SUFFIXES, is_data_key, is_dns_label, is_dns_subdomain, is_label_key, is_label_value,
     is_quantity,
 };
+use super::secrets::{credential_in, is_credential_name, is_credential_value};
 use crate::error::ApiError;
 use crate::model::{EnvVar, Resources, VolumeMount};
 
@@ -20,11 +22,8 @@ fn is_identifier(key: &str) -> bool {
         && key.len() <= 128
 }
 
-/// Names that carry credentials (`HF_TOKEN`, `api_key`, `DB_PASSWORD`): their values must come from a Secret reference.
-pub fn looks_secret(name: &str) -> bool {
-    const WORDS: &[&str] = &["TOKEN", "KEY", "APIKEY", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "CREDENTIALS"];
-    name.split(['_', '-', '.']).any(|word| WORDS.contains(&word.to_ascii_uppercase().as_str()))
-}
+const CREDENTIAL_BY_REFERENCE: &str =
+    "looks like a credential; pass it by reference instead: env: [{name: ..., secret: {name: <Secret>, key: <key>}}]";
 
 pub fn check_model_args(model_args: &Map<String, Value>, policy: &Policy) -> Result<(), ApiError> {
     for (key, value) in model_args {
@@ -37,11 +36,8 @@ pub fn check_model_args(model_args: &Map<String, Value>, policy: &Policy) -> Res
             Value::String(_) | Value::Number(_) | Value::Bool(_) => {}
             _ => return Err(ApiError::invalid(field, "must be a string, number or boolean")),
         }
-        if looks_secret(key) {
-            return Err(ApiError::invalid(
-                field,
-                "looks like a credential; pass it as an env entry with a secret reference instead",
-            ));
+        if is_credential_name(key) || value.as_str().is_some_and(is_credential_value) {
+            return Err(ApiError::invalid(field, CREDENTIAL_BY_REFERENCE));
         }
         if key == "trust_remote_code" && value != &Value::Bool(false) && !policy.allow_trust_remote_code {
             return Err(ApiError::forbidden(field, "trust_remote_code is not permitted by the server's policy"));
@@ -77,14 +73,25 @@ pub fn check_maps(gen_kwargs: &Map<String, Value>, metadata: &Map<String, Value>
             if value.to_string().contains("\\u0000") {
                 return Err(ApiError::invalid(format!("{name}.{key}"), "must not contain NUL"));
             }
+            let field = format!("{name}.{key}");
+            if is_credential_name(key) {
+                return Err(ApiError::invalid(field, CREDENTIAL_BY_REFERENCE));
+            }
+            if let Some(field) = credential_in(&field, value) {
+                return Err(ApiError::invalid(field, CREDENTIAL_BY_REFERENCE));
+            }
         }
     }
     Ok(())
 }
 
 const MAX_INLINE_TASK_BYTES: usize = 512 * 1024;
+pub const MAX_INLINE_TASK_FILES: usize = 64;
 
 pub fn check_inline_tasks(inline_tasks: &BTreeMap<String, String>) -> Result<(), ApiError> {
+    if inline_tasks.len() > MAX_INLINE_TASK_FILES {
+        return Err(ApiError::invalid("inline_tasks", format!("at most {MAX_INLINE_TASK_FILES} files")));
+    }
     let mut total = 0;
     for (name, text) in inline_tasks {
         let field = format!("inline_tasks.{name}");
@@ -152,33 +159,25 @@ pub fn check_volumes(volumes: &mut [VolumeMount]) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Environment variables the service sets itself, or that would change how code is loaded.
-fn reserved_env(name: &str) -> bool {
-    const EXACT: &[&str] = &[
-        "PATH",
-        "HOME",
-        "HF_DATASETS_OFFLINE",
-        "HF_HUB_OFFLINE",
-        "TRANSFORMERS_OFFLINE",
-        "HF_DATASETS_TRUST_REMOTE_CODE",
-        "HF_ALLOW_CODE_EVAL",
-        "PYTHONPATH",
-        "PYTHONHOME",
-        "PYTHONSTARTUP",
-    ];
-    EXACT.contains(&name) || name.starts_with("LD_") || name.starts_with("LMEVAL_") || name.starts_with("KUBERNETES_")
-}
-
-pub fn check_env(env: &[EnvVar]) -> Result<(), ApiError> {
+pub fn check_env(env: &[EnvVar], policy: &Policy) -> Result<(), ApiError> {
     let mut names = BTreeSet::new();
     for (i, var) in env.iter().enumerate() {
         if !is_identifier(&var.name) {
             return Err(ApiError::invalid(format!("env[{i}].name"), "must be a valid environment variable name"));
         }
-        if reserved_env(&var.name) {
+        if is_set_by_service(&var.name) {
             return Err(ApiError::invalid(
                 format!("env[{i}].name"),
                 format!("{} is set by the service and cannot be overridden", var.name),
+            ));
+        }
+        if changes_behaviour(&var.name) && !policy.allowed_env.contains(&var.name) {
+            return Err(ApiError::forbidden(
+                format!("env[{i}].name"),
+                format!(
+                    "{} changes how code is loaded or where traffic goes; the server's policy does not allow it (--allow-env)",
+                    var.name
+                ),
             ));
         }
         if !names.insert(&var.name) {
@@ -189,7 +188,7 @@ pub fn check_env(env: &[EnvVar]) -> Result<(), ApiError> {
                 return Err(ApiError::invalid(format!("env[{i}]"), "needs exactly one of value or secret"));
             }
             (Some(value), None) => {
-                if looks_secret(&var.name) {
+                if is_credential_name(&var.name) || is_credential_value(value) {
                     return Err(ApiError::invalid(
                         format!("env[{i}].value"),
                         format!("{} holds a credential: pass it by reference, as secret: {{name, key}}", var.name),

@@ -5,6 +5,8 @@ pub mod names;
 pub mod values;
 
 mod checks;
+pub mod environment;
+pub mod secrets;
 
 use std::collections::BTreeMap;
 
@@ -12,7 +14,6 @@ use serde_json::{Map, Value};
 
 use crate::error::ApiError;
 use crate::model::{EnvVar, EvaluationRequest, Resources, VolumeMount};
-pub use checks::looks_secret;
 use checks::{
     check_env, check_inline_tasks, check_labels, check_maps, check_model_args, check_policy, check_resources,
     check_volumes, normalise_absolute_path, parse_tasks,
@@ -20,11 +21,14 @@ use checks::{
 pub use values::{BatchSize, ChatTemplate, Limit, MODEL_TYPES, ModelType, Seed, TaskName};
 
 /// What the server lets requests ask for. Set by the operator, never by a request.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Policy {
     pub allow_online: bool,
     pub allow_code_execution: bool,
     pub allow_trust_remote_code: bool,
+    /// Environment variable names a request may set although they change how code is loaded or where
+    /// traffic goes (see [`environment::changes_behaviour`]).
+    pub allowed_env: Vec<String>,
 }
 
 /// A request that passed validation; the only input the command and Job builders accept. It can only be
@@ -139,7 +143,7 @@ impl ValidRequest {
             })
             .transpose()?;
         check_volumes(&mut request.volumes)?;
-        check_env(&request.env)?;
+        check_env(&request.env, policy)?;
         check_resources(request.resources.as_ref())?;
         check_labels(&request.labels)?;
         check_policy(request.allow_online, request.allow_code_execution, policy)?;
@@ -270,17 +274,22 @@ mod tests {
     #[test]
     fn credentials_are_told_by_whole_words() {
         assert!(
-            looks_secret("HF_TOKEN")
-                && looks_secret("api_key")
-                && looks_secret("OPENAI_API_KEY")
-                && looks_secret("apikey")
+            secrets::is_credential_name("HF_TOKEN")
+                && secrets::is_credential_name("api_key")
+                && secrets::is_credential_name("OPENAI_API_KEY")
+                && secrets::is_credential_name("apikey")
         );
-        assert!(!looks_secret("tokenized_requests") && !looks_secret("tokenizer") && !looks_secret("keyword"));
+        assert!(!secrets::is_credential_name("tokenized_requests") && !secrets::is_credential_name("tokenizer"));
     }
 
     #[test]
     fn policy_can_permit_what_is_refused_by_default() {
-        let policy = Policy { allow_online: true, allow_code_execution: true, allow_trust_remote_code: true };
+        let policy = Policy {
+            allow_online: true,
+            allow_code_execution: true,
+            allow_trust_remote_code: true,
+            allowed_env: vec![],
+        };
         let req = request(
             json!({"allow_online": true, "allow_code_execution": true, "model_args": {"trust_remote_code": true}}),
         );

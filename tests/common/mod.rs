@@ -10,7 +10,8 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, Response};
 use http_body_util::BodyExt;
-use lm_eval_aas::api::{self, AppState};
+use lm_eval_aas::api::{self, AppState, BodyLimits, Limits};
+use lm_eval_aas::backend::PendingLimits;
 use lm_eval_aas::backend::local::{LocalBackend, LocalConfig};
 use lm_eval_aas::metrics::Metrics;
 use lm_eval_aas::validate::Policy;
@@ -43,6 +44,7 @@ pub async fn app_with(data_dir: &Path, max_running: usize, max_body_bytes: usize
         task_dirs: vec![tasks_dir()],
         max_running,
         kill_grace: Duration::from_secs(1),
+        pending_limits: PendingLimits::default(),
     })
     .await
     .expect("open local backend");
@@ -53,7 +55,7 @@ pub async fn app_with(data_dir: &Path, max_running: usize, max_body_bytes: usize
         policy: Policy::default(),
         metrics: Arc::new(Metrics::default()),
         shutdown,
-        max_body_bytes,
+        limits: Limits::new(BodyLimits { max_bytes: max_body_bytes, read_timeout: Duration::from_secs(30) }, 1000),
     })
 }
 

@@ -17,7 +17,7 @@ use crate::backend::{ListQuery, Listable, SortKey, paginate, sort_key};
 use crate::error::{ApiError, ApiResult};
 use crate::k8s::run_record::RunRecord;
 use crate::k8s::status::{self, STUCK_REASONS};
-use crate::k8s::{EVALUATION_ID_LABEL, object_name};
+use crate::k8s::{CREATOR_ANNOTATION, EVALUATION_ID_LABEL, object_name};
 use crate::model::{Evaluation, EvaluationList, Reason, State};
 
 /// The kinds of object the watches feed in.
@@ -214,6 +214,17 @@ impl Index {
 
     pub fn list(&self, query: &ListQuery) -> ApiResult<EvaluationList> {
         paginate(self.order.iter().filter_map(|(key, id)| Some((key, self.entries.get(id)?.view.as_ref()?))), query)
+    }
+
+    /// How many evaluations are pending, and how many of them `creator` submitted.
+    pub fn pending(&self, creator: &str) -> (usize, usize) {
+        let pending =
+            self.entries.values().filter(|e| e.view.as_ref().is_some_and(|v| v.evaluation.state == State::Pending));
+        pending.fold((0, 0), |(all, mine), entry| {
+            let annotations = entry.job.as_ref().and_then(|job| job.metadata.annotations.as_ref());
+            let by = annotations.and_then(|a| a.get(CREATOR_ANNOTATION)).map(String::as_str);
+            (all + 1, mine + usize::from(by == Some(creator)))
+        })
     }
 
     pub fn states(&self) -> impl Iterator<Item = State> + '_ {

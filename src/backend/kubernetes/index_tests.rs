@@ -6,7 +6,7 @@ use serde_json::json;
 use super::*;
 use crate::k8s::job::{self, RunnerConfig};
 use crate::k8s::{KIND_LABEL, MANAGED_BY, MANAGED_BY_LABEL, RUN_RECORD_KIND};
-use crate::lifecycle::admission::admit;
+use crate::lifecycle::admission::{Submission, admit};
 use crate::model::{ExitStatus, Progress};
 use crate::validate::Policy;
 
@@ -18,10 +18,16 @@ fn job(n: u128, status: serde_json::Value) -> Job {
     let request = serde_json::from_value(json!({"model": "dummy", "tasks": ["t"], "labels": {"n": n.to_string()}}))
         .expect("request");
     let created = time::macros::datetime!(2026-11-30 12:00 UTC) + time::Duration::minutes(n as i64);
-    let new =
-        admit(request, &Policy::default(), &job::site(&RunnerConfig::plain(), "ns"), None, Uuid::from_u128(n), created)
-            .expect("admitted");
-    let mut job = job::build(&new.evaluation, None, &RunnerConfig::plain(), None).expect("job").job;
+    let new = admit(
+        Submission::anonymous(request),
+        &Policy::default(),
+        &job::site(&RunnerConfig::plain(), "ns"),
+        Uuid::from_u128(n),
+        created,
+    )
+    .expect("admitted");
+    let mut job =
+        job::build(&new.evaluation, None, &RunnerConfig::plain(), job::Provenance::default()).expect("job").job;
     job.status = serde_json::from_value(status).expect("status");
     job
 }

@@ -22,7 +22,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::{
-    Backend, Created, Guarded, ListQuery, LogOptions, LogStream, NewEvaluation, Site, count_by_state,
+    Backend, Created, Guarded, ListQuery, LogOptions, LogStream, NewEvaluation, PendingLimits, Site, count_by_state,
     ensure_cancellable, ensure_succeeded, replay,
 };
 use crate::error::{ApiError, ApiResult};
@@ -47,6 +47,7 @@ pub struct KubernetesConfig {
     pub stuck_after: Duration,
     /// How long a write may wait for the API server before the client is told to retry (503).
     pub api_timeout: Duration,
+    pub pending_limits: PendingLimits,
 }
 
 pub struct KubernetesBackend {
@@ -206,8 +207,15 @@ impl Backend for KubernetesBackend {
         let shared = &self.shared;
         let evaluation = new.evaluation;
         let id = evaluation.id;
-        let digest = new.idempotency.as_ref().map(|k| k.body_digest.as_str());
-        let objects = job::build(&evaluation, new.config_yaml.as_deref(), &shared.config.runner, digest)
+        {
+            let (pending, of_creator) = shared.index.read().pending(&new.creator);
+            shared.config.pending_limits.admit_one_more(pending, of_creator)?;
+        }
+        let provenance = job::Provenance {
+            request_digest: new.idempotency.as_ref().map(|k| k.body_digest.as_str()),
+            creator: Some(&new.creator),
+        };
+        let objects = job::build(&evaluation, new.config_yaml.as_deref(), &shared.config.runner, provenance)
             .map_err(ApiError::internal)?;
         let annotation_bytes =
             objects.job.metadata.annotations.as_ref().map_or(0, |a| a.values().map(String::len).sum::<usize>());

@@ -1,49 +1,38 @@
-//! Streams an evaluation's log file as lines; with `follow`, until the evaluation has ended.
+//! Streams an evaluation's log file as lines; with `follow`, until the evaluation has ended. The file is read
+//! in chunks with async I/O and split in one pass, so a read costs time linear in what it sends and yields
+//! between chunks; it stops as soon as the client goes away; `tail_lines` starts from the end of the file.
 
-use std::path::PathBuf;
+use std::io::SeekFrom;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::sync::mpsc::Sender;
 use uuid::Uuid;
 
 use super::{POLL, Shared};
 use crate::backend::{LogOptions, LogStream};
 
+const CHUNK_BYTES: usize = 64 * 1024;
+
 pub(super) fn stream_lines(shared: Arc<Shared>, id: Uuid, path: PathBuf, options: LogOptions) -> LogStream {
     let (tx, rx) = tokio::sync::mpsc::channel::<String>(256);
     tokio::spawn(async move {
-        let mut offset = 0u64;
-        let mut partial = String::new();
-        let mut first = true;
+        let mut offset = match options.tail_lines {
+            Some(n) => start_of_last_lines(&path, n).await,
+            None => 0,
+        };
+        let mut lines = Lines::default();
         loop {
+            // Whether it had ended before this read: then this read sees everything it wrote.
             let ended = shared.store.read().slot(id).map_or(true, |slot| slot.state.is_terminal());
-            let mut chunk = Vec::new();
-            if let Ok(mut file) = tokio::fs::File::open(&path).await
-                && file.seek(std::io::SeekFrom::Start(offset)).await.is_ok()
-            {
-                let _ = file.read_to_end(&mut chunk).await;
-            }
-            offset += chunk.len() as u64;
-            partial.push_str(&String::from_utf8_lossy(&chunk));
-            let mut lines: Vec<String> = Vec::new();
-            while let Some(end) = partial.find('\n') {
-                lines.push(partial[..end].to_string());
-                partial.drain(..=end);
-            }
-            if first {
-                first = false;
-                if let Some(n) = options.tail_lines {
-                    lines.drain(..lines.len().saturating_sub(n));
-                }
-            }
-            for line in lines {
-                if tx.send(line).await.is_err() {
-                    return;
-                }
+            match send_new_lines(&path, &mut offset, &mut lines, &tx).await {
+                Ok(()) => {}
+                Err(Gone) => return,
             }
             if !options.follow || ended {
-                if !partial.is_empty() {
-                    let _ = tx.send(std::mem::take(&mut partial)).await;
+                if let Some(rest) = lines.rest() {
+                    let _ = tx.send(rest).await;
                 }
                 return;
             }
@@ -54,4 +43,114 @@ pub(super) fn stream_lines(shared: Arc<Shared>, id: Uuid, path: PathBuf, options
         }
     });
     Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+}
+
+/// The client went away.
+struct Gone;
+
+/// Sends the complete lines written after `offset`, and moves `offset` past what was read.
+async fn send_new_lines(path: &Path, offset: &mut u64, lines: &mut Lines, tx: &Sender<String>) -> Result<(), Gone> {
+    let Ok(mut file) = tokio::fs::File::open(path).await else { return Ok(()) };
+    if file.seek(SeekFrom::Start(*offset)).await.is_err() {
+        return Ok(());
+    }
+    let mut chunk = vec![0u8; CHUNK_BYTES];
+    loop {
+        let read = match file.read(&mut chunk).await {
+            Ok(0) | Err(_) => return Ok(()),
+            Ok(read) => read,
+        };
+        *offset += read as u64;
+        for line in lines.push(&chunk[..read]) {
+            tx.send(line).await.map_err(|_| Gone)?;
+        }
+    }
+}
+
+/// Splits bytes into lines at `\n`, keeping the unfinished one.
+#[derive(Default)]
+struct Lines {
+    partial: Vec<u8>,
+}
+
+impl Lines {
+    fn push(&mut self, bytes: &[u8]) -> Vec<String> {
+        let mut lines = Vec::new();
+        let mut start = 0;
+        for (i, byte) in bytes.iter().enumerate() {
+            if *byte == b'\n' {
+                if self.partial.is_empty() {
+                    lines.push(String::from_utf8_lossy(&bytes[start..i]).into_owned());
+                } else {
+                    self.partial.extend_from_slice(&bytes[start..i]);
+                    lines.push(String::from_utf8_lossy(&std::mem::take(&mut self.partial)).into_owned());
+                }
+                start = i + 1;
+            }
+        }
+        self.partial.extend_from_slice(&bytes[start..]);
+        lines
+    }
+
+    /// The unfinished last line, if there is one.
+    fn rest(&mut self) -> Option<String> {
+        Some(std::mem::take(&mut self.partial))
+            .filter(|rest| !rest.is_empty())
+            .map(|rest| String::from_utf8_lossy(&rest).into_owned())
+    }
+}
+
+/// Where the last `n` complete lines of the file begin, found by reading backwards from its end.
+async fn start_of_last_lines(path: &Path, n: usize) -> u64 {
+    let Ok(mut file) = tokio::fs::File::open(path).await else { return 0 };
+    let Ok(length) = file.metadata().await.map(|m| m.len()) else { return 0 };
+    let mut end = length;
+    let mut newlines = 0;
+    let mut chunk = vec![0u8; CHUNK_BYTES];
+    while end > 0 {
+        let start = end.saturating_sub(CHUNK_BYTES as u64);
+        #[allow(clippy::cast_possible_truncation)]
+        let piece = &mut chunk[..(end - start) as usize];
+        if file.seek(SeekFrom::Start(start)).await.is_err() || file.read_exact(piece).await.is_err() {
+            return 0;
+        }
+        // The newline that ends the last complete line counts as the first: n lines begin after the (n+1)-th.
+        for (i, byte) in piece.iter().enumerate().rev() {
+            if *byte == b'\n' {
+                newlines += 1;
+                if newlines == n + 1 {
+                    return start + i as u64 + 1;
+                }
+            }
+        }
+        end = start;
+    }
+    0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_split_across_chunks() {
+        let mut lines = Lines::default();
+        assert_eq!(lines.push(b"one\ntw"), ["one"]);
+        assert_eq!(lines.push(b"o\n\nthr"), ["two", ""]);
+        assert_eq!(lines.rest().as_deref(), Some("thr"));
+        assert_eq!(lines.rest(), None);
+    }
+
+    #[tokio::test]
+    async fn the_last_lines_are_found_from_the_end() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("log.txt");
+        let text: String = (0..50_000).map(|i| format!("line {i}\n")).collect();
+        std::fs::write(&path, format!("{text}partial")).expect("write");
+        let start = start_of_last_lines(&path, 3).await as usize;
+        assert_eq!(&format!("{text}partial")[start..], "line 49997\nline 49998\nline 49999\npartial");
+        assert_eq!(start_of_last_lines(&path, 0).await as usize, text.len());
+        assert_eq!(start_of_last_lines(&path, 1_000_000).await, 0);
+        assert_eq!(start_of_last_lines(&dir.path().join("none"), 3).await, 0);
+    }
 }

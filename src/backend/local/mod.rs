@@ -22,8 +22,8 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 use super::{
-    Backend, Created, Guarded, ListQuery, Listable, LogOptions, LogStream, NewEvaluation, Site, count_by_state,
-    ensure_cancellable, ensure_succeeded, replay,
+    Backend, Created, Guarded, ListQuery, Listable, LogOptions, LogStream, NewEvaluation, PendingLimits, Site,
+    count_by_state, ensure_cancellable, ensure_succeeded, replay,
 };
 use crate::error::{ApiError, ApiResult};
 use crate::fsutil::write_atomic;
@@ -45,6 +45,7 @@ pub struct LocalConfig {
     pub max_running: usize,
     /// Between SIGTERM and SIGKILL when cancelling or timing out.
     pub kill_grace: Duration,
+    pub pending_limits: PendingLimits,
 }
 
 pub struct LocalBackend {
@@ -55,6 +56,8 @@ struct Shared {
     config: LocalConfig,
     site: Site,
     store: Guarded<Store>,
+    /// Creations one at a time, so creation order is queue order; readers never wait on it.
+    admitting: std::sync::Mutex<()>,
     /// Wakes the scheduler: a slot freed or work arrived.
     wake: Notify,
 }
@@ -80,7 +83,13 @@ impl LocalBackend {
             resources: false,
             id_scope: "local".into(),
         };
-        let shared = Arc::new(Shared { config, site, store: Guarded::default(), wake: Notify::new() });
+        let shared = Arc::new(Shared {
+            config,
+            site,
+            store: Guarded::default(),
+            admitting: std::sync::Mutex::new(()),
+            wake: Notify::new(),
+        });
         let mut records = shared.load_records()?;
         records.sort_by_key(|r| r.evaluation.created_at);
         for record in records {
@@ -100,7 +109,13 @@ impl Shared {
     fn load_records(&self) -> anyhow::Result<Vec<Record>> {
         let mut records = Vec::new();
         for entry in std::fs::read_dir(self.config.data_dir.join("evaluations"))? {
-            let path = entry?.path().join(RECORD);
+            let dir = entry?.path();
+            if dir.file_name().is_some_and(|name| name.to_string_lossy().starts_with('.')) {
+                // A creation that did not finish: never visible, never started.
+                let _ = std::fs::remove_dir_all(&dir);
+                continue;
+            }
+            let path = dir.join(RECORD);
             match std::fs::read(&path)
                 .map_err(anyhow::Error::from)
                 .and_then(|b| Ok(serde_json::from_slice::<Record>(&b)?))
@@ -135,6 +150,27 @@ impl Shared {
             }
             _ => {}
         }
+    }
+
+    /// Writes a new evaluation's directory (inline tasks, config, record) aside, then moves it into place: no
+    /// lock is held while its files are written, and a crash leaves nothing half made.
+    fn write_new(&self, record: &Record, config_yaml: Option<&str>) -> std::io::Result<()> {
+        let id = record.evaluation.id;
+        let staging = self.config.data_dir.join("evaluations").join(format!(".new-{id}"));
+        let _ = std::fs::remove_dir_all(&staging);
+        std::fs::create_dir_all(staging.join("output"))?;
+        let inline_tasks = &record.evaluation.request.inline_tasks;
+        if !inline_tasks.is_empty() {
+            std::fs::create_dir_all(staging.join("tasks"))?;
+            for (name, text) in inline_tasks {
+                std::fs::write(staging.join("tasks").join(name), text)?;
+            }
+        }
+        if let Some(yaml) = config_yaml {
+            std::fs::write(staging.join("config.yaml"), yaml)?;
+        }
+        write_atomic(&staging.join(RECORD), &serde_json::to_vec_pretty(record).map_err(std::io::Error::other)?)?;
+        std::fs::rename(&staging, self.dir(id))
     }
 
     fn persist(&self, record: &Record) {
@@ -177,41 +213,26 @@ impl Backend for LocalBackend {
     async fn create(&self, new: NewEvaluation) -> ApiResult<Created> {
         let shared = &self.shared;
         let id = new.evaluation.id;
-        let mut store = shared.store.write();
-        if let Some(key) = &new.idempotency
-            && let Ok(existing) = store.slot(id)
+        let _one_at_a_time = shared.admitting.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         {
-            let stored = existing.control().idempotency.as_ref().map(|k| k.body_digest.as_str());
-            return replay(key, stored, Listable::evaluation(existing)?);
+            let store = shared.store.read();
+            if let Some(key) = &new.idempotency
+                && let Ok(existing) = store.slot(id)
+            {
+                let stored = existing.control().idempotency.as_ref().map(|k| k.body_digest.as_str());
+                return replay(key, stored, Listable::evaluation(existing)?);
+            }
+            let (pending, of_creator) = store.pending(&new.creator);
+            shared.config.pending_limits.admit_one_more(pending, of_creator)?;
         }
-        let dir = shared.dir(id);
-        let write_files = || -> std::io::Result<()> {
-            std::fs::create_dir_all(dir.join("output"))?;
-            let inline_tasks = &new.evaluation.request.inline_tasks;
-            if !inline_tasks.is_empty() {
-                std::fs::create_dir_all(dir.join("tasks"))?;
-                for (name, text) in inline_tasks {
-                    std::fs::write(dir.join("tasks").join(name), text)?;
-                }
-            }
-            if let Some(yaml) = &new.config_yaml {
-                std::fs::write(dir.join("config.yaml"), yaml)?;
-            }
-            Ok(())
-        };
-        write_files().map_err(ApiError::internal)?;
-        // Stamped under the lock, so creation order is queue order (the list's order is start order).
         let mut evaluation = new.evaluation;
         evaluation.created_at = now();
-        let record = Record {
-            evaluation: evaluation.clone(),
-            control: Control { idempotency: new.idempotency, ..Control::default() },
-        };
-        shared.persist(&record);
-        store.enqueue(&record);
-        drop(store);
+        let control = Control { idempotency: new.idempotency, creator: Some(new.creator), ..Control::default() };
+        let record = Record { evaluation, control };
+        shared.write_new(&record, new.config_yaml.as_deref()).map_err(ApiError::internal)?;
+        shared.store.write().enqueue(&record);
         shared.wake.notify_one();
-        Ok(Created::New(evaluation))
+        Ok(Created::New(record.evaluation))
     }
 
     async fn get(&self, id: Uuid) -> ApiResult<Evaluation> {

@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use super::record::{self, ProcessId, Record, StopReason};
 use super::{EXIT, LOG, POLL, PROGRESS, Shared};
+use crate::driver;
 use crate::fsutil::process_start_ticks;
 use crate::lifecycle;
 use crate::model::{ExitStatus, Progress, now};
@@ -41,15 +42,16 @@ impl Shared {
     pub(super) fn start(self: &Arc<Self>, record: Record) {
         let id = record.evaluation.id;
         let dir = self.dir(id);
+        let request = &record.evaluation.request;
         let mut command = tokio::process::Command::new(&self.config.driver);
+        command.arg("driver");
+        for (flag, file) in [("--log-file", LOG), ("--progress-file", PROGRESS), ("--exit-file", EXIT)] {
+            command.arg(flag).arg(dir.join(file));
+        }
+        for var in &request.env {
+            command.arg("--keep-env").arg(&var.name);
+        }
         command
-            .arg("driver")
-            .arg("--log-file")
-            .arg(dir.join(LOG))
-            .arg("--progress-file")
-            .arg(dir.join(PROGRESS))
-            .arg("--exit-file")
-            .arg(dir.join(EXIT))
             .arg("--")
             .args(&record.evaluation.command)
             .current_dir(&dir)
@@ -58,12 +60,14 @@ impl Shared {
             .stderr(std::process::Stdio::null())
             .process_group(0)
             .kill_on_drop(false);
-        for (name, _) in std::env::vars_os().filter(|(n, _)| n.to_string_lossy().starts_with("LMEVAL_")) {
-            command.env_remove(name);
-        }
-        let request = &record.evaluation.request;
+        // Nothing of the service's own environment but the process basics (see driver::SEALED_ENVIRONMENT).
+        command.env_clear().envs(driver::sealed(std::env::vars_os(), &[]));
+        command.env("LMEVAL_EVALUATION_ID", id.to_string());
         if !request.allow_online {
             command.env("HF_DATASETS_OFFLINE", "1").env("HF_HUB_OFFLINE", "1").env("TRANSFORMERS_OFFLINE", "1");
+        }
+        if request.allow_code_execution {
+            command.env("HF_ALLOW_CODE_EVAL", "1");
         }
         for var in &request.env {
             if let Some(value) = &var.value {

@@ -20,6 +20,9 @@ pub struct Record {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Control {
     pub idempotency: Option<IdempotencyKey>,
+    /// Who submitted it (see `api::extract::creator`); counted against the pending limits.
+    #[serde(default)]
+    pub creator: Option<String>,
     pub process: Option<ProcessId>,
     /// Why we are stopping it, once we are.
     pub stopping: Option<StopReason>,

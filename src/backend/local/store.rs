@@ -179,6 +179,14 @@ impl Store {
         paginate(self.order.iter().filter_map(|(key, id)| Some((key, self.records.get(id)?))), query)
     }
 
+    /// How many evaluations are pending, and how many of them `creator` submitted.
+    pub fn pending(&self, creator: &str) -> (usize, usize) {
+        let pending = self.records.values().filter(|slot| slot.state == State::Pending);
+        pending.fold((0, 0), |(all, mine), slot| {
+            (all + 1, mine + usize::from(slot.control.creator.as_deref() == Some(creator)))
+        })
+    }
+
     pub fn states(&self) -> impl Iterator<Item = State> + '_ {
         self.records.values().map(|slot| slot.state)
     }
@@ -278,5 +286,19 @@ mod tests {
         store.remove(Uuid::from_u128(3));
         assert!(!store.replace(&updated), "a deleted evaluation is not brought back");
         assert_eq!(crate::backend::count_by_state(store.states())[&State::Failed], 2);
+    }
+
+    #[test]
+    fn pending_evaluations_are_counted_in_all_and_by_creator() {
+        let mut store = Store::default();
+        for n in 1..=4 {
+            let mut pending = record(n, State::Pending);
+            pending.control.creator = Some(if n == 1 { "10.0.0.1" } else { "10.0.0.2" }.into());
+            store.enqueue(&pending);
+        }
+        store.insert(&record(5, State::Succeeded));
+        assert_eq!(store.pending("10.0.0.2"), (4, 3));
+        store.start_next(1, T0);
+        assert_eq!(store.pending("10.0.0.1"), (3, 0), "the first has started");
     }
 }

@@ -1,4 +1,8 @@
-//! `serve`: builds the backend and the router from the flags, and runs until SIGTERM or SIGINT.
+//! `serve`: builds the backend and the router from the flags, and runs until SIGTERM or SIGINT
+//! (`connections`: accepting and serving, bounded; `socket`: what hyper reads and writes through).
+
+mod connections;
+mod socket;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -7,14 +11,15 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use tokio::sync::watch;
 
-use crate::api::{self, AppState};
-use crate::backend::Backend;
+use crate::api::{self, AppState, BodyLimits, Limits};
 use crate::backend::kubernetes::{KubernetesBackend, KubernetesConfig};
 use crate::backend::local::{LocalBackend, LocalConfig};
+use crate::backend::{Backend, PendingLimits};
 use crate::cli::{BackendKind, ServeArgs};
 use crate::k8s::job::RunnerConfig;
 use crate::metrics::Metrics;
 use crate::validate::Policy;
+use connections::{ConnectionLimits, ShutdownTiming};
 
 /// The venv that scripts/demo and scripts/test create.
 pub fn default_venv() -> Option<PathBuf> {
@@ -88,7 +93,12 @@ fn kubernetes_config(args: &ServeArgs) -> anyhow::Result<KubernetesConfig> {
         },
         stuck_after: Duration::from_secs(args.stuck_after_seconds),
         api_timeout: Duration::from_secs(args.api_timeout_seconds.max(1)),
+        pending_limits: pending_limits(args),
     })
+}
+
+fn pending_limits(args: &ServeArgs) -> PendingLimits {
+    PendingLimits { total: args.max_pending, per_creator: args.max_pending_per_creator }
 }
 
 pub async fn build_backend(args: &ServeArgs) -> anyhow::Result<Arc<dyn Backend>> {
@@ -120,6 +130,7 @@ pub async fn build_backend(args: &ServeArgs) -> anyhow::Result<Arc<dyn Backend>>
                     std::thread::available_parallelism().map_or(1, std::num::NonZero::get).div_ceil(2).max(1)
                 }),
                 kill_grace: Duration::from_secs_f64(args.kill_grace_seconds),
+                pending_limits: pending_limits(args),
             };
             tracing::info!(data_dir = %config.data_dir.display(), lm_eval = %config.lm_eval, max_running = config.max_running, "local backend");
             Ok(Arc::new(LocalBackend::open(config).await.context("opening the local backend's data directory")?))
@@ -130,16 +141,18 @@ pub async fn build_backend(args: &ServeArgs) -> anyhow::Result<Arc<dyn Backend>>
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let backend = build_backend(&args).await?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let read_timeout = Duration::from_secs(args.request_read_timeout_seconds.max(1));
     let state = AppState {
         backend,
         policy: Policy {
             allow_online: args.allow_online,
             allow_code_execution: args.allow_code_execution,
             allow_trust_remote_code: args.allow_trust_remote_code,
+            allowed_env: args.allow_env.clone(),
         },
         metrics: Arc::new(Metrics::default()),
         shutdown: shutdown_rx,
-        max_body_bytes: args.max_body_bytes,
+        limits: Limits::new(BodyLimits { max_bytes: args.max_body_bytes, read_timeout }, args.max_log_followers),
     };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -149,79 +162,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         delay: Duration::from_secs(args.shutdown_delay_seconds),
         timeout: Duration::from_secs(args.shutdown_timeout_seconds),
     };
-    serve_http1(listener, api::router(state), shutdown_tx, timing).await;
+    let limits = ConnectionLimits { max_connections: args.max_connections, read_timeout };
+    connections::serve(listener, api::router(state), shutdown_tx, timing, limits).await;
     tracing::info!("stopped");
     Ok(())
-}
-
-struct ShutdownTiming {
-    /// Keep serving (with /readyz failing) this long after the signal.
-    delay: Duration,
-    /// Then give in-flight requests this long.
-    timeout: Duration,
-}
-
-/// HTTP/1.1 (what clients, ingresses and probes speak) with graceful shutdown. A plain HTTP/1
-/// connection holds far less memory than one that must first sniff for HTTP/2.
-async fn serve_http1(
-    listener: tokio::net::TcpListener,
-    app: axum::Router,
-    shutdown_tx: watch::Sender<bool>,
-    timing: ShutdownTiming,
-) {
-    use hyper_util::rt::{TokioIo, TokioTimer};
-    use hyper_util::server::graceful::GracefulShutdown;
-    use hyper_util::service::TowerToHyperService;
-
-    let graceful = GracefulShutdown::new();
-    let mut signal = std::pin::pin!(shutdown_signal());
-    let mut closing: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let stream = match accepted {
-                    Ok((stream, _)) => stream,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                let connection = hyper::server::conn::http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
-                let connection = graceful.watch(connection);
-                tokio::spawn(async move {
-                    if let Err(e) = connection.await {
-                        tracing::debug!(error = %e, "connection ended with an error");
-                    }
-                });
-            }
-            () = &mut signal, if closing.is_none() => {
-                // From here /readyz fails and log streams end; new connections are still served until the delay is over.
-                let _ = shutdown_tx.send(true);
-                tracing::info!(delay_seconds = timing.delay.as_secs(), "shutting down: no longer ready");
-                closing = Some(Box::pin(tokio::time::sleep(timing.delay)));
-            }
-            () = async { closing.as_mut().expect("guarded").await }, if closing.is_some() => break,
-        }
-    }
-    drop(listener);
-    tracing::info!("shutting down: finishing in-flight requests");
-    tokio::select! {
-        () = graceful.shutdown() => {}
-        () = tokio::time::sleep(timing.timeout) => tracing::warn!("shutdown timeout reached with requests still open"),
-    }
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-        std::future::pending::<()>().await;
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
 }
