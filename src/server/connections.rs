@@ -33,8 +33,8 @@ pub struct ShutdownTiming {
 
 /// How long `accept` waits after a failure: doubling from the first to the last.
 const ACCEPT_BACKOFF: (Duration, Duration) = (Duration::from_millis(5), Duration::from_secs(1));
-/// The most a request's head may be (hyper's read buffer): larger heads are answered `431` (or `414`).
-const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// The most a request's head may be: larger heads are answered `431`, targets over 64 KiB `414`.
+const MAX_HEAD_BYTES: usize = 96 * 1024;
 /// How long a connection beyond the cap may take to send the head it is answered `503` for.
 const BUSY_READ_TIMEOUT: Duration = Duration::from_secs(5);
 

@@ -97,12 +97,30 @@ impl Service {
         Self::spawn(data_dir, args, env)
     }
 
+    /// The service with at most `limit` open file descriptors (`ulimit -n`).
+    pub fn start_with_fd_limit(data_dir: &Path, extra: &[&str], limit: u32) -> Self {
+        let args: Vec<String> = extra.iter().map(|s| (*s).to_string()).collect();
+        Self::spawn_limited(data_dir, args, Vec::new(), Some(limit))
+    }
+
     fn spawn(data_dir: &Path, args: Vec<String>, env: Vec<(String, String)>) -> Self {
+        Self::spawn_limited(data_dir, args, env, None)
+    }
+
+    fn spawn_limited(data_dir: &Path, args: Vec<String>, env: Vec<(String, String)>, fd_limit: Option<u32>) -> Self {
         std::fs::create_dir_all(data_dir).expect("data dir");
         let log = data_dir.with_extension(format!("service-{}.log", std::process::id()));
         let log_file = std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("log file");
         let start_len = std::fs::metadata(&log).map_or(0, |m| m.len() as usize);
-        let child = Command::new(BIN)
+        let mut command = match fd_limit {
+            Some(limit) => {
+                let mut shell = Command::new("sh");
+                shell.arg("-c").arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\"")).arg(BIN);
+                shell
+            }
+            None => Command::new(BIN),
+        };
+        let child = command
             .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
             .arg("--data-dir")
             .arg(data_dir)

@@ -1,0 +1,396 @@
+//! The real binary against a hostile client: each case gets the status and the problem document it should,
+//! and afterwards the service still answers `/healthz` in under 50 ms.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::{Service, client, submit, wait_for};
+use serde_json::{Value, json};
+
+/// A response read off the socket: status, head (lower-cased) and body.
+struct Raw {
+    status: u16,
+    head: String,
+    body: Vec<u8>,
+}
+
+impl Raw {
+    fn problem(&self) -> Value {
+        assert!(self.head.contains("content-type: application/problem+json"), "a problem document:\n{}", self.head);
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("problem JSON ({e}): {:?}", self.body))
+    }
+}
+
+fn connect(service: &Service) -> TcpStream {
+    let address = service.base.trim_start_matches("http://");
+    let stream = TcpStream::connect(address).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    stream
+}
+
+/// Reads one response, to the end of its body or of the connection.
+fn read_response(stream: &mut TcpStream) -> Raw {
+    let mut bytes = Vec::new();
+    let mut buf = [0u8; 65536];
+    let head_end = loop {
+        if let Some(end) = bytes.windows(4).position(|w| w == b"\r\n\r\n") {
+            break end;
+        }
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => panic!("the connection ended before a response: {:?}", String::from_utf8_lossy(&bytes)),
+            Ok(n) => bytes.extend_from_slice(&buf[..n]),
+        }
+    };
+    let head = String::from_utf8_lossy(&bytes[..head_end]).to_ascii_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|line| line.strip_prefix("content-length: "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0);
+    let mut body = bytes[head_end + 4..].to_vec();
+    while body.len() < length {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => body.extend_from_slice(&buf[..n]),
+        }
+    }
+    let status = head.get(9..12).and_then(|s| s.parse().ok()).expect("a status line");
+    Raw { status, head, body }
+}
+
+fn exchange(service: &Service, request: &[u8]) -> Raw {
+    let mut stream = connect(service);
+    stream.write_all(request).expect("send");
+    read_response(&mut stream)
+}
+
+/// The service answers `/healthz` at once.
+fn assert_healthy(service: &Service, after: &str) {
+    let started = Instant::now();
+    let response = exchange(service, b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+    let took = started.elapsed();
+    assert_eq!(response.status, 200, "after {after}");
+    assert!(took < Duration::from_millis(50), "/healthz took {took:?} after {after}");
+}
+
+#[test]
+fn http_layer_errors_are_problem_documents() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let service =
+        Service::start(&dir.path().join("data"), &["--max-running", "0", "--request-read-timeout-seconds", "1"]);
+    let big_header =
+        [b"GET /healthz HTTP/1.1\r\nhost: x\r\nx-big: ".to_vec(), vec![b'a'; 100_000], b"\r\n\r\n".to_vec()].concat();
+    let long_target = [b"GET /".to_vec(), vec![b'a'; 70_000], b" HTTP/1.1\r\nhost: x\r\n\r\n".to_vec()].concat();
+    let cases: Vec<(&str, Vec<u8>, u16)> = vec![
+        ("headers over 96 KiB", big_header, 431),
+        ("a 70 KB request target", long_target, 414),
+        ("a method that is not a token", b"G@T / HTTP/1.1\r\nhost: x\r\n\r\n".to_vec(), 400),
+        (
+            "Content-Length of 10 GB and no body",
+            b"POST /api/v1/evaluations HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 10000000000\r\n\r\n".to_vec(),
+            413,
+        ),
+        ("a head that stops half way", b"GET /healthz HTTP/1.1\r\nhost: x\r\n".to_vec(), 408),
+        (
+            "a body that stops half way",
+            b"POST /api/v1/evaluations HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{".to_vec(),
+            408,
+        ),
+        (
+            "a form-encoded cross-site cancel",
+            b"POST /api/v1/evaluations/7b0d8c5e-1111-4222-8333-944455556666/cancel HTTP/1.1\r\nhost: x\r\ncontent-type: application/x-www-form-urlencoded\r\ncontent-length: 3\r\n\r\na=b".to_vec(),
+            415,
+        ),
+        (
+            "a form-encoded legacy cancel",
+            b"DELETE /cancel_job?task_id=x HTTP/1.1\r\nhost: x\r\ncontent-type: text/plain\r\ncontent-length: 1\r\n\r\nx".to_vec(),
+            415,
+        ),
+    ];
+    for (name, request, status) in cases {
+        let started = Instant::now();
+        let response = exchange(&service, &request);
+        assert_eq!(response.status, status, "{name}: {}", response.head);
+        let problem = response.problem();
+        assert_eq!(problem["status"], status, "{name}: {problem}");
+        assert!(problem["type"].as_str().is_some_and(|t| t.starts_with("urn:lm-eval-aas:problem:")), "{name}");
+        assert!(started.elapsed() < Duration::from_secs(5), "{name} took {:?}", started.elapsed());
+        assert_healthy(&service, name);
+    }
+}
+
+#[test]
+fn a_body_sent_a_byte_at_a_time_arrives_whole() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let service = Service::start(&dir.path().join("data"), &["--max-running", "0"]);
+    let body = json!({"model": "dummy", "tasks": ["lmeval_aas_mc"], "labels": {"padding": "x".repeat(60)}, "limit": 3})
+        .to_string();
+    let body = format!("{body}{}", " ".repeat(2000usize.saturating_sub(body.len())));
+    let mut stream = connect(&service);
+    stream.set_nodelay(true).expect("nodelay");
+    let head = format!(
+        "POST /api/v1/evaluations?dry_run=true HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).expect("head");
+    for byte in body.as_bytes() {
+        stream.write_all(std::slice::from_ref(byte)).expect("a byte");
+    }
+    let response = read_response(&mut stream);
+    assert_eq!(response.status, 200, "{}", String::from_utf8_lossy(&response.body));
+    let dry_run: Value = serde_json::from_slice(&response.body).expect("evaluation");
+    assert_eq!(dry_run["request"]["limit"], 3);
+    assert_healthy(&service, "a body in 2,000 segments");
+}
+
+/// A dry run of `body`: the status and the problem's field.
+async fn refused(service: &Service, body: &Value) -> (u16, Value) {
+    let response =
+        client().post(service.url("/api/v1/evaluations?dry_run=true")).json(body).send().await.expect("POST");
+    let status = response.status().as_u16();
+    let problem: Value = response.json().await.expect("JSON");
+    (status, problem["field"].clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_that_could_run_code_leak_credentials_or_not_fit_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let service = Service::start(&dir.path().join("data"), &["--max-running", "0", "--allow-env", "PYTHONWARNINGS"]);
+    let base = |extra: Value| {
+        let mut body = json!({"model": "dummy", "tasks": ["lmeval_aas_mc"]});
+        body.as_object_mut().expect("object").extend(extra.as_object().expect("object").clone());
+        body
+    };
+    let inline: serde_json::Map<String, Value> = (0..65).map(|i| (format!("t{i}.yaml"), json!("task: t"))).collect();
+    let tasks: Vec<String> = (0..100_000).map(|i| format!("t{i}")).collect();
+    let args: serde_json::Map<String, Value> = (0..20_000).map(|i| (format!("k{i}"), json!(i))).collect();
+    let cases = [
+        ("65 inline task files", base(json!({ "inline_tasks": inline })), 422, "inline_tasks"),
+        ("100,000 task names", base(json!({ "tasks": tasks })), 422, "tasks"),
+        ("20,000 model_args keys", base(json!({ "model_args": args })), 422, "model_args"),
+        ("BROWSER", base(json!({"env": [{"name": "BROWSER", "value": "sh -c id"}]})), 403, "env[0].name"),
+        ("HTTPS_PROXY", base(json!({"env": [{"name": "HTTPS_PROXY", "value": "http://x"}]})), 403, "env[0].name"),
+        ("PYTHONSTARTUP", base(json!({"env": [{"name": "PYTHONSTARTUP", "value": "/x.py"}]})), 403, "env[0].name"),
+        ("HOME", base(json!({"env": [{"name": "HOME", "value": "/x"}]})), 422, "env[0].name"),
+        ("LD_PRELOAD", base(json!({"env": [{"name": "LD_PRELOAD", "value": "/x.so"}]})), 403, "env[0].name"),
+        ("model_args.openaiapikey", base(json!({"model_args": {"openaiapikey": "x"}})), 422, "model_args.openaiapikey"),
+        (
+            "model_args.Authorization",
+            base(json!({"model_args": {"Authorization": "x"}})),
+            422,
+            "model_args.Authorization",
+        ),
+        ("gen_kwargs.api_key", base(json!({"gen_kwargs": {"api_key": "x"}})), 422, "gen_kwargs.api_key"),
+        ("metadata.token", base(json!({"metadata": {"token": "x"}})), 422, "metadata.token"),
+        ("env HFTOKEN", base(json!({"env": [{"name": "HFTOKEN", "value": "x"}]})), 422, "env[0].value"),
+        (
+            "a password in a URL",
+            base(json!({"env": [{"name": "DATABASE_URL", "value": "postgres://app:hunter2@db/x"}]})),
+            422,
+            "env[0].value",
+        ),
+        (
+            "a key-shaped value",
+            base(json!({"model_args": {"base_url": "sk-abcdefghijklmnopqrstuvwxyz"}})),
+            422,
+            "model_args.base_url",
+        ),
+    ];
+    for (name, body, status, field) in cases {
+        let (got, got_field) = refused(&service, &body).await;
+        assert_eq!((got, got_field.as_str()), (status, Some(field)), "{name}");
+        assert_healthy(&service, name);
+    }
+    let allowed = base(json!({"env": [{"name": "PYTHONWARNINGS", "value": "ignore"}]}));
+    assert_eq!(refused(&service, &allowed).await.0, 200, "--allow-env lets the operator permit a name");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_evaluations_are_bounded_in_all_and_per_creator() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let args = ["--max-running", "0", "--max-pending", "3", "--max-pending-per-creator", "2"];
+    let service = Service::start(&dir.path().join("data"), &args);
+    let body = json!({"model": "dummy", "tasks": ["lmeval_aas_mc"]});
+    submit(&service, body.clone()).await;
+    submit(&service, body.clone()).await;
+    let response = client().post(service.url("/api/v1/evaluations")).json(&body).send().await.expect("POST");
+    assert_eq!(response.status(), 429);
+    assert!(response.headers().contains_key("retry-after"));
+    let problem: Value = response.json().await.expect("problem");
+    assert!(problem["detail"].as_str().is_some_and(|d| d.contains("--max-pending-per-creator")), "{problem}");
+    let legacy = client()
+        .post(service.url("/submit_job"))
+        .json(&json!({"model": "dummy", "tasks": "lmeval_aas_mc"}))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(legacy.status(), 429, "the Flask route is bounded too");
+    assert_healthy(&service, "429s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_and_log_followers_are_capped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let args = ["--max-running", "0", "--max-log-followers", "2", "--max-connections", "8"];
+    let service = Service::start(&dir.path().join("data"), &args);
+    let created = submit(&service, json!({"model": "dummy", "tasks": ["lmeval_aas_mc"]})).await;
+    let follow = service.url(&format!("/api/v1/evaluations/{}/logs?follow=true", created["id"].as_str().expect("id")));
+    let first = client().get(&follow).send().await.expect("follow");
+    let second = client().get(&follow).send().await.expect("follow");
+    assert_eq!((first.status().as_u16(), second.status().as_u16()), (200, 200));
+    let third = client().get(&follow).send().await.expect("follow");
+    assert_eq!(third.status(), 503);
+    assert!(third.headers().contains_key("retry-after"));
+    drop((first, second));
+    let again = wait_for(Duration::from_secs(5), || {
+        let response =
+            exchange(&service, format!("GET {} HTTP/1.1\r\nhost: x\r\n\r\n", &follow[service.base.len()..]).as_bytes());
+        (response.status == 200).then_some(())
+    });
+    assert!(again.is_some(), "a follower's place is free once its client has gone");
+
+    let idle: Vec<TcpStream> = (0..8).map(|_| connect(&service)).collect();
+    let turned_away = wait_for(Duration::from_secs(5), || {
+        let response = exchange(&service, b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n");
+        (response.status == 503).then_some(response)
+    })
+    .expect("a connection beyond the cap is answered 503");
+    assert!(turned_away.head.contains("retry-after: 1"));
+    assert_eq!(turned_away.problem()["status"], 503);
+    drop(idle);
+    wait_for(Duration::from_secs(5), || {
+        (exchange(&service, b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n").status == 200).then_some(())
+    })
+    .expect("served again once the idle connections are gone");
+    assert_healthy(&service, "the connection cap");
+}
+
+#[test]
+fn accept_failures_back_off_with_one_log_line_per_streak() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let service = Service::start_with_fd_limit(&dir.path().join("data"), &["--max-running", "0"], 64);
+    let mut idle = Vec::new();
+    for _ in 0..80 {
+        match TcpStream::connect(service.base.trim_start_matches("http://")) {
+            Ok(stream) => idle.push(stream),
+            Err(e) => panic!("connect: {e}"),
+        }
+    }
+    let streak_started =
+        wait_for(Duration::from_secs(5), || service.log_text().contains("accept failed").then_some(()));
+    assert!(streak_started.is_some(), "the descriptors ran out: {}", service.log_text());
+    std::thread::sleep(Duration::from_secs(2));
+    drop(idle);
+    wait_for(Duration::from_secs(10), || service.log_text().contains("accept works again").then_some(()))
+        .expect("the streak ends once descriptors are free");
+    let log = service.log_text();
+    assert_eq!(log.matches("accept failed").count(), 1, "one line for the streak, not one per failure");
+    let healthz = wait_for(Duration::from_secs(5), || {
+        let response = exchange(&service, b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+        (response.status == 200).then_some(())
+    });
+    assert!(healthz.is_some());
+    assert_healthy(&service, "running out of file descriptors");
+}
+
+/// The environment of every process that carries evaluation `id`'s id: `(command line, environment)`.
+fn processes_of(id: &str) -> Vec<(String, String)> {
+    let marker = format!("LMEVAL_EVALUATION_ID={id}");
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else { continue };
+        let environ = String::from_utf8_lossy(&environ).replace('\0', "\n");
+        if environ.lines().any(|line| line == marker) {
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            found.push((String::from_utf8_lossy(&cmdline).replace('\0', " "), environ));
+        }
+    }
+    found
+}
+
+/// Accepts connections on 127.0.0.1 and keeps every request it is sent, answering each as an
+/// OpenAI-compatible completions server would (one completion, "x").
+fn probe_listener() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}/v1/completions", listener.local_addr().expect("address"));
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = std::sync::Arc::clone(&seen);
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut stream = stream;
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut request = Vec::new();
+            let mut buf = [0u8; 16384];
+            while let Ok(n) = stream.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                request.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&request).to_string();
+                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    let length = head
+                        .lines()
+                        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length: ").map(str::to_string))
+                        .and_then(|n| n.trim().parse::<usize>().ok())
+                        .unwrap_or(0);
+                    if body.len() >= length {
+                        break;
+                    }
+                }
+            }
+            keep.lock().expect("lock").push(String::from_utf8_lossy(&request).to_string());
+            let answer = r#"{"id":"1","object":"text_completion","model":"m","choices":[{"index":0,"text":"x","finish_reason":"stop"}]}"#;
+            let response = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
+                answer.len()
+            );
+            let _ = stream.write_all(response.as_bytes());
+        }
+    });
+    (url, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_services_own_environment_never_reaches_lm_eval() {
+    const CANARY: &str = "canary-7f3a9c";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secrets = [("OPENAI_API_KEY", CANARY), ("HF_TOKEN", CANARY), ("AWS_SECRET_ACCESS_KEY", CANARY)];
+    let service = Service::start_with_env(&dir.path().join("data"), &["--max-running", "2"], &secrets);
+
+    let slow = submit(
+        &service,
+        json!({"model": "dummy", "tasks": ["lmeval_aas_slow"], "env": [{"name": "MODE", "value": "x"}]}),
+    )
+    .await;
+    let id = slow["id"].as_str().expect("id").to_string();
+    let processes = wait_for(Duration::from_secs(60), || {
+        let found = processes_of(&id);
+        found.iter().any(|(cmdline, _)| cmdline.contains("lm_eval") && !cmdline.contains(" driver ")).then_some(found)
+    })
+    .expect("the driver and lm_eval run");
+    for (cmdline, environ) in &processes {
+        assert!(!environ.contains(CANARY), "{cmdline} holds the service's credentials:\n{environ}");
+    }
+    let lm_eval = processes.iter().find(|(cmdline, _)| !cmdline.contains(" driver ")).expect("lm_eval");
+    assert!(lm_eval.1.lines().any(|line| line == "MODE=x"), "the request's own env arrives: {}", lm_eval.1);
+    let cancelled =
+        client().post(service.url(&format!("/api/v1/evaluations/{id}/cancel"))).send().await.expect("cancel");
+    assert_eq!(cancelled.status(), 202);
+
+    let (url, seen) = probe_listener();
+    let probe = submit(
+        &service,
+        json!({"model": "local-completions", "tasks": ["lmeval_aas_gen"], "limit": 1,
+               "model_args": {"model": "m", "base_url": url, "tokenizer_backend": "none", "max_retries": 1}}),
+    )
+    .await;
+    common::wait_terminal(&service, probe["id"].as_str().expect("id")).await;
+    let requests = seen.lock().expect("lock").clone();
+    assert!(!requests.is_empty(), "lm_eval called the URL the request named");
+    for request in &requests {
+        assert!(!request.contains(CANARY), "the service's credential went to the request's URL:\n{request}");
+    }
+}
