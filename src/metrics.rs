@@ -14,8 +14,13 @@ type RouteCounts = HashMap<(axum::http::Method, u16), AtomicU64>;
 #[derive(Debug, Default)]
 pub struct Metrics {
     requests: RwLock<HashMap<String, RouteCounts>>,
+    /// Status reads answered without the router (`api::status_read`): `GET` `STATUS_READ_ROUTE` `200`.
+    status_reads: AtomicU64,
     evaluations_created: AtomicU64,
 }
+
+/// The route status reads are counted under, whichever way they were answered.
+pub const STATUS_READ_ROUTE: &str = "/api/v1/evaluations/{id}";
 
 impl Metrics {
     pub fn request(&self, method: &axum::http::Method, route: &str, status: u16) {
@@ -29,6 +34,10 @@ impl Metrics {
         }
         let mut requests = self.requests.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         requests.entry(route.to_string()).or_default().entry(key).or_default().fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn status_read(&self) {
+        self.status_reads.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn evaluation_created(&self) {
@@ -45,6 +54,15 @@ impl Metrics {
             rows.extend(counts.iter().map(|((method, status), count)| {
                 (route.as_str(), method.to_string(), *status, count.load(Ordering::Relaxed))
             }));
+        }
+        let fast = self.status_reads.load(Ordering::Relaxed);
+        match rows
+            .iter_mut()
+            .find(|(route, method, status, _)| *route == STATUS_READ_ROUTE && method == "GET" && *status == 200)
+        {
+            Some(row) => row.3 += fast,
+            None if fast > 0 => rows.push((STATUS_READ_ROUTE, "GET".into(), 200, fast)),
+            None => {}
         }
         rows.sort();
         for (route, method, status, count) in rows {
@@ -71,50 +89,25 @@ fn escape(value: &str) -> String {
     value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
-/// Counts every response by method, matched route and status, without boxing the request's future.
-#[derive(Clone)]
-pub struct MetricsLayer(pub std::sync::Arc<Metrics>);
-
-impl<S> tower::Layer<S> for MetricsLayer {
-    type Service = MetricsService<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        MetricsService { inner, metrics: std::sync::Arc::clone(&self.0) }
-    }
-}
-
-#[derive(Clone)]
-pub struct MetricsService<S> {
-    inner: S,
-    metrics: std::sync::Arc<Metrics>,
-}
-
-impl<S, B> tower::Service<axum::http::Request<B>> for MetricsService<S>
-where
-    S: tower::Service<axum::http::Request<B>, Response = axum::response::Response>,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = Counted<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: axum::http::Request<B>) -> Self::Future {
-        let method = request.method().clone();
-        let route = request.extensions().get::<axum::extract::MatchedPath>().cloned();
-        Counted { inner: self.inner.call(request), method, route, metrics: std::sync::Arc::clone(&self.metrics) }
-    }
-}
-
 pin_project_lite::pin_project! {
+    /// A request's future that counts its response by method, matched route and status when it is ready.
     pub struct Counted<F> {
         #[pin]
         inner: F,
         method: axum::http::Method,
         route: Option<axum::extract::MatchedPath>,
         metrics: std::sync::Arc<Metrics>,
+    }
+}
+
+impl<F> Counted<F> {
+    pub fn new(
+        inner: F,
+        method: axum::http::Method,
+        route: Option<axum::extract::MatchedPath>,
+        metrics: std::sync::Arc<Metrics>,
+    ) -> Self {
+        Self { inner, method, route, metrics }
     }
 }
 

@@ -380,3 +380,32 @@ async fn no_body_makes_it_answer_5xx() {
     }
     assert_eq!(answered, fields.len() * weird.len());
 }
+
+/// The status read is answered before the router when the evaluation exists; with a query string it takes
+/// the router. Both give the same bytes and headers and are counted as one series.
+#[tokio::test]
+async fn the_status_read_answers_the_same_with_or_without_the_router() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app = paused_app(dir.path()).await;
+    let (response, bytes) =
+        send(&app, post_json("/api/v1/evaluations", r#"{"model": "dummy", "tasks": ["lmeval_aas_mc"]}"#)).await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let id = json(&bytes)["id"].as_str().expect("id").to_string();
+    let (direct, direct_body) = send(&app, get(&format!("/api/v1/evaluations/{id}"))).await;
+    let (routed, routed_body) = send(&app, get(&format!("/api/v1/evaluations/{id}?via=router"))).await;
+    assert_eq!((direct.status(), routed.status()), (StatusCode::OK, StatusCode::OK));
+    assert_eq!(direct_body, routed_body);
+    for response in [&direct, &routed] {
+        assert_eq!(response.headers()["content-type"], "application/json");
+        assert!(response.headers().contains_key("x-request-id"));
+    }
+    let given = Request::get(format!("/api/v1/evaluations/{id}")).header("x-request-id", "mine").body(Body::empty());
+    let (echoed, _) = send(&app, given.expect("request")).await;
+    assert_eq!(echoed.headers()["x-request-id"], "mine", "a client's request id comes back");
+    let (_, metrics) = send(&app, get("/metrics")).await;
+    let text = String::from_utf8(metrics).expect("utf8");
+    assert!(
+        text.contains(r#"lmeval_http_requests_total{method="GET",route="/api/v1/evaluations/{id}",status="200"} 3"#),
+        "{text}"
+    );
+}

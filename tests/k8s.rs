@@ -186,6 +186,24 @@ async fn cancel_suspends_the_job_and_ends_the_pod_process() {
     wait_until(&service, &id, Duration::from_secs(120), "running", |e| e["state"] == "running").await;
     let running = common::wait_for(Duration::from_secs(10), || (!processes_of(&id).is_empty()).then_some(()));
     assert!(running.is_some(), "the driver runs as a local process: {}", service.log_text());
+    // The pod's environment (the run record's name, the API server's address) stays with the driver.
+    let sealed = common::wait_for(Duration::from_secs(30), || {
+        processes_of(&id).into_iter().find_map(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let is_lm_eval = cmdline.split(|b| *b == 0).any(|arg| arg.ends_with(b"lm_eval"))
+                && !cmdline.split(|b| *b == 0).any(|arg| arg == b"driver");
+            is_lm_eval.then(|| std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default())
+        })
+    })
+    .expect("lm_eval runs under the driver");
+    let names: Vec<String> = sealed
+        .split(|b| *b == 0)
+        .filter_map(|var| Some(String::from_utf8_lossy(var.split(|b| *b == b'=').next()?).into_owned()))
+        .collect();
+    assert!(
+        !names.iter().any(|n| n == "LMEVAL_RUN_RECORD" || n == "LMEVAL_JOB_UID" || n.starts_with("KUBERNETES_")),
+        "lm_eval got the driver's environment: {names:?}"
+    );
 
     let response =
         client().post(service.url(&format!("/api/v1/evaluations/{id}/cancel"))).send().await.expect("cancel");

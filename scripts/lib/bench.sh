@@ -22,5 +22,5 @@ done = function(summary, latency, requests)
     latency:percentile(50) / 1000, latency:percentile(99) / 1000, summary.errors.status + summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout))
 end
 LUA
-    wrk -t1 -c"$connections" -d"${duration}s" --latency -s "$lua" "$1" | tee "$work/wrk.out" | awk '/^RESULT/ {print $2, $3, $4, $5}'
+    ${WRK_PREFIX:-} wrk -t1 -c"$connections" -d"${duration}s" --latency -s "$lua" "$1" | tee "$work/wrk.out" | awk '/^RESULT/ {print $2, $3, $4, $5}'
 }

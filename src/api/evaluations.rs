@@ -164,7 +164,7 @@ pub async fn list_evaluations(
     )
 )]
 pub async fn get_evaluation(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
-    let json = state.backend.get_json(evaluation_id(&id)?).await?;
+    let json = state.backend.get_json(evaluation_id(&id)?)?;
     Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response())
 }
 

@@ -5,8 +5,7 @@ use std::borrow::Cow;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{FromRequest, FromRequestParts, Request};
-use axum::http::Method;
+use axum::extract::{FromRef, FromRequest, FromRequestParts, Request};
 use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use axum::http::request::Parts;
 use bytes::BytesMut;
@@ -21,10 +20,13 @@ use crate::error::ApiError;
 /// for malformed JSON, wrong types and unknown fields.
 pub struct JsonBody<T>(pub T);
 
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T>
+where
+    super::AppState: FromRef<S>,
+{
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let is_json = req
             .headers()
             .get(CONTENT_TYPE)
@@ -35,7 +37,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
         if !is_json {
             return Err(ApiError::UnsupportedMediaType);
         }
-        let limits = req.extensions().get::<BodyLimits>().copied().unwrap_or_default();
+        let limits = super::AppState::from_ref(state).limits.body;
         let declared = req.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
         if declared.is_some_and(|length| length > limits.max_bytes as u64) {
             return Err(ApiError::PayloadTooLarge(limits.max_bytes));
@@ -53,12 +55,6 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
 pub struct BodyLimits {
     pub max_bytes: usize,
     pub read_timeout: Duration,
-}
-
-impl Default for BodyLimits {
-    fn default() -> Self {
-        Self { max_bytes: 1024 * 1024, read_timeout: Duration::from_secs(30) }
-    }
 }
 
 /// The body in one buffer. Each chunk is copied out as it arrives: a chunk is a slice of the connection's
@@ -143,24 +139,6 @@ pub struct PeerAddr(pub std::net::SocketAddr);
 /// Who submits: until requests carry identities, the client's IP address.
 pub fn creator(peer: Option<&PeerAddr>) -> String {
     peer.map_or_else(|| "unknown".to_string(), |PeerAddr(addr)| addr.ip().to_string())
-}
-
-/// The media types a browser sends across sites without asking first (CORS "simple" requests): a change of
-/// state never takes them, so a page elsewhere cannot make a visitor's browser cancel or submit.
-const CROSS_SITE_FORM_TYPES: &[&str] = &["application/x-www-form-urlencoded", "multipart/form-data", "text/plain"];
-
-pub async fn refuse_form_bodies(request: Request, next: axum::middleware::Next) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    let changes_state = !matches!(request.method(), &Method::GET | &Method::HEAD | &Method::OPTIONS);
-    let media_type = request
-        .headers()
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.split(';').next().unwrap_or_default().trim().to_ascii_lowercase());
-    if changes_state && media_type.is_some_and(|t| CROSS_SITE_FORM_TYPES.contains(&t.as_str())) {
-        return ApiError::UnsupportedMediaType.into_response();
-    }
-    next.run(request).await
 }
 
 /// An evaluation id from the path; anything that is not a UUID names no evaluation (404).

@@ -125,7 +125,7 @@ async fn lookup(
     query: Result<Query<TaskIdParams>, ApiError>,
 ) -> Result<crate::model::Evaluation, Box<Response>> {
     let id = task_id(query)?;
-    state.backend.get(id).await.map_err(|err| match err {
+    state.backend.get(id).map_err(|err| match err {
         ApiError::NotFound(_) => Box::new(not_found()),
         err => Box::new(legacy_error(&err)),
     })

@@ -2,21 +2,19 @@
 
 pub mod evaluations;
 pub mod extract;
+mod layers;
 pub mod legacy;
 pub mod ops;
+mod status_read;
 pub mod ui;
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{MatchedPath, Request};
-use axum::http::Method;
 use axum::response::IntoResponse;
 use tokio::sync::watch;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::{DefaultOnResponse, TraceLayer};
-use tracing::Level;
+use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -24,12 +22,29 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use crate::backend::Backend;
 use crate::error::{ApiError, Problem};
-use crate::metrics::{Metrics, MetricsLayer};
+use crate::metrics::Metrics;
 use crate::validate::Policy;
 pub use extract::{BodyLimits, PeerAddr};
 
+/// What every handler may use: one shared `App`, so handing it to a request is one reference count.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<App>);
+
+impl std::ops::Deref for AppState {
+    type Target = App;
+
+    fn deref(&self) -> &App {
+        &self.0
+    }
+}
+
+impl From<App> for AppState {
+    fn from(app: App) -> Self {
+        Self(Arc::new(app))
+    }
+}
+
+pub struct App {
     pub backend: Arc<dyn Backend>,
     pub policy: Policy,
     pub metrics: Arc<Metrics>,
@@ -93,30 +108,48 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     doc
 }
 
-pub fn router(state: AppState) -> Router {
+/// The HTTP service: the router, and in front of it the hot status read (see `status_read`).
+#[derive(Clone)]
+pub struct Service {
+    router: Router,
+    state: AppState,
+}
+
+impl<B> tower::Service<axum::http::Request<B>> for Service
+where
+    B: axum::body::HttpBody<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    type Response = axum::response::Response;
+    type Error = std::convert::Infallible;
+    type Future = futures::future::Either<
+        std::future::Ready<Result<Self::Response, Self::Error>>,
+        <Router as tower::Service<axum::http::Request<B>>>::Future,
+    >;
+
+    fn poll_ready(&mut self, _cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: axum::http::Request<B>) -> Self::Future {
+        match status_read::answer(&self.state, &request) {
+            Some(response) => futures::future::Either::Left(std::future::ready(Ok(response))),
+            None => futures::future::Either::Right(tower::Service::call(&mut self.router, request)),
+        }
+    }
+}
+
+pub fn router(app: App) -> Service {
+    let state = AppState::from(app);
+    Service { router: routes(state.clone()), state }
+}
+
+/// Every layer of a Router is a boxed service cloned per request; so the API's own middleware is one layer,
+/// and the request id and panic catching are another.
+fn routes(state: AppState) -> Router {
     let (api, _) = api_routes().split_for_parts();
     let (ops, _) = ops_routes().split_for_parts();
-    let body_limits = state.limits.body;
-    let api = api
-        .layer(MetricsLayer(Arc::clone(&state.metrics)))
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(|req: &Request| {
-                    let route = req.extensions().get::<MatchedPath>().map_or("", MatchedPath::as_str);
-                    let request_id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
-                    // Reads log nothing at info, and formatting a span's fields costs a fifth of a read's
-                    // time; so read spans exist from debug on, the spans of changes always.
-                    if req.method() == Method::GET || req.method() == Method::HEAD {
-                        tracing::debug_span!("request", http.method = %req.method(), http.route = route, request.id = request_id)
-                    } else {
-                        tracing::info_span!("request", http.method = %req.method(), http.route = route, request.id = request_id)
-                    }
-                })
-                .on_request(())
-                .on_response(DefaultOnResponse::new().level(Level::DEBUG)),
-        )
-        .layer(axum::middleware::from_fn(extract::refuse_form_bodies))
-        .layer(axum::Extension(body_limits));
+    let api = api.layer(layers::ApiLayer::new(Arc::clone(&state.metrics)));
     Router::new()
         .merge(api)
         .merge(ops)
@@ -126,7 +159,10 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { ApiError::NoRoute })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .with_state(state)
-        .layer(CatchPanicLayer::custom(|_| ApiError::internal("handler panicked").into_response()))
-        .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(SetRequestIdLayer::x_request_id(layers::MakeRequestId))
+                .layer(PropagateRequestIdLayer::x_request_id())
+                .layer(CatchPanicLayer::custom(|_| ApiError::internal("handler panicked").into_response())),
+        )
 }

@@ -45,11 +45,10 @@ pub trait Backend: Send + Sync + 'static {
     /// Where this backend runs evaluations and what it can provide; admission needs nothing else of it.
     fn site(&self) -> &Site;
     async fn create(&self, new: NewEvaluation) -> ApiResult<Created>;
-    async fn get(&self, id: Uuid) -> ApiResult<Evaluation>;
-    /// The evaluation as JSON: the hot read path, which a backend may serve without copying the evaluation.
-    async fn get_json(&self, id: Uuid) -> ApiResult<Bytes> {
-        serde_json::to_vec(&self.get(id).await?).map(Bytes::from).map_err(ApiError::internal)
-    }
+    /// The evaluation as the backend holds it in memory: no I/O, so no waiting.
+    fn get(&self, id: Uuid) -> ApiResult<Evaluation>;
+    /// The evaluation as JSON, the hot read path: the bytes the backend keeps, not a copy of the evaluation.
+    fn get_json(&self, id: Uuid) -> ApiResult<Bytes>;
     async fn list(&self, query: &ListQuery) -> ApiResult<EvaluationList>;
     async fn logs(&self, id: Uuid, options: LogOptions) -> ApiResult<LogStream>;
     /// The results JSON exactly as lm-eval wrote it.

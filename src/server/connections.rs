@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
@@ -41,7 +41,7 @@ const BUSY_READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// Serves `app` on `listener` until SIGTERM or SIGINT, then drains as `timing` says.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    app: axum::Router,
+    app: crate::api::Service,
     shutdown_tx: watch::Sender<bool>,
     timing: ShutdownTiming,
     limits: ConnectionLimits,
@@ -100,13 +100,16 @@ pub async fn serve(
 fn serve_one(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
-    app: axum::Router,
+    app: crate::api::Service,
     graceful: &GracefulShutdown,
     read_timeout: Duration,
 ) -> impl Future<Output = ()> + Send + 'static {
     let (socket, handle) = SharedSocket::new(stream);
     let app = app.map_request(move |mut request: axum::http::Request<hyper::body::Incoming>| {
-        request.extensions_mut().insert(PeerAddr(peer));
+        // Only changes are attributed to a creator; reads stay free of the allocation.
+        if !matches!(*request.method(), Method::GET | Method::HEAD) {
+            request.extensions_mut().insert(PeerAddr(peer));
+        }
         request
     });
     let connection = hyper::server::conn::http1::Builder::new()

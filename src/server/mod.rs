@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use tokio::sync::watch;
 
-use crate::api::{self, AppState, BodyLimits, Limits};
+use crate::api::{self, App, BodyLimits, Limits};
 use crate::backend::kubernetes::{KubernetesBackend, KubernetesConfig};
 use crate::backend::local::{LocalBackend, LocalConfig};
 use crate::backend::{Backend, PendingLimits};
@@ -142,7 +142,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let backend = build_backend(&args).await?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let read_timeout = Duration::from_secs(args.request_read_timeout_seconds.max(1));
-    let state = AppState {
+    let app = App {
         backend,
         policy: Policy {
             allow_online: args.allow_online,
@@ -163,7 +163,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         timeout: Duration::from_secs(args.shutdown_timeout_seconds),
     };
     let limits = ConnectionLimits { max_connections: args.max_connections, read_timeout };
-    connections::serve(listener, api::router(state), shutdown_tx, timing, limits).await;
+    connections::serve(listener, api::router(app), shutdown_tx, timing, limits).await;
     tracing::info!("stopped");
     Ok(())
 }

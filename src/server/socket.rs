@@ -120,6 +120,32 @@ impl AsyncWrite for SharedSocket {
         }
     }
 
+    /// hyper writes a response's head and body in one `writev`, without copying the body; its own error
+    /// responses are a head alone, in the first buffer.
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        if bufs.len() == 1 || automatic_response(bufs.first().map_or(&[][..], |b| &b[..])).is_some() {
+            return self.poll_write(cx, bufs.first().map_or(&[][..], |b| &b[..]));
+        }
+        ready!(self.poll_write_replacement(cx))?;
+        self.read_since_response.store(0, Ordering::Relaxed);
+        loop {
+            ready!(self.stream.poll_write_ready(cx))?;
+            match self.stream.try_write_vectored(bufs) {
+                Ok(n) => return Poll::Ready(Ok(n)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.poll_write_replacement(cx)
     }
@@ -132,6 +158,9 @@ impl AsyncWrite for SharedSocket {
 
 /// The status of a response hyper wrote by itself: an error status without `x-request-id`, head only.
 fn automatic_response(buf: &[u8]) -> Option<StatusCode> {
+    if !(buf.starts_with(b"HTTP/1.1 4") || buf.starts_with(b"HTTP/1.1 5")) {
+        return None;
+    }
     let head_end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
     let head = std::str::from_utf8(&buf[..head_end]).ok()?;
     let status: u16 = head.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()?;

@@ -6,11 +6,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, Response};
 use http_body_util::BodyExt;
-use lm_eval_aas::api::{self, AppState, BodyLimits, Limits};
+use lm_eval_aas::api::{self, App, BodyLimits, Limits};
 use lm_eval_aas::backend::PendingLimits;
 use lm_eval_aas::backend::local::{LocalBackend, LocalConfig};
 use lm_eval_aas::metrics::Metrics;
@@ -32,11 +31,11 @@ pub fn lm_eval() -> String {
 }
 
 /// The router on a local backend that accepts but never starts evaluations (`max_running` 0).
-pub async fn paused_app(data_dir: &Path) -> Router {
+pub async fn paused_app(data_dir: &Path) -> api::Service {
     app_with(data_dir, 0, 4096).await
 }
 
-pub async fn app_with(data_dir: &Path, max_running: usize, max_body_bytes: usize) -> Router {
+pub async fn app_with(data_dir: &Path, max_running: usize, max_body_bytes: usize) -> api::Service {
     let backend = LocalBackend::open(LocalConfig {
         data_dir: data_dir.to_path_buf(),
         lm_eval: "lm_eval".into(),
@@ -50,7 +49,7 @@ pub async fn app_with(data_dir: &Path, max_running: usize, max_body_bytes: usize
     .expect("open local backend");
     let (_tx, shutdown) = tokio::sync::watch::channel(false);
     std::mem::forget(_tx);
-    api::router(AppState {
+    api::router(App {
         backend: Arc::new(backend),
         policy: Policy::default(),
         metrics: Arc::new(Metrics::default()),
@@ -59,7 +58,7 @@ pub async fn app_with(data_dir: &Path, max_running: usize, max_body_bytes: usize
     })
 }
 
-pub async fn send(app: &Router, request: Request<Body>) -> (Response<()>, Vec<u8>) {
+pub async fn send(app: &api::Service, request: Request<Body>) -> (Response<()>, Vec<u8>) {
     let response = app.clone().oneshot(request).await.expect("router answers");
     let (parts, body) = response.into_parts();
     let bytes = body.collect().await.expect("body").to_bytes().to_vec();

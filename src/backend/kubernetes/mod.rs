@@ -241,7 +241,7 @@ impl Backend for KubernetesBackend {
                 let stored =
                     existing.metadata.annotations.as_ref().and_then(|a| a.get(REQUEST_DIGEST_ANNOTATION)).cloned();
                 shared.job_changed(existing);
-                return replay(key, stored.as_deref(), self.get(id).await?);
+                return replay(key, stored.as_deref(), self.get(id)?);
             }
             Err(e) => {
                 if objects.input.is_some() {
@@ -264,11 +264,11 @@ impl Backend for KubernetesBackend {
         Ok(Created::New(created))
     }
 
-    async fn get(&self, id: Uuid) -> ApiResult<Evaluation> {
+    fn get(&self, id: Uuid) -> ApiResult<Evaluation> {
         self.shared.index.read().view(id).map(|v| v.evaluation.clone())
     }
 
-    async fn get_json(&self, id: Uuid) -> ApiResult<Bytes> {
+    fn get_json(&self, id: Uuid) -> ApiResult<Bytes> {
         self.shared.index.read().view(id).map(|v| v.json.clone())
     }
 
@@ -303,7 +303,7 @@ impl Backend for KubernetesBackend {
         let job =
             shared.call(shared.jobs.patch(&object_name(id), &PatchParams::default(), &Patch::Merge(&patch))).await?;
         shared.job_changed(job);
-        self.get(id).await
+        self.get(id)
     }
 
     async fn delete(&self, id: Uuid) -> ApiResult<()> {

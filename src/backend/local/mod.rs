@@ -235,11 +235,11 @@ impl Backend for LocalBackend {
         Ok(Created::New(record.evaluation))
     }
 
-    async fn get(&self, id: Uuid) -> ApiResult<Evaluation> {
+    fn get(&self, id: Uuid) -> ApiResult<Evaluation> {
         Listable::evaluation(self.shared.store.read().slot(id)?)
     }
 
-    async fn get_json(&self, id: Uuid) -> ApiResult<Bytes> {
+    fn get_json(&self, id: Uuid) -> ApiResult<Bytes> {
         self.shared.store.read().slot(id).map(|slot| slot.json.clone())
     }
 
@@ -275,19 +275,19 @@ impl Backend for LocalBackend {
             }
             // It started meanwhile: stop the process.
             shared.stop(id, StopReason::Cancelled);
-            return self.get(id).await;
+            return self.get(id);
         }
         shared.stop(id, StopReason::Cancelled);
-        let mut evaluation = self.get(id).await?;
+        let mut evaluation = self.get(id)?;
         evaluation.message = Some(CANCELLATION_REQUESTED.into());
         Ok(evaluation)
     }
 
     async fn delete(&self, id: Uuid) -> ApiResult<()> {
-        if !self.get(id).await?.state.is_terminal() {
+        if !self.get(id)?.state.is_terminal() {
             self.cancel(id).await?;
             let deadline = tokio::time::Instant::now() + self.shared.config.kill_grace + Duration::from_secs(5);
-            while !self.get(id).await?.state.is_terminal() {
+            while !self.get(id)?.state.is_terminal() {
                 if tokio::time::Instant::now() > deadline {
                     return Err(ApiError::Unavailable {
                         detail: format!("evaluation {id} is still stopping"),
