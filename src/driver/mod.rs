@@ -98,6 +98,8 @@ pub async fn run(args: DriverArgs) -> anyhow::Result<i32> {
     let mut sink = LineSink { log, echo: args.echo.then(tokio::io::stdout), recorder };
     let spawned = tokio::process::Command::new(program)
         .args(rest)
+        .env_clear()
+        .envs(sealed(std::env::vars_os(), &args.keep_env))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 
 use axum::http::StatusCode;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::error::{PROBLEM_JSON, http_layer_problem};
@@ -48,14 +48,15 @@ impl SharedSocket {
                 self.replacement = None;
                 break;
             }
-            ready!(self.stream.poll_write_ready(cx))?;
-            match self.stream.try_write(&bytes[*written..]) {
-                Ok(n) => *written += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Poll::Ready(Err(e)),
-            }
+            *written += ready!(when_ready(&self.stream, cx, Interest::WRITABLE, |s| s.try_write(&bytes[*written..])))?;
         }
         Poll::Ready(Ok(()))
+    }
+
+    fn poll_write_through(&mut self, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        ready!(self.poll_write_replacement(cx))?;
+        self.read_since_response.store(0, Ordering::Relaxed);
+        when_ready(&self.stream, cx, Interest::WRITABLE, |s| s.try_write_vectored(bufs))
     }
 }
 
@@ -85,18 +86,10 @@ impl SocketHandle {
 
 impl AsyncRead for SharedSocket {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        loop {
-            ready!(self.stream.poll_read_ready(cx))?;
-            match self.stream.try_read(buf.initialize_unfilled()) {
-                Ok(n) => {
-                    buf.advance(n);
-                    self.read_since_response.fetch_add(n, Ordering::Relaxed);
-                    return Poll::Ready(Ok(()));
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Poll::Ready(Err(e)),
-            }
-        }
+        let n = ready!(when_ready(&self.stream, cx, Interest::READABLE, |s| s.try_read(buf.initialize_unfilled())))?;
+        buf.advance(n);
+        self.read_since_response.fetch_add(n, Ordering::Relaxed);
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -109,36 +102,19 @@ impl AsyncWrite for SharedSocket {
             ready!(self.poll_write_replacement(cx))?;
             return Poll::Ready(Ok(buf.len()));
         }
-        self.read_since_response.store(0, Ordering::Relaxed);
-        loop {
-            ready!(self.stream.poll_write_ready(cx))?;
-            match self.stream.try_write(buf) {
-                Ok(n) => return Poll::Ready(Ok(n)),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Poll::Ready(Err(e)),
-            }
-        }
+        self.poll_write_through(cx, &[io::IoSlice::new(buf)])
     }
 
     /// hyper writes a response's head and body in one `writev`, without copying the body; its own error
-    /// responses are a head alone, in the first buffer.
+    /// responses are a head alone, in one buffer.
     fn poll_write_vectored(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        if bufs.len() == 1 || automatic_response(bufs.first().map_or(&[][..], |b| &b[..])).is_some() {
-            return self.poll_write(cx, bufs.first().map_or(&[][..], |b| &b[..]));
-        }
-        ready!(self.poll_write_replacement(cx))?;
-        self.read_since_response.store(0, Ordering::Relaxed);
-        loop {
-            ready!(self.stream.poll_write_ready(cx))?;
-            match self.stream.try_write_vectored(bufs) {
-                Ok(n) => return Poll::Ready(Ok(n)),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Poll::Ready(Err(e)),
-            }
+        match bufs {
+            [one] => self.poll_write(cx, one),
+            _ => self.poll_write_through(cx, bufs),
         }
     }
 
@@ -153,6 +129,26 @@ impl AsyncWrite for SharedSocket {
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         ready!(self.poll_write_replacement(cx))?;
         Poll::Ready(socket2::SockRef::from(&*self.stream).shutdown(std::net::Shutdown::Write))
+    }
+}
+
+/// Runs `attempt` once the socket is ready for `interest`, again whenever that readiness was stale.
+fn when_ready<T>(
+    stream: &TcpStream,
+    cx: &mut Context<'_>,
+    interest: Interest,
+    mut attempt: impl FnMut(&TcpStream) -> io::Result<T>,
+) -> Poll<io::Result<T>> {
+    loop {
+        if interest.is_writable() {
+            ready!(stream.poll_write_ready(cx))?;
+        } else {
+            ready!(stream.poll_read_ready(cx))?;
+        }
+        match attempt(stream) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            done => return Poll::Ready(done),
+        }
     }
 }
 
