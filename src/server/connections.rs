@@ -13,7 +13,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::sync::{Semaphore, watch};
 use tower::ServiceExt;
 
-use super::socket::{SharedSocket, SocketHandle, problem_response};
+use super::socket::GuardedSocket;
 use crate::api::PeerAddr;
 
 #[derive(Debug, Clone, Copy)]
@@ -104,8 +104,9 @@ fn serve_one(
     graceful: &GracefulShutdown,
     read_timeout: Duration,
 ) -> impl Future<Output = ()> + Send + 'static {
-    let (socket, handle) = SharedSocket::new(stream);
+    let (socket, progress) = GuardedSocket::new(stream);
     let app = app.map_request(move |mut request: axum::http::Request<hyper::body::Incoming>| {
+        progress.dispatched();
         // Only changes are attributed to a creator; reads stay free of the allocation.
         if !matches!(*request.method(), Method::GET | Method::HEAD) {
             request.extensions_mut().insert(PeerAddr(peer));
@@ -119,19 +120,10 @@ fn serve_one(
         .serve_connection(TokioIo::new(socket), TowerToHyperService::new(app));
     let connection = graceful.watch(connection);
     async move {
-        match connection.await {
-            Err(e) if e.is_timeout() => answer_timeout(&handle).await,
-            Err(e) => tracing::debug!(error = %e, "connection ended with an error"),
-            Ok(()) => {}
+        // A head that stalled is answered 408 as the socket is dropped.
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "connection ended with an error");
         }
-    }
-}
-
-/// Headers that stopped arriving get a `408`; a keep-alive connection that merely stayed idle is closed.
-async fn answer_timeout(handle: &SocketHandle) {
-    if handle.request_under_way() {
-        let response = problem_response(StatusCode::REQUEST_TIMEOUT, &[("connection", "close")]);
-        handle.write_last(&response, Duration::from_secs(1)).await;
     }
 }
 
@@ -149,7 +141,7 @@ async fn turn_away(stream: tokio::net::TcpStream) {
             .expect("a well-formed response");
         Ok::<_, std::convert::Infallible>(response)
     });
-    let (socket, _) = SharedSocket::new(stream);
+    let (socket, _) = GuardedSocket::new(stream);
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(BUSY_READ_TIMEOUT)

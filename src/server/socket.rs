@@ -1,10 +1,11 @@
-//! A connection's socket as hyper sees it, shared with the task that serves the connection, so that task can
-//! still answer when hyper gives up on a request (its headers stalled) and hyper's own error responses can be
-//! made problem documents like every other error.
+//! A connection's socket as hyper sees it. It answers what hyper would leave unanswered or bare:
+//! - hyper answers a request it cannot parse (400, 414, 431) by itself, with an empty body and before any route
+//!   sees it. Those responses are the only ones without an `x-request-id` header (every response of the router
+//!   carries one), which is how they are recognised on their way out and replaced by a problem document.
+//! - hyper closes a connection whose request head stalls past its read timeout without a word. The socket knows
+//!   whether part of a request had arrived that nothing answered; if so, it sends `408` as it is dropped.
 //!
-//! hyper answers a request it cannot parse (400, 414, 431) by itself, with an empty body and before any route
-//! sees it. Those responses are the only ones without an `x-request-id` header (every response of the router
-//! carries one), which is how they are recognised on their way out and replaced by a problem document.
+//! Reads and writes are the `TcpStream`'s own, so the socket costs no system call the stream would not make.
 
 use std::io;
 use std::pin::Pin;
@@ -13,33 +14,35 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 
 use axum::http::StatusCode;
-use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::error::{PROBLEM_JSON, http_layer_problem};
 
-pub struct SharedSocket {
-    stream: Arc<TcpStream>,
-    /// Bytes read since the last response began: a request is on its way when this is not zero.
-    read_since_response: Arc<AtomicUsize>,
+pub struct GuardedSocket {
+    stream: TcpStream,
+    /// Bytes of a request that has not been answered or handed to the service yet.
+    unanswered: Arc<AtomicUsize>,
     /// A replacement response still to be written, and how much of it has been.
     replacement: Option<(Vec<u8>, usize)>,
 }
 
-/// The serving task's handle on the same socket.
+/// The serving side's hold on a connection: it says when a request has been handed to the service.
 #[derive(Clone)]
-pub struct SocketHandle {
-    stream: Arc<TcpStream>,
-    read_since_response: Arc<AtomicUsize>,
+pub struct RequestProgress(Arc<AtomicUsize>);
+
+impl RequestProgress {
+    /// A whole request head has arrived and is being served: nothing is waiting on the socket's side.
+    pub fn dispatched(&self) {
+        self.0.store(0, Ordering::Relaxed);
+    }
 }
 
-impl SharedSocket {
-    pub fn new(stream: TcpStream) -> (Self, SocketHandle) {
-        let stream = Arc::new(stream);
-        let read_since_response = Arc::new(AtomicUsize::new(0));
-        let handle =
-            SocketHandle { stream: Arc::clone(&stream), read_since_response: Arc::clone(&read_since_response) };
-        (Self { stream, read_since_response, replacement: None }, handle)
+impl GuardedSocket {
+    pub fn new(stream: TcpStream) -> (Self, RequestProgress) {
+        let unanswered = Arc::new(AtomicUsize::new(0));
+        let progress = RequestProgress(Arc::clone(&unanswered));
+        (Self { stream, unanswered, replacement: None }, progress)
     }
 
     fn poll_write_replacement(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -48,61 +51,34 @@ impl SharedSocket {
                 self.replacement = None;
                 break;
             }
-            *written += ready!(when_ready(&self.stream, cx, Interest::WRITABLE, |s| s.try_write(&bytes[*written..])))?;
+            *written += ready!(Pin::new(&mut self.stream).poll_write(cx, &bytes[*written..]))?;
         }
         Poll::Ready(Ok(()))
     }
-
-    fn poll_write_through(&mut self, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
-        ready!(self.poll_write_replacement(cx))?;
-        self.read_since_response.store(0, Ordering::Relaxed);
-        when_ready(&self.stream, cx, Interest::WRITABLE, |s| s.try_write_vectored(bufs))
-    }
 }
 
-impl SocketHandle {
-    /// Whether part of a request has arrived that no response has answered yet.
-    pub fn request_under_way(&self) -> bool {
-        self.read_since_response.load(Ordering::Relaxed) > 0
-    }
-
-    /// Writes `response` as it is, giving up after `patience`; the connection is closing anyway.
-    pub async fn write_last(&self, response: &[u8], patience: std::time::Duration) {
-        let write = async {
-            let mut written = 0;
-            while written < response.len() {
-                self.stream.writable().await?;
-                match self.stream.try_write(&response[written..]) {
-                    Ok(n) => written += n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(e) => return Err(e),
-                }
-            }
-            Ok::<_, io::Error>(())
-        };
-        let _ = tokio::time::timeout(patience, write).await;
-    }
-}
-
-impl AsyncRead for SharedSocket {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        let n = ready!(when_ready(&self.stream, cx, Interest::READABLE, |s| s.try_read(buf.initialize_unfilled())))?;
-        buf.advance(n);
-        self.read_since_response.fetch_add(n, Ordering::Relaxed);
+impl AsyncRead for GuardedSocket {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut self.stream).poll_read(cx, buf))?;
+        let read = buf.filled().len() - before;
+        if read > 0 {
+            self.unanswered.fetch_add(read, Ordering::Relaxed);
+        }
         Poll::Ready(Ok(()))
     }
 }
 
-impl AsyncWrite for SharedSocket {
+impl AsyncWrite for GuardedSocket {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         ready!(self.poll_write_replacement(cx))?;
+        self.unanswered.store(0, Ordering::Relaxed);
         if let Some(status) = automatic_response(buf) {
             self.replacement = Some((problem_response(status, &[("connection", "close")]), 0));
-            self.read_since_response.store(0, Ordering::Relaxed);
             ready!(self.poll_write_replacement(cx))?;
             return Poll::Ready(Ok(buf.len()));
         }
-        self.poll_write_through(cx, &[io::IoSlice::new(buf)])
+        Pin::new(&mut self.stream).poll_write(cx, buf)
     }
 
     /// hyper writes a response's head and body in one `writev`, without copying the body; its own error
@@ -112,42 +88,35 @@ impl AsyncWrite for SharedSocket {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        match bufs {
-            [one] => self.poll_write(cx, one),
-            _ => self.poll_write_through(cx, bufs),
+        if let [one] = bufs {
+            return self.poll_write(cx, one);
         }
+        ready!(self.poll_write_replacement(cx))?;
+        self.unanswered.store(0, Ordering::Relaxed);
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
-        true
+        self.stream.is_write_vectored()
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.poll_write_replacement(cx)
+        ready!(self.poll_write_replacement(cx))?;
+        Pin::new(&mut self.stream).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         ready!(self.poll_write_replacement(cx))?;
-        Poll::Ready(socket2::SockRef::from(&*self.stream).shutdown(std::net::Shutdown::Write))
+        Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
 
-/// Runs `attempt` once the socket is ready for `interest`, again whenever that readiness was stale.
-fn when_ready<T>(
-    stream: &TcpStream,
-    cx: &mut Context<'_>,
-    interest: Interest,
-    mut attempt: impl FnMut(&TcpStream) -> io::Result<T>,
-) -> Poll<io::Result<T>> {
-    loop {
-        if interest.is_writable() {
-            ready!(stream.poll_write_ready(cx))?;
-        } else {
-            ready!(stream.poll_read_ready(cx))?;
-        }
-        match attempt(stream) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            done => return Poll::Ready(done),
+impl Drop for GuardedSocket {
+    /// Part of a request arrived and nothing answered it: its head stalled (or the server is stopping). Best
+    /// effort, without waiting: the response is small enough for the socket's send buffer.
+    fn drop(&mut self) {
+        if self.unanswered.load(Ordering::Relaxed) > 0 {
+            let _ = self.stream.try_write(&problem_response(StatusCode::REQUEST_TIMEOUT, &[("connection", "close")]));
         }
     }
 }
@@ -161,7 +130,7 @@ fn automatic_response(buf: &[u8]) -> Option<StatusCode> {
     let head = std::str::from_utf8(&buf[..head_end]).ok()?;
     let status: u16 = head.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()?;
     let ours = head.lines().any(|line| line.to_ascii_lowercase().starts_with("x-request-id:"));
-    (status >= 400 && !ours && head_end + 4 == buf.len()).then(|| StatusCode::from_u16(status).ok()).flatten()
+    (!ours && head_end + 4 == buf.len()).then(|| StatusCode::from_u16(status).ok()).flatten()
 }
 
 /// A whole HTTP/1.1 response carrying the problem document of `status`.
