@@ -25,6 +25,12 @@ pub enum Command {
         #[arg(long)]
         output: Option<PathBuf>,
     },
+    /// Print the CustomResourceDefinition of `evaluations.lm-eval-aas.io` (YAML).
+    Crd {
+        /// Write to this file instead of standard output.
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
     /// Run lm-eval as a child, recording its log, progress and exit status (used by the backends).
     Driver(Box<DriverArgs>),
 }

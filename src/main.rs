@@ -1,6 +1,6 @@
 use clap::Parser;
 use lm_eval_aas::cli::{Cli, Command};
-use lm_eval_aas::{api, driver, server, telemetry};
+use lm_eval_aas::{api, driver, k8s, server, telemetry};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -14,6 +14,14 @@ async fn main() -> anyhow::Result<()> {
             match output {
                 Some(path) => std::fs::write(path, json)?,
                 None => print!("{json}"),
+            }
+            Ok(())
+        }
+        Command::Crd { output } => {
+            let yaml = yaml_serde::to_string(&k8s::crd::crd())?;
+            match output {
+                Some(path) => std::fs::write(path, yaml)?,
+                None => print!("{yaml}"),
             }
             Ok(())
         }

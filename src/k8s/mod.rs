@@ -2,7 +2,9 @@
 //! ConfigMap, and the evaluation's status read back from those objects. They know nothing of who creates
 //! the Job or where else results may go, so a controller can reuse them as they are.
 
+pub mod crd;
 pub mod job;
+pub mod resource;
 pub mod run_record;
 pub mod status;
 

@@ -9,10 +9,11 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 mod reason;
+pub mod schema;
 pub use reason::Reason;
 
 /// What to evaluate and how. Unknown fields are rejected.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EvaluationRequest {
     /// An lm-eval model type, e.g. `hf`, `vllm`, `local-completions`, `dummy`.
@@ -21,6 +22,7 @@ pub struct EvaluationRequest {
     /// Arguments for the model constructor; values are strings, numbers or booleans.
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     #[schema(value_type = Object, example = json!({"pretrained": "EleutherAI/pythia-70m"}))]
+    #[schemars(schema_with = "schema::free_form_object")]
     pub model_args: Map<String, Value>,
     /// lm-eval task or group names.
     #[schema(example = json!(["lmeval_aas_mc"]))]
@@ -34,18 +36,21 @@ pub struct EvaluationRequest {
     /// An integer, `auto` or `auto:N`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>, example = "auto")]
+    #[schemars(schema_with = "schema::int_or_string")]
     pub batch_size: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_batch_size: Option<i64>,
     /// Generation arguments, e.g. `{"temperature": 0, "until": ["\n"]}`.
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     #[schema(value_type = Object)]
+    #[schemars(schema_with = "schema::free_form_object")]
     pub gen_kwargs: Map<String, Value>,
     #[serde(default, skip_serializing_if = "is_false")]
     pub log_samples: bool,
     /// `true`, or the name of a chat template.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>)]
+    #[schemars(schema_with = "schema::any_value")]
     pub apply_chat_template: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fewshot_as_multiturn: Option<bool>,
@@ -54,12 +59,14 @@ pub struct EvaluationRequest {
     /// One integer for all four generators, or `[python, numpy, torch, fewshot]` (integers or null).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
+    #[schemars(schema_with = "schema::any_value")]
     pub seed: Option<Value>,
     #[serde(default, skip_serializing_if = "is_false")]
     pub predict_only: bool,
     /// Task metadata (merged by lm-eval with `model_args`).
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     #[schema(value_type = Object)]
+    #[schemars(schema_with = "schema::free_form_object")]
     pub metadata: Map<String, Value>,
     /// Custom tasks without a volume: file name → task YAML text.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -91,7 +98,7 @@ fn is_false(b: &bool) -> bool {
 }
 
 /// An environment variable: a literal `value`, or a `secret` reference (never a secret value).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EnvVar {
     pub name: String,
@@ -101,7 +108,7 @@ pub struct EnvVar {
     pub secret: Option<SecretRef>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SecretRef {
     /// The Secret's name.
@@ -111,7 +118,7 @@ pub struct SecretRef {
 }
 
 /// A PersistentVolumeClaim mounted into the evaluation (datasets, task directories).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VolumeMount {
     pub pvc: String,
@@ -123,7 +130,7 @@ pub struct VolumeMount {
     pub read_only: Option<bool>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Resources {
     /// A Kubernetes quantity, e.g. `500m` or `2`.
@@ -136,7 +143,9 @@ pub struct Resources {
     pub gpu: Option<u32>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum State {
     Pending,
@@ -188,7 +197,7 @@ impl ExitStatus {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema, schemars::JsonSchema)]
 pub struct Progress {
     pub percent: f64,
     pub completed: u64,
@@ -196,18 +205,19 @@ pub struct Progress {
 }
 
 /// One metric of one task under one filter.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema, schemars::JsonSchema)]
 pub struct MetricRow {
     pub task: String,
     pub filter: String,
     pub metric: String,
     #[schema(value_type = Option<f64>)]
+    #[schemars(schema_with = "schema::nullable_number")]
     pub value: Value,
     pub stderr: Option<f64>,
     pub n_shot: Option<i64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema, schemars::JsonSchema)]
 pub struct Links {
     #[serde(rename = "self")]
     pub self_: String,

@@ -7,6 +7,7 @@ use utoipa::ToSchema;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Reason {
     Cancelled,
+    InvalidRequest,
     Timeout,
     LmEvalError,
     Killed,
@@ -26,8 +27,9 @@ pub enum Reason {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 16] = [
+    pub const ALL: [Reason; 17] = [
         Self::Cancelled,
+        Self::InvalidRequest,
         Self::Timeout,
         Self::LmEvalError,
         Self::Killed,
@@ -49,6 +51,7 @@ impl Reason {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Cancelled => "Cancelled",
+            Self::InvalidRequest => "InvalidRequest",
             Self::Timeout => "Timeout",
             Self::LmEvalError => "LmEvalError",
             Self::Killed => "Killed",
@@ -71,6 +74,9 @@ impl Reason {
     pub fn description(self) -> &'static str {
         match self {
             Self::Cancelled => "cancelled by request",
+            Self::InvalidRequest => {
+                "the Evaluation's spec is not a request the service accepts (created past its admission webhook); the message has the problem"
+            }
             Self::Timeout => "ran longer than the request's timeout_seconds",
             Self::LmEvalError => "lm_eval exited with a non-zero code; the message has the code and the last log lines",
             Self::Killed => "lm_eval was ended by a signal; the message has the signal and the last log lines",
@@ -127,3 +133,14 @@ impl utoipa::PartialSchema for Reason {
 }
 
 impl ToSchema for Reason {}
+
+impl schemars::JsonSchema for Reason {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Reason".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let values: Vec<&str> = Self::ALL.iter().map(|r| r.as_str()).collect();
+        schemars::json_schema!({"type": "string", "enum": values})
+    }
+}
