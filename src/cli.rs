@@ -95,10 +95,16 @@ pub struct ServeArgs {
     /// Policy: let requests pass `trust_remote_code` in model_args.
     #[arg(long, env = "LMEVAL_ALLOW_TRUST_REMOTE_CODE")]
     pub allow_trust_remote_code: bool,
-    /// Kubernetes backend: the namespace evaluations run in [default: the service's own namespace in a
-    /// cluster, else `default`].
+    /// The namespace served by default (the un-namespaced routes'); kubernetes: where the service runs and its
+    /// leader Lease lives [default: the service's own namespace in a cluster, else `default`].
     #[arg(long, env = "LMEVAL_NAMESPACE")]
     pub namespace: Option<String>,
+    /// Kubernetes backend: more namespaces to serve Evaluations in (comma-separated in the variable).
+    #[arg(long = "namespaces", env = "LMEVAL_NAMESPACES", value_delimiter = ',')]
+    pub namespaces: Vec<String>,
+    /// Kubernetes backend: seconds the leader's Lease lasts unrenewed before another replica takes over.
+    #[arg(long, env = "LMEVAL_LEADER_LEASE_SECONDS", default_value_t = 15)]
+    pub leader_lease_seconds: u64,
     /// Kubernetes backend: the runner image (Python with lm-eval, and this binary as the driver).
     #[arg(long, env = "LMEVAL_RUNNER_IMAGE", default_value = "ghcr.io/lm-eval-aas/runner:0.1.0")]
     pub runner_image: String,

@@ -20,6 +20,8 @@ pub enum ApiError {
     Forbidden { field: String, detail: String },
     #[error("evaluation {0} not found")]
     NotFound(String),
+    #[error("namespace {0} is not served here; the server serves the namespaces it is configured for")]
+    NamespaceNotServed(String),
     #[error("no such route")]
     NoRoute,
     #[error("this route does not take that method")]
@@ -59,7 +61,7 @@ impl ApiError {
             Self::Malformed { .. } => StatusCode::BAD_REQUEST,
             Self::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Forbidden { .. } => StatusCode::FORBIDDEN,
-            Self::NotFound(_) | Self::NoRoute => StatusCode::NOT_FOUND,
+            Self::NotFound(_) | Self::NamespaceNotServed(_) | Self::NoRoute => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -77,6 +79,7 @@ impl ApiError {
             Self::Invalid { .. } => "invalid-field",
             Self::Forbidden { .. } => "forbidden-by-policy",
             Self::NotFound(_) | Self::NoRoute => "not-found",
+            Self::NamespaceNotServed(_) => "namespace-not-served",
             Self::MethodNotAllowed => "method-not-allowed",
             Self::Conflict(_) => "conflict",
             Self::PayloadTooLarge(_) => "payload-too-large",

@@ -1,4 +1,5 @@
-//! `/api/v1/evaluations`: the evaluation API.
+//! `/api/v1/evaluations`: the evaluation API, in the server's default namespace. Each route's work is a
+//! `*_in` function that `namespaced.rs` shares for `/api/v1/namespaces/{namespace}/evaluations`.
 
 use axum::body::Body;
 use std::sync::Arc;
@@ -32,9 +33,20 @@ pub struct CreateParams {
     dry_run: bool,
 }
 
-/// Admits a request for the backend that will run it: an evaluation not yet stored.
-pub(crate) fn admit(state: &AppState, submission: Submission<'_>) -> ApiResult<NewEvaluation> {
-    admission::admit(submission, &state.policy, state.backend.site(), Uuid::new_v4(), now())
+/// Admits a submission into `namespace` for the backend that will run it: an evaluation not yet stored.
+pub(crate) fn admit(state: &AppState, namespace: &str, submission: Submission<'_>) -> ApiResult<NewEvaluation> {
+    admission::admit(submission, &state.policy, &state.backend.site(namespace)?, Uuid::new_v4(), now())
+}
+
+/// What a dry run shows: the evaluation that would be accepted, and on Kubernetes the objects it would make.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct DryRun {
+    #[serde(flatten)]
+    pub evaluation: Evaluation,
+    /// Kubernetes backend: `{"evaluation": <the Evaluation object>, "job": <the Job it would run as>}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub objects: Option<serde_json::Value>,
 }
 
 /// Submit an evaluation.
@@ -51,7 +63,7 @@ pub(crate) fn admit(state: &AppState, submission: Submission<'_>) -> ApiResult<N
     request_body = EvaluationRequest,
     responses(
         (status = 202, description = "Accepted; the evaluation will run", body = Evaluation, headers(("Location" = String, description = "The evaluation's URL"))),
-        (status = 200, description = "Dry run: what would run", body = Evaluation),
+        (status = 200, description = "Dry run: what would run", body = DryRun),
         (status = 400, description = "Malformed JSON, wrong type or unknown field", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Refused by the server's policy", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Idempotency-Key reused with another body", body = Problem, content_type = "application/problem+json"),
@@ -65,21 +77,33 @@ pub(crate) fn admit(state: &AppState, submission: Submission<'_>) -> ApiResult<N
 )]
 pub async fn create_evaluation(
     State(state): State<AppState>,
+    query: Query<CreateParams>,
+    peer: Option<Extension<PeerAddr>>,
+    headers: HeaderMap,
+    body: JsonBody<EvaluationRequest>,
+) -> ApiResult<Response> {
+    create_in(&state, state.default_namespace(), query, peer, headers, body).await
+}
+
+pub(super) async fn create_in(
+    state: &AppState,
+    namespace: &str,
     Query(params): Query<CreateParams>,
     peer: Option<Extension<PeerAddr>>,
     headers: HeaderMap,
     JsonBody(request): JsonBody<EvaluationRequest>,
 ) -> ApiResult<Response> {
     if params.dry_run {
-        let new = admit(&state, Submission::anonymous(request))?;
-        return Ok((StatusCode::OK, axum::Json(new.evaluation)).into_response());
+        let new = admit(state, namespace, Submission::anonymous(request))?;
+        let objects = state.backend.dry_run_objects(&new)?;
+        return Ok((StatusCode::OK, axum::Json(DryRun { evaluation: new.evaluation, objects })).into_response());
     }
     let submission = Submission {
         request,
         idempotency_key: headers.get("idempotency-key").map(HeaderValue::as_bytes),
         creator: creator(peer.as_deref()),
     };
-    let new = admit(&state, submission)?;
+    let new = admit(state, namespace, submission)?;
     let (evaluation, replayed) = match state.backend.create(new).await? {
         Created::New(evaluation) => {
             state.metrics.evaluation_created();
@@ -140,6 +164,14 @@ impl<'de> Deserialize<'de> for LabelSelector {
 )]
 pub async fn list_evaluations(
     State(state): State<AppState>,
+    query: Query<ListParams>,
+) -> ApiResult<axum::Json<EvaluationList>> {
+    list_in(&state, state.default_namespace(), query).await
+}
+
+pub(super) async fn list_in(
+    state: &AppState,
+    namespace: &str,
     Query(params): Query<ListParams>,
 ) -> ApiResult<axum::Json<EvaluationList>> {
     let page_size = params.page_size.unwrap_or(DEFAULT_PAGE_SIZE);
@@ -148,7 +180,7 @@ pub async fn list_evaluations(
     }
     let labels = params.label.into_iter().map(|LabelSelector(key, value)| (key, value)).collect();
     let query = ListQuery { page_size, page_token: params.page_token, state: params.state, labels };
-    Ok(axum::Json(state.backend.list(&query).await?))
+    Ok(axum::Json(state.backend.list(namespace, &query).await?))
 }
 
 /// Get one evaluation.
@@ -164,7 +196,11 @@ pub async fn list_evaluations(
     )
 )]
 pub async fn get_evaluation(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
-    let json = state.backend.get_json(evaluation_id(&id)?)?;
+    get_in(&state, state.default_namespace(), &id)
+}
+
+pub(super) fn get_in(state: &AppState, namespace: &str, id: &str) -> ApiResult<Response> {
+    let json = state.backend.get_json(namespace, evaluation_id(id)?)?;
     Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response())
 }
 
@@ -200,10 +236,20 @@ pub struct LogParams {
 pub async fn get_evaluation_logs(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    query: Query<LogParams>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    logs_in(&state, state.default_namespace(), &id, query, headers).await
+}
+
+pub(super) async fn logs_in(
+    state: &AppState,
+    namespace: &str,
+    id: &str,
     Query(params): Query<LogParams>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let id = evaluation_id(&id)?;
+    let id = evaluation_id(id)?;
     let options = LogOptions { tail_lines: params.tail_lines, follow: params.follow };
     // A follower holds its place until its stream ends or its client goes.
     let place = if options.follow {
@@ -214,7 +260,7 @@ pub async fn get_evaluation_logs(
     } else {
         None
     };
-    let lines = state.backend.logs(id, options).await?.inspect(move |_| {
+    let lines = state.backend.logs(namespace, id, options).await?.inspect(move |_| {
         let _ = &place;
     });
     let mut shutdown = state.shutdown.clone();
@@ -257,7 +303,11 @@ pub async fn get_evaluation_logs(
     )
 )]
 pub async fn get_evaluation_results(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
-    let bytes = state.backend.results(evaluation_id(&id)?).await?;
+    results_in(&state, state.default_namespace(), &id).await
+}
+
+pub(super) async fn results_in(state: &AppState, namespace: &str, id: &str) -> ApiResult<Response> {
+    let bytes = state.backend.results(namespace, evaluation_id(id)?).await?;
     Ok(([(header::CONTENT_TYPE, "application/json")], bytes).into_response())
 }
 
@@ -275,7 +325,11 @@ pub async fn get_evaluation_results(State(state): State<AppState>, Path(id): Pat
     )
 )]
 pub async fn cancel_evaluation(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
-    let evaluation = state.backend.cancel(evaluation_id(&id)?).await?;
+    cancel_in(&state, state.default_namespace(), &id).await
+}
+
+pub(super) async fn cancel_in(state: &AppState, namespace: &str, id: &str) -> ApiResult<Response> {
+    let evaluation = state.backend.cancel(namespace, evaluation_id(id)?).await?;
     Ok((StatusCode::ACCEPTED, axum::Json(evaluation)).into_response())
 }
 
@@ -292,6 +346,10 @@ pub async fn cancel_evaluation(State(state): State<AppState>, Path(id): Path<Str
     )
 )]
 pub async fn delete_evaluation(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
-    state.backend.delete(evaluation_id(&id)?).await?;
+    delete_in(&state, state.default_namespace(), &id).await
+}
+
+pub(super) async fn delete_in(state: &AppState, namespace: &str, id: &str) -> ApiResult<StatusCode> {
+    state.backend.delete(namespace, evaluation_id(id)?).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -125,7 +125,7 @@ async fn lookup(
     query: Result<Query<TaskIdParams>, ApiError>,
 ) -> Result<crate::model::Evaluation, Box<Response>> {
     let id = task_id(query)?;
-    state.backend.get(id).map_err(|err| match err {
+    state.backend.get(state.default_namespace(), id).map_err(|err| match err {
         ApiError::NotFound(_) => Box::new(not_found()),
         err => Box::new(legacy_error(&err)),
     })
@@ -246,7 +246,7 @@ pub async fn submit_job(
         let JsonBody(submission) = body?;
         let submission =
             Submission { creator: creator(peer.as_deref()), ..Submission::anonymous(to_request(submission)?) };
-        let new = admit(&state, submission)?;
+        let new = admit(&state, state.default_namespace(), submission)?;
         match state.backend.create(new).await? {
             Created::New(evaluation) | Created::Existing(evaluation) => {
                 state.metrics.evaluation_created();
@@ -298,7 +298,7 @@ pub async fn job_results(State(state): State<AppState>, query: Result<Query<Task
         Err(response) => return *response,
     };
     match evaluation.state {
-        EvalState::Succeeded => match state.backend.results(evaluation.id).await {
+        EvalState::Succeeded => match state.backend.results(state.default_namespace(), evaluation.id).await {
             Ok(bytes) => ([(axum::http::header::CONTENT_TYPE, "application/json")], bytes).into_response(),
             Err(err) => legacy_error(&err),
         },
@@ -325,7 +325,7 @@ pub async fn list_jobs(State(state): State<AppState>) -> Response {
     let mut jobs = Vec::new();
     let mut query = ListQuery { page_size: super::evaluations::MAX_PAGE_SIZE, ..ListQuery::default() };
     loop {
-        let page = match state.backend.list(&query).await {
+        let page = match state.backend.list(state.default_namespace(), &query).await {
             Ok(page) => page,
             Err(err) => return legacy_error(&err),
         };
@@ -358,7 +358,7 @@ pub async fn cancel_job(State(state): State<AppState>, query: Result<Query<TaskI
         Ok(id) => id,
         Err(response) => return *response,
     };
-    match state.backend.cancel(id).await {
+    match state.backend.cancel(state.default_namespace(), id).await {
         Ok(_) => axum::Json(LegacyJob { task_id: id.to_string(), status: "cancelled".into() }).into_response(),
         Err(ApiError::NotFound(_)) => not_found(),
         Err(err) => legacy_error(&err),

@@ -4,6 +4,7 @@ pub mod evaluations;
 pub mod extract;
 mod layers;
 pub mod legacy;
+pub mod namespaced;
 pub mod ops;
 mod status_read;
 pub mod ui;
@@ -35,6 +36,13 @@ impl std::ops::Deref for AppState {
 
     fn deref(&self) -> &App {
         &self.0
+    }
+}
+
+impl AppState {
+    /// The namespace the un-namespaced and the Flask routes mean.
+    pub fn default_namespace(&self) -> &str {
+        self.backend.namespaces().first().map_or("default", String::as_str)
     }
 }
 
@@ -75,7 +83,8 @@ impl Limits {
         license(name = "Apache-2.0", identifier = "Apache-2.0")
     ),
     tags(
-        (name = "evaluations", description = "Evaluations: submit, list, follow, read, cancel, delete"),
+        (name = "evaluations", description = "Evaluations in the server's default namespace: submit, list, follow, read, cancel, delete"),
+        (name = "namespaced", description = "Evaluations in a namespace the server serves (on Kubernetes, Evaluation objects)"),
         (name = "legacy", description = "The Flask service's routes, kept for its clients"),
         (name = "operations", description = "Health, readiness and metrics"),
     ),
@@ -90,6 +99,11 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(evaluations::get_evaluation_logs))
         .routes(routes!(evaluations::get_evaluation_results))
         .routes(routes!(evaluations::cancel_evaluation))
+        .routes(routes!(namespaced::create_namespaced_evaluation, namespaced::list_namespaced_evaluations))
+        .routes(routes!(namespaced::get_namespaced_evaluation, namespaced::delete_namespaced_evaluation))
+        .routes(routes!(namespaced::get_namespaced_evaluation_logs))
+        .routes(routes!(namespaced::get_namespaced_evaluation_results))
+        .routes(routes!(namespaced::cancel_namespaced_evaluation))
         .routes(routes!(legacy::submit_job))
         .routes(routes!(legacy::poll_job))
         .routes(routes!(legacy::job_results))

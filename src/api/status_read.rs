@@ -19,7 +19,7 @@ pub fn answer<B>(state: &AppState, request: &Request<B>) -> Option<Response<Body
         return None;
     }
     let id: Uuid = request.uri().path().strip_prefix(PREFIX)?.parse().ok()?;
-    let json = state.backend.get_json(id).ok()?;
+    let json = state.backend.get_json(state.default_namespace(), id).ok()?;
     let request_id = match request.headers().get(REQUEST_ID) {
         Some(given) => given.clone(),
         None => new_request_id()?,

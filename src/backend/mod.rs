@@ -42,23 +42,40 @@ pub type LogStream = BoxStream<'static, String>;
 
 #[async_trait]
 pub trait Backend: Send + Sync + 'static {
-    /// Where this backend runs evaluations and what it can provide; admission needs nothing else of it.
-    fn site(&self) -> &Site;
+    /// The namespaces it serves; the first is the default one, which the un-namespaced routes mean.
+    fn namespaces(&self) -> &[String];
+    /// Where it runs evaluations of `namespace` and what it can provide (admission needs nothing else of it);
+    /// `404` for a namespace it does not serve.
+    fn site(&self, namespace: &str) -> ApiResult<Site>;
+    /// Stores and starts an admitted evaluation (in `new.evaluation.namespace`).
     async fn create(&self, new: NewEvaluation) -> ApiResult<Created>;
+    /// What the backend would make of it, for a dry run: `None` where it makes nothing worth showing.
+    fn dry_run_objects(&self, _new: &NewEvaluation) -> ApiResult<Option<serde_json::Value>> {
+        Ok(None)
+    }
     /// The evaluation as the backend holds it in memory: no I/O, so no waiting.
-    fn get(&self, id: Uuid) -> ApiResult<Evaluation>;
+    fn get(&self, namespace: &str, id: Uuid) -> ApiResult<Evaluation>;
     /// The evaluation as JSON, the hot read path: the bytes the backend keeps, not a copy of the evaluation.
-    fn get_json(&self, id: Uuid) -> ApiResult<Bytes>;
-    async fn list(&self, query: &ListQuery) -> ApiResult<EvaluationList>;
-    async fn logs(&self, id: Uuid, options: LogOptions) -> ApiResult<LogStream>;
+    fn get_json(&self, namespace: &str, id: Uuid) -> ApiResult<Bytes>;
+    async fn list(&self, namespace: &str, query: &ListQuery) -> ApiResult<EvaluationList>;
+    async fn logs(&self, namespace: &str, id: Uuid, options: LogOptions) -> ApiResult<LogStream>;
     /// The results JSON exactly as lm-eval wrote it.
-    async fn results(&self, id: Uuid) -> ApiResult<Bytes>;
-    async fn cancel(&self, id: Uuid) -> ApiResult<Evaluation>;
-    async fn delete(&self, id: Uuid) -> ApiResult<()>;
+    async fn results(&self, namespace: &str, id: Uuid) -> ApiResult<Bytes>;
+    async fn cancel(&self, namespace: &str, id: Uuid) -> ApiResult<Evaluation>;
+    async fn delete(&self, namespace: &str, id: Uuid) -> ApiResult<()>;
     /// Ready to serve: state loaded, caches synced, the store reachable.
     async fn ready(&self) -> ApiResult<()>;
     /// Evaluations per state, for `/metrics`.
     async fn count_by_state(&self) -> BTreeMap<State, u64>;
+}
+
+/// `Ok` when `namespaces` holds `namespace`.
+pub fn ensure_served(namespaces: &[String], namespace: &str) -> ApiResult<()> {
+    if namespaces.iter().any(|served| served == namespace) {
+        Ok(())
+    } else {
+        Err(ApiError::NamespaceNotServed(namespace.chars().take(63).collect()))
+    }
 }
 
 /// Only a pending or running evaluation can be cancelled.

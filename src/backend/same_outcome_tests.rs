@@ -79,7 +79,8 @@ fn accepted() -> Evaluation {
         secrets: true,
         volumes: true,
         resources: true,
-        id_scope: "ns".into(),
+        namespace: "ns".into(),
+        default_namespace: true,
     };
     let request =
         serde_json::from_value(json!({"model": "dummy", "tasks": ["t"], "timeout_seconds": 60})).expect("request");

@@ -4,8 +4,8 @@
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
     CustomResourceColumnDefinition, CustomResourceDefinition, CustomResourceDefinitionNames,
-    CustomResourceDefinitionSpec, CustomResourceDefinitionVersion, CustomResourceSubresources,
-    CustomResourceValidation, JSONSchemaProps,
+    CustomResourceDefinitionSpec, CustomResourceDefinitionVersion, CustomResourceSubresourceStatus,
+    CustomResourceSubresources, CustomResourceValidation, JSONSchemaProps,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::{Value, json};
@@ -55,7 +55,10 @@ pub fn crd() -> CustomResourceDefinition {
                         serde_json::from_value::<JSONSchemaProps>(root).expect("a JSONSchemaProps"),
                     ),
                 }),
-                subresources: Some(CustomResourceSubresources { status: Some(Default::default()), scale: None }),
+                subresources: Some(CustomResourceSubresources {
+                    status: Some(CustomResourceSubresourceStatus(json!({}))),
+                    scale: None,
+                }),
                 additional_printer_columns: Some(vec![
                     column("State", "string", ".status.state", "pending, running, succeeded, failed or cancelled"),
                     column("Reason", "string", ".status.reason", "why it is in its state"),
@@ -146,6 +149,7 @@ mod tests {
         assert_eq!(spec["properties"]["env"]["items"]["x-kubernetes-preserve-unknown-fields"], true);
         assert_eq!(spec["properties"]["batch_size"]["x-kubernetes-int-or-string"], true);
         assert_eq!(spec["required"], json!(["model", "tasks"]));
+        assert_eq!(crd["spec"]["versions"][0]["subresources"]["status"], json!({}), "status is a subresource");
         assert!(!crd.to_string().contains("$ref"), "no references in a structural schema");
         let status = &root["properties"]["status"]["properties"];
         for field in ["state", "reason", "progress", "metrics", "observedGeneration", "jobName", "conditions"] {

@@ -81,7 +81,8 @@ pub fn site(config: &RunnerConfig, namespace: &str) -> Site {
         secrets: true,
         volumes: true,
         resources: true,
-        id_scope: namespace.into(),
+        namespace: namespace.into(),
+        default_namespace: true,
     }
 }
 

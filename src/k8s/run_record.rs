@@ -51,6 +51,26 @@ impl RunRecord {
         }
     }
 
+    /// What an evaluation's status is computed from, small enough to keep thousands of: the log's last lines
+    /// and, of the results, only the sections its metrics are read from.
+    pub fn summary(&self) -> Self {
+        let results = self.results.as_deref().and_then(|bytes| serde_json::from_slice::<serde_json::Value>(bytes).ok());
+        let results = results.map(|all| {
+            let kept = serde_json::json!({"results": all.get("results"), "n-shot": all.get("n-shot")});
+            Bytes::from(kept.to_string())
+        });
+        Self {
+            progress: self.progress,
+            exit: self.exit,
+            failure: self.failure.clone(),
+            log_tail: self
+                .log_tail
+                .as_deref()
+                .map(|tail| crate::lifecycle::last_lines(tail, crate::lifecycle::LAST_LOG_LINES)),
+            results,
+        }
+    }
+
     /// The ConfigMap's `data` and `binaryData`: results raw when they fit next to the log tail, else
     /// gzipped, else a `ResultsTooLarge` failure in their place.
     pub fn to_data(&self) -> (BTreeMap<String, String>, BTreeMap<String, ByteString>) {

@@ -27,8 +27,10 @@ pub struct Site {
     pub secrets: bool,
     pub volumes: bool,
     pub resources: bool,
-    /// Ids derived from an Idempotency-Key are unique within this scope (the namespace).
-    pub id_scope: String,
+    /// The namespace evaluations are admitted into; ids derived from an Idempotency-Key are unique within it.
+    pub namespace: String,
+    /// Whether it is the server's default namespace (served by the un-namespaced routes too).
+    pub default_namespace: bool,
 }
 
 /// Where lm-eval's own files go.
@@ -168,10 +170,11 @@ pub fn admit(
     site.check(&valid)?;
     let request = valid.to_request();
     let idempotency = idempotency_key.map(|raw| IdempotencyKey::parse(raw, &request)).transpose()?;
-    let id = idempotency.as_ref().map_or(fresh_id, |key| key.evaluation_id(&site.id_scope));
+    let id = idempotency.as_ref().map_or(fresh_id, |key| key.evaluation_id(&site.namespace));
     let command = command::build(&valid, &site.plan(id));
     check_command_size(&command.argv, &request.env)?;
-    let evaluation = Evaluation::pending(id, request, command.argv, now);
+    let evaluation =
+        Evaluation::pending(id, request, command.argv, now).in_namespace(&site.namespace, site.default_namespace);
     Ok(NewEvaluation { evaluation, config_yaml: command.config_yaml, idempotency, creator })
 }
 
@@ -238,7 +241,8 @@ mod tests {
             secrets: capable,
             volumes: capable,
             resources: capable,
-            id_scope: "ns".into(),
+            namespace: "ns".into(),
+            default_namespace: true,
         }
     }
 
@@ -268,7 +272,7 @@ mod tests {
         let other_body = admit_to(&local, json!({"limit": 2}), Some("retry-1")).expect("admitted");
         assert_eq!(other_body.evaluation.id, keyed.evaluation.id);
         assert_ne!(other_body.idempotency.map(|k| k.body_digest), keyed.idempotency.map(|k| k.body_digest));
-        let in_another_scope = Site { id_scope: "other".into(), ..local };
+        let in_another_scope = Site { namespace: "other".into(), ..local };
         assert_ne!(
             admit_to(&in_another_scope, json!({}), Some("retry-1")).expect("admitted").evaluation.id,
             again.evaluation.id

@@ -13,7 +13,7 @@ pub mod schema;
 pub use reason::Reason;
 
 /// What to evaluate and how. Unknown fields are rejected.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema, schemars::JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EvaluationRequest {
     /// An lm-eval model type, e.g. `hf`, `vllm`, `local-completions`, `dummy`.
@@ -226,8 +226,17 @@ pub struct Links {
 }
 
 impl Links {
+    /// Links of an evaluation in the server's default namespace: its un-namespaced routes.
     pub fn for_id(id: Uuid) -> Self {
-        let base = format!("/api/v1/evaluations/{id}");
+        Self::under(format!("/api/v1/evaluations/{id}"))
+    }
+
+    /// Links of an evaluation in another namespace: the namespaced routes.
+    pub fn in_namespace(namespace: &str, id: Uuid) -> Self {
+        Self::under(format!("/api/v1/namespaces/{namespace}/evaluations/{id}"))
+    }
+
+    fn under(base: String) -> Self {
         Self { logs: format!("{base}/logs"), results: format!("{base}/results"), self_: base }
     }
 }
@@ -236,6 +245,9 @@ impl Links {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Evaluation {
     pub id: Uuid,
+    /// The namespace it belongs to (on the local backend, the one it serves).
+    #[serde(default)]
+    pub namespace: String,
     pub state: State,
     pub reason: Option<Reason>,
     pub message: Option<String>,
@@ -262,6 +274,7 @@ impl Evaluation {
     pub fn pending(id: Uuid, request: EvaluationRequest, command: Vec<String>, created_at: OffsetDateTime) -> Self {
         Self {
             id,
+            namespace: String::new(),
             state: State::Pending,
             reason: None,
             message: None,
@@ -275,6 +288,14 @@ impl Evaluation {
             metrics: None,
             links: Links::for_id(id),
         }
+    }
+
+    /// Places it in `namespace`; `default` says whether that is the server's default namespace (whose
+    /// evaluations the un-namespaced routes serve).
+    pub fn in_namespace(mut self, namespace: &str, default: bool) -> Self {
+        self.namespace = namespace.to_string();
+        self.links = if default { Links::for_id(self.id) } else { Links::in_namespace(namespace, self.id) };
+        self
     }
 }
 

@@ -50,7 +50,8 @@ fn resolve_lm_eval(flag: Option<PathBuf>) -> anyhow::Result<PathBuf> {
 
 const IN_CLUSTER_NAMESPACE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
 
-fn kubernetes_config(args: &ServeArgs) -> anyhow::Result<KubernetesConfig> {
+/// The namespace the service is in (and serves by default): `--namespace`, else the pod's own, else `default`.
+fn own_namespace(args: &ServeArgs) -> anyhow::Result<String> {
     let namespace = match &args.namespace {
         Some(namespace) => namespace.clone(),
         None => {
@@ -59,6 +60,37 @@ fn kubernetes_config(args: &ServeArgs) -> anyhow::Result<KubernetesConfig> {
     };
     if !crate::validate::names::is_dns_label(&namespace) {
         bail!("--namespace (LMEVAL_NAMESPACE): {namespace:?} is not a namespace name");
+    }
+    Ok(namespace)
+}
+
+/// The operator's policy for what requests may ask.
+fn policy(args: &ServeArgs) -> Policy {
+    Policy {
+        allow_online: args.allow_online,
+        allow_code_execution: args.allow_code_execution,
+        allow_trust_remote_code: args.allow_trust_remote_code,
+        allowed_env: args.allow_env.clone(),
+    }
+}
+
+/// This replica, for the leader Lease: the pod's name where there is one, and something unique besides.
+fn identity() -> String {
+    let host =
+        std::env::var("POD_NAME").or_else(|_| std::env::var("HOSTNAME")).unwrap_or_else(|_| "lm-eval-aas".into());
+    format!("{host}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
+}
+
+fn kubernetes_config(args: &ServeArgs) -> anyhow::Result<KubernetesConfig> {
+    let namespace = own_namespace(args)?;
+    let mut namespaces = vec![namespace];
+    for extra in &args.namespaces {
+        if !crate::validate::names::is_dns_label(extra) {
+            bail!("--namespaces (LMEVAL_NAMESPACES): {extra:?} is not a namespace name");
+        }
+        if !namespaces.contains(extra) {
+            namespaces.push(extra.clone());
+        }
     }
     if !["Always", "IfNotPresent", "Never"].contains(&args.runner_image_pull_policy.as_str()) {
         bail!("--runner-image-pull-policy (LMEVAL_RUNNER_IMAGE_PULL_POLICY): must be Always, IfNotPresent or Never");
@@ -78,7 +110,7 @@ fn kubernetes_config(args: &ServeArgs) -> anyhow::Result<KubernetesConfig> {
     #[allow(clippy::cast_possible_truncation)]
     let termination_grace_seconds = args.kill_grace_seconds.ceil() as i64;
     Ok(KubernetesConfig {
-        namespace,
+        namespaces,
         runner: RunnerConfig {
             image: args.runner_image.clone(),
             image_pull_policy: args.runner_image_pull_policy.clone(),
@@ -94,6 +126,9 @@ fn kubernetes_config(args: &ServeArgs) -> anyhow::Result<KubernetesConfig> {
         stuck_after: Duration::from_secs(args.stuck_after_seconds),
         api_timeout: Duration::from_secs(args.api_timeout_seconds.max(1)),
         pending_limits: pending_limits(args),
+        policy: policy(args),
+        identity: identity(),
+        lease_duration: Duration::from_secs(args.leader_lease_seconds.max(3)),
     })
 }
 
@@ -105,7 +140,7 @@ pub async fn build_backend(args: &ServeArgs) -> anyhow::Result<Arc<dyn Backend>>
     match args.backend {
         BackendKind::Kubernetes => {
             let config = kubernetes_config(args)?;
-            tracing::info!(namespace = %config.namespace, image = %config.runner.image, "kubernetes backend");
+            tracing::info!(namespaces = ?config.namespaces, image = %config.runner.image, "kubernetes backend");
             Ok(Arc::new(KubernetesBackend::connect(config).await.context("connecting to the Kubernetes API server")?))
         }
         BackendKind::Local => {
@@ -131,6 +166,7 @@ pub async fn build_backend(args: &ServeArgs) -> anyhow::Result<Arc<dyn Backend>>
                 }),
                 kill_grace: Duration::from_secs_f64(args.kill_grace_seconds),
                 pending_limits: pending_limits(args),
+                namespace: args.namespace.clone().unwrap_or_else(|| "default".into()),
             };
             tracing::info!(data_dir = %config.data_dir.display(), lm_eval = %config.lm_eval, max_running = config.max_running, "local backend");
             Ok(Arc::new(LocalBackend::open(config).await.context("opening the local backend's data directory")?))
@@ -144,12 +180,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let read_timeout = Duration::from_secs(args.request_read_timeout_seconds.max(1));
     let app = App {
         backend,
-        policy: Policy {
-            allow_online: args.allow_online,
-            allow_code_execution: args.allow_code_execution,
-            allow_trust_remote_code: args.allow_trust_remote_code,
-            allowed_env: args.allow_env.clone(),
-        },
+        policy: policy(&args),
         metrics: Arc::new(Metrics::default()),
         shutdown: shutdown_rx,
         limits: Limits::new(BodyLimits { max_bytes: args.max_body_bytes, read_timeout }, args.max_log_followers),

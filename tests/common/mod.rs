@@ -44,6 +44,7 @@ pub async fn app_with(data_dir: &Path, max_running: usize, max_body_bytes: usize
         max_running,
         kill_grace: Duration::from_secs(1),
         pending_limits: PendingLimits::default(),
+        namespace: "default".into(),
     })
     .await
     .expect("open local backend");

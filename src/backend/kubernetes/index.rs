@@ -1,11 +1,10 @@
-//! The joined cache of the Kubernetes backend: per evaluation, its Job, its Pods and its run record as the
-//! watches last saw them, and the evaluation computed from them. Pure: it is fed watch events and a clock,
-//! and answers reads; the watches themselves and every write are elsewhere.
+//! The controller's facts: per evaluation, its Job, its Pods and its run record as the watches last saw them
+//! (trimmed to what a status is computed from). Pure: fed watch events, asked for an evaluation's state as of a
+//! clock. Only the leader keeps it.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
-use bytes::Bytes;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::Resource;
@@ -13,32 +12,20 @@ use kube::runtime::watcher;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::backend::{ListQuery, Listable, SortKey, paginate, sort_key};
-use crate::error::{ApiError, ApiResult};
 use crate::k8s::run_record::RunRecord;
-use crate::k8s::status::{self, STUCK_REASONS};
-use crate::k8s::{CREATOR_ANNOTATION, EVALUATION_ID_LABEL, object_name};
-use crate::model::{Evaluation, EvaluationList, Reason, State};
+use crate::k8s::status;
+use crate::k8s::{EVALUATION_ID_LABEL, object_name};
+use crate::model::Evaluation;
 
 /// The kinds of object the watches feed in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
-    Job = 0,
-    Pod = 1,
-    RunRecord = 2,
+    Job,
+    Pod,
+    RunRecord,
 }
 
-impl Kind {
-    pub fn plural(self) -> &'static str {
-        match self {
-            Kind::Job => "jobs",
-            Kind::Pod => "pods",
-            Kind::RunRecord => "configmaps",
-        }
-    }
-}
-
-/// A cached object, trimmed of what the service never reads.
+/// A cached object, trimmed of what the status is not computed from.
 pub enum Stored {
     Job(Box<Job>),
     Pod(Box<Pod>),
@@ -65,14 +52,14 @@ impl From<Pod> for Stored {
 
 impl From<ConfigMap> for Stored {
     fn from(config_map: ConfigMap) -> Self {
-        Stored::Record(RunRecord::from_config_map(&config_map))
+        Stored::Record(RunRecord::from_config_map(&config_map).summary())
     }
 }
 
 /// An object's place in the index: its evaluation and its name.
 type Key = (Uuid, String);
 
-/// The keys seen so far in a relist, to drop what the relist no longer has.
+/// The keys seen so far in a relist.
 pub type Relist = Option<HashSet<Key>>;
 
 #[derive(Default)]
@@ -80,37 +67,9 @@ struct Entry {
     job: Option<Job>,
     pods: BTreeMap<String, Pod>,
     record: Option<RunRecord>,
-    view: Option<View>,
-}
-
-/// The evaluation as served: computed once per change, so reads copy bytes and nothing else.
-pub struct View {
-    pub evaluation: Evaluation,
-    pub json: Bytes,
-    key: SortKey,
-}
-
-impl Listable for View {
-    fn state(&self) -> State {
-        self.evaluation.state
-    }
-
-    fn has_label(&self, key: &str, value: &str) -> bool {
-        self.evaluation.labels.get(key).is_some_and(|v| v == value)
-    }
-
-    fn evaluation(&self) -> ApiResult<Evaluation> {
-        Ok(self.evaluation.clone())
-    }
 }
 
 impl Entry {
-    /// The evaluation as of `now`, from what the watches have seen; `None` without its Job.
-    fn evaluation(&self, now: OffsetDateTime, stuck_after: Duration) -> Option<Evaluation> {
-        let pods: Vec<&Pod> = self.pods.values().collect();
-        status::evaluation(self.job.as_ref()?, &pods, self.record.as_ref(), now, stuck_after)
-    }
-
     fn keys(&self, kind: Kind, id: Uuid) -> Vec<Key> {
         match kind {
             Kind::Job => self.job.iter().map(|_| (id, object_name(id))).collect(),
@@ -120,49 +79,34 @@ impl Entry {
     }
 }
 
-/// Where a log can be read from at the moment.
-pub struct LogSource {
-    /// The newest pod whose container has started.
-    pub pod: Option<String>,
-    pub terminal: bool,
-    /// The run record's copy of the log's end.
-    pub tail: Option<String>,
-}
-
-/// A pending evaluation whose pod has waited too long: to be failed with this reason and message.
-pub struct Stuck {
-    pub id: Uuid,
-    pub reason: Reason,
-    pub message: String,
-}
-
 pub struct Index {
     entries: HashMap<Uuid, Entry>,
-    order: BTreeMap<SortKey, Uuid>,
     stuck_after: Duration,
 }
 
+/// The evaluation id an object is labelled with.
+pub fn evaluation_id<K: Resource>(object: &K) -> Option<Uuid> {
+    object.meta().labels.as_ref()?.get(EVALUATION_ID_LABEL)?.parse().ok()
+}
+
 fn key_of<K: Resource>(object: &K) -> Option<Key> {
-    let id = object.meta().labels.as_ref()?.get(EVALUATION_ID_LABEL)?.parse().ok()?;
-    Some((id, object.meta().name.clone()?))
+    Some((evaluation_id(object)?, object.meta().name.clone()?))
 }
 
 impl Index {
     pub fn new(stuck_after: Duration) -> Self {
-        Self { entries: HashMap::new(), order: BTreeMap::new(), stuck_after }
+        Self { entries: HashMap::new(), stuck_after }
     }
 
-    /// Applies one watch event of `kind` as of `now`; returns whether it completed a relist (the watch
-    /// is then in sync). `relist` carries the keys seen between a relist's start and end.
+    /// Applies one watch event of `kind`; `relist` carries the keys seen between a relist's start and end.
+    /// Returns the evaluations it touched.
     pub fn apply<K: Resource + Into<Stored>>(
         &mut self,
         kind: Kind,
         event: watcher::Event<K>,
         relist: &mut Relist,
-        now: OffsetDateTime,
-    ) -> bool {
+    ) -> Vec<Uuid> {
         let mut touched = Vec::new();
-        let mut synced = false;
         match event {
             watcher::Event::Init => *relist = Some(HashSet::new()),
             watcher::Event::InitApply(object) | watcher::Event::Apply(object) => {
@@ -193,76 +137,27 @@ impl Index {
                         touched.push(key.0);
                     }
                 }
-                synced = true;
             }
         }
-        for id in touched {
-            self.refresh(id, now);
+        touched
+    }
+
+    /// Records a Job this replica has just written, before its watch says so.
+    pub fn job_written(&mut self, job: Job) {
+        if let Some(key) = key_of(&job) {
+            self.store(&key, job.into());
         }
-        synced
     }
 
-    /// Forgets a Job this replica has deleted, before its watch says so.
-    pub fn forget_job(&mut self, id: Uuid, now: OffsetDateTime) {
-        self.remove(Kind::Job, &(id, object_name(id)));
-        self.refresh(id, now);
+    pub fn job(&self, id: Uuid) -> Option<&Job> {
+        self.entries.get(&id)?.job.as_ref()
     }
 
-    pub fn view(&self, id: Uuid) -> ApiResult<&View> {
-        self.entries.get(&id).and_then(|e| e.view.as_ref()).ok_or_else(|| ApiError::NotFound(id.to_string()))
-    }
-
-    pub fn list(&self, query: &ListQuery) -> ApiResult<EvaluationList> {
-        paginate(self.order.iter().filter_map(|(key, id)| Some((key, self.entries.get(id)?.view.as_ref()?))), query)
-    }
-
-    /// How many evaluations are pending, and how many of them `creator` submitted.
-    pub fn pending(&self, creator: &str) -> (usize, usize) {
-        let pending =
-            self.entries.values().filter(|e| e.view.as_ref().is_some_and(|v| v.evaluation.state == State::Pending));
-        pending.fold((0, 0), |(all, mine), entry| {
-            let annotations = entry.job.as_ref().and_then(|job| job.metadata.annotations.as_ref());
-            let by = annotations.and_then(|a| a.get(CREATOR_ANNOTATION)).map(String::as_str);
-            (all + 1, mine + usize::from(by == Some(creator)))
-        })
-    }
-
-    pub fn states(&self) -> impl Iterator<Item = State> + '_ {
-        self.entries.values().filter_map(|e| Some(e.view.as_ref()?.evaluation.state))
-    }
-
-    /// The results JSON the run record holds.
-    pub fn results(&self, id: Uuid) -> Option<Bytes> {
-        self.entries.get(&id)?.record.as_ref()?.results.clone()
-    }
-
-    pub fn log_source(&self, id: Uuid) -> Option<LogSource> {
+    /// The evaluation as of `now`, from what the watches have seen; `None` without its Job.
+    pub fn evaluation(&self, id: Uuid, now: OffsetDateTime) -> Option<Evaluation> {
         let entry = self.entries.get(&id)?;
-        let started: Vec<&Pod> = entry.pods.values().filter(|p| status::has_started(p)).collect();
-        Some(LogSource {
-            pod: status::newest(&started).and_then(|p| p.metadata.name.clone()),
-            terminal: entry.view.as_ref().is_none_or(|v| v.evaluation.state.is_terminal()),
-            tail: entry.record.as_ref().and_then(|r| r.log_tail.clone()),
-        })
-    }
-
-    /// Pending evaluations whose pod has, by `now`, waited too long for something that will not come.
-    pub fn stuck(&self, now: OffsetDateTime) -> Vec<Stuck> {
-        self.entries
-            .iter()
-            .filter_map(|(id, entry)| {
-                let view = entry.view.as_ref()?;
-                if view.evaluation.state != State::Pending || !STUCK_REASONS.contains(&view.evaluation.reason?) {
-                    return None;
-                }
-                let current = entry.evaluation(now, self.stuck_after)?;
-                (current.state == State::Failed).then(|| Stuck {
-                    id: *id,
-                    reason: current.reason.unwrap_or(Reason::Unschedulable),
-                    message: current.message.unwrap_or_default(),
-                })
-            })
-            .collect()
+        let pods: Vec<&Pod> = entry.pods.values().collect();
+        status::evaluation(entry.job.as_ref()?, &pods, entry.record.as_ref(), now, self.stuck_after)
     }
 
     fn store(&mut self, (id, name): &Key, object: Stored) {
@@ -285,23 +180,8 @@ impl Index {
             }
             Kind::RunRecord => entry.record = None,
         }
-    }
-
-    fn refresh(&mut self, id: Uuid, now: OffsetDateTime) {
-        let Some(entry) = self.entries.get_mut(&id) else { return };
-        if let Some(old) = entry.view.take() {
-            self.order.remove(&old.key);
-        }
-        let view = entry.evaluation(now, self.stuck_after).and_then(|evaluation| {
-            let json = Bytes::from(serde_json::to_vec(&evaluation).ok()?);
-            Some(View { key: sort_key(&evaluation), evaluation, json })
-        });
-        if let Some(view) = &view {
-            self.order.insert(view.key, id);
-        }
-        entry.view = view;
         if entry.job.is_none() && entry.pods.is_empty() && entry.record.is_none() {
-            self.entries.remove(&id);
+            self.entries.remove(id);
         }
     }
 }

@@ -1,28 +1,46 @@
-//! Evaluation logs on Kubernetes: `pods/log` while there is a pod with a started container, else the copy
-//! in the run record. Following waits for the pod to start and ends when the evaluation does.
+//! Evaluation logs on Kubernetes: `pods/log` of its newest started pod while there is one, else the copy in its
+//! run record. Following waits for the pod to start (re-asking when the evaluation's view changes, and every few
+//! seconds) and ends when the evaluation does. Pods and records are asked for, not cached: only the leader
+//! caches them, and any replica serves logs.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::{AsyncBufReadExt, TryStreamExt};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use kube::Api;
 use kube::api::LogParams;
 use uuid::Uuid;
 
-use super::Shared;
+use super::{Shared, pods_of};
 use crate::backend::LogOptions;
 use crate::k8s::job::CONTAINER;
+use crate::k8s::run_record::RunRecord;
+use crate::k8s::{object_name, status};
 
-pub(super) async fn stream(shared: Arc<Shared>, id: Uuid, options: LogOptions, tx: tokio::sync::mpsc::Sender<String>) {
+/// How long a follower waits for a pod to start before asking again, without a change of the evaluation.
+const ASK_AGAIN: Duration = Duration::from_secs(3);
+
+pub(super) async fn stream(
+    shared: Arc<Shared>,
+    namespace: String,
+    id: Uuid,
+    options: LogOptions,
+    tx: tokio::sync::mpsc::Sender<String>,
+) {
     let mut changes = shared.changes.subscribe();
     loop {
-        let Some(source) = shared.index.read().log_source(id) else { return };
-        if let Some(pod) = source.pod {
+        let Ok(evaluation) = shared.evaluation(&namespace, id) else { return };
+        let terminal = evaluation.state.is_terminal();
+        if let Some(pod) = started_pod(&shared, &namespace, id).await {
             let params = LogParams {
                 container: Some(CONTAINER.into()),
-                follow: options.follow,
+                follow: options.follow && !terminal,
                 tail_lines: options.tail_lines.map(|n| i64::try_from(n).unwrap_or(i64::MAX)),
                 ..LogParams::default()
             };
-            if let Ok(reader) = shared.pods.log_stream(&pod, &params).await {
+            let pods: Api<Pod> = Api::namespaced(shared.client.clone(), &namespace);
+            if let Ok(reader) = pods.log_stream(&pod, &params).await {
                 let mut lines = std::pin::pin!(reader.lines());
                 while let Ok(Some(line)) = lines.try_next().await {
                     if tx.send(line).await.is_err() {
@@ -32,18 +50,40 @@ pub(super) async fn stream(shared: Arc<Shared>, id: Uuid, options: LogOptions, t
                 return;
             }
         }
-        if !options.follow || source.terminal {
-            let tail = source.tail.unwrap_or_default();
-            let lines: Vec<&str> = tail.lines().collect();
-            let skip = options.tail_lines.map_or(0, |n| lines.len().saturating_sub(n));
-            for line in &lines[skip..] {
-                if tx.send((*line).to_string()).await.is_err() {
-                    return;
-                }
-            }
+        if !options.follow || terminal {
+            send_recorded(&shared, &namespace, id, options, &tx).await;
             return;
         }
-        if changes.changed().await.is_err() {
+        tokio::select! {
+            changed = changes.changed() => if changed.is_err() { return },
+            () = tokio::time::sleep(ASK_AGAIN) => {}
+            () = tx.closed() => return,
+        }
+    }
+}
+
+/// The newest of the evaluation's pods whose container has started (so it has a log).
+async fn started_pod(shared: &Shared, namespace: &str, id: Uuid) -> Option<String> {
+    let pods = pods_of(shared, namespace, id).await.ok()?;
+    let started: Vec<&Pod> = pods.iter().filter(|p| status::has_started(p)).collect();
+    status::newest(&started)?.metadata.name.clone()
+}
+
+/// The end of the log the driver kept in the run record, once the pod is gone.
+async fn send_recorded(
+    shared: &Shared,
+    namespace: &str,
+    id: Uuid,
+    options: LogOptions,
+    tx: &tokio::sync::mpsc::Sender<String>,
+) {
+    let config_maps: Api<ConfigMap> = Api::namespaced(shared.client.clone(), namespace);
+    let Ok(Some(record)) = shared.call(config_maps.get_opt(&object_name(id))).await else { return };
+    let tail = RunRecord::from_config_map(&record).log_tail.unwrap_or_default();
+    let lines: Vec<&str> = tail.lines().collect();
+    let skip = options.tail_lines.map_or(0, |n| lines.len().saturating_sub(n));
+    for line in &lines[skip..] {
+        if tx.send((*line).to_string()).await.is_err() {
             return;
         }
     }

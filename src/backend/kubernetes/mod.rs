@@ -1,11 +1,16 @@
-//! The Kubernetes backend: every evaluation is a `batch/v1` Job and the API server is the only store.
-//! Reads come from `index` (the joined cache) fed by label-selected watches; writes go straight to the
-//! API server; `logs` streams `pods/log` or the run record's copy.
+//! The Kubernetes backend: every evaluation is an `Evaluation` object (`evaluations.lm-eval-aas.io`), run as a
+//! Job; the API server is the only store. `views` is what every replica reads from (a watch of the Evaluations
+//! of the served namespaces); the writes of the REST API are writes of Evaluation objects; `controller` (on the
+//! replica `leader` elects) turns them into Jobs and their Jobs, Pods and run records into their status;
+//! `logs` streams `pods/log` or the run record's copy.
 
+mod controller;
 mod index;
+mod leader;
 mod logs;
+mod views;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -13,41 +18,49 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
-use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, PropagationPolicy};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client, Resource};
+use kube::{Api, Client};
 use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::{
     Backend, Created, Guarded, ListQuery, LogOptions, LogStream, NewEvaluation, PendingLimits, Site, count_by_state,
-    ensure_cancellable, ensure_succeeded, replay,
+    ensure_cancellable, ensure_served, ensure_succeeded, replay,
 };
 use crate::error::{ApiError, ApiResult};
-use crate::k8s::job::{self, RunnerConfig, owned_by};
-use crate::k8s::status::RecordedFailure;
-use crate::k8s::{
-    CANCELLED_AT_ANNOTATION, FAILED_ANNOTATION, KIND_LABEL, REQUEST_DIGEST_ANNOTATION, RUN_RECORD_KIND, input_name,
-    managed_selector, object_name,
-};
-use crate::model::{Evaluation, EvaluationList, State, now};
-use index::{Index, Kind, Relist, Stored, Stuck};
+use crate::k8s::job::{self, Provenance, RunnerConfig};
+use crate::k8s::resource::{CANCEL_ANNOTATION, EvaluationObject};
+use crate::k8s::run_record::RunRecord;
+use crate::k8s::{CREATOR_ANNOTATION, REQUEST_DIGEST_ANNOTATION, object_name};
+use crate::lifecycle::CANCELLATION_REQUESTED;
+use crate::model::{Evaluation, EvaluationList, State};
+use crate::validate::Policy;
+use views::Views;
 
-/// Annotations are limited to 256 KiB in all; the evaluation must fit with room to spare.
+/// Annotations are limited to 256 KiB in all; the Job's copy of the evaluation must fit with room to spare.
 const MAX_EVALUATION_ANNOTATION_BYTES: usize = 200 * 1024;
 const RETRY_AFTER_SECONDS: u32 = 5;
+const LEASE_NAME: &str = "lm-eval-aas-controller";
 
 #[derive(Debug, Clone)]
 pub struct KubernetesConfig {
-    pub namespace: String,
+    /// The namespaces served; the first is the default (the un-namespaced routes', and the Lease's).
+    pub namespaces: Vec<String>,
     pub runner: RunnerConfig,
     /// A pod waiting this long for something that will not come (see `STUCK_REASONS`) fails its evaluation.
     pub stuck_after: Duration,
     /// How long a write may wait for the API server before the client is told to retry (503).
     pub api_timeout: Duration,
     pub pending_limits: PendingLimits,
+    /// The same policy the REST API admits with: the controller admits specs made with kubectl by it.
+    pub policy: Policy,
+    /// This replica, as the leader Lease names its holder.
+    pub identity: String,
+    /// How long the leader's Lease lasts unrenewed before another replica takes over.
+    pub lease_duration: Duration,
 }
 
 pub struct KubernetesBackend {
@@ -56,13 +69,11 @@ pub struct KubernetesBackend {
 
 struct Shared {
     config: KubernetesConfig,
-    site: Site,
-    jobs: Api<Job>,
-    pods: Api<Pod>,
-    config_maps: Api<ConfigMap>,
-    index: Guarded<Index>,
-    synced: [AtomicBool; 3],
-    /// Bumped on every index change; log followers wait on it.
+    client: Client,
+    sites: HashMap<String, Site>,
+    views: Guarded<Views>,
+    synced: HashMap<String, AtomicBool>,
+    /// Bumped on every change of a view; log followers wait on it.
     changes: watch::Sender<u64>,
 }
 
@@ -98,81 +109,77 @@ impl Shared {
         }
     }
 
-    /// Applies one watch event of `kind`; `relist` collects the keys of a relist.
-    fn apply<K: Resource + Into<Stored>>(&self, kind: Kind, event: watcher::Event<K>, relist: &mut Relist) {
-        if self.index.write().apply(kind, event, relist, now()) {
-            self.synced[kind as usize].store(true, Ordering::Release);
-        }
+    fn site_of(&self, namespace: &str) -> ApiResult<Site> {
+        self.sites
+            .get(namespace)
+            .cloned()
+            .ok_or_else(|| ApiError::NamespaceNotServed(namespace.chars().take(63).collect()))
+    }
+
+    fn evaluations(&self, namespace: &str) -> Api<EvaluationObject> {
+        Api::namespaced(self.client.clone(), namespace)
+    }
+
+    /// An Evaluation object this replica has just written, in its views at once.
+    fn stored(&self, namespace: &str, object: &EvaluationObject) {
+        self.views.write().store(namespace, object);
         self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 
-    /// A Job this replica just wrote, indexed at once so its next read sees the write.
-    fn job_changed(&self, job: Job) {
-        self.apply(Kind::Job, watcher::Event::Apply(job), &mut None);
-    }
-
-    /// Fails evaluations whose pod has waited too long, recording why on the Job and stopping it.
-    async fn fail_stuck(&self) {
-        let stuck = self.index.read().stuck(now());
-        for Stuck { id, reason, message } in stuck {
-            let failure = RecordedFailure { reason, message, at: now() };
-            let patch = serde_json::json!({
-                "metadata": {"annotations": {FAILED_ANNOTATION: serde_json::to_string(&failure).unwrap_or_default()}},
-                "spec": {"suspend": true},
-            });
-            match self.call(self.jobs.patch(&object_name(id), &PatchParams::default(), &Patch::Merge(&patch))).await {
-                Ok(job) => {
-                    tracing::info!(evaluation.id = %id, reason = %failure.reason, "evaluation failed: its pod waited too long");
-                    self.job_changed(job);
-                }
-                Err(e) => {
-                    tracing::warn!(evaluation.id = %id, error = %e, "could not record a stuck evaluation's failure")
-                }
-            }
-        }
+    fn evaluation(&self, namespace: &str, id: Uuid) -> ApiResult<Evaluation> {
+        self.views.read().view(namespace, id).map(|v| v.evaluation.clone())
     }
 }
 
 impl KubernetesBackend {
-    /// Connects (in-cluster config, else the kubeconfig) and starts the watches; `ready` waits for them.
+    /// Connects (in-cluster config, else the kubeconfig), starts the watches of the served namespaces'
+    /// Evaluations and the leader election; `ready` waits for the watches.
     pub async fn connect(config: KubernetesConfig) -> anyhow::Result<Self> {
         let client = Client::try_default().await?;
-        let namespace = &config.namespace;
+        let sites: HashMap<String, Site> = config
+            .namespaces
+            .iter()
+            .enumerate()
+            .map(|(i, namespace)| {
+                let mut site = job::site(&config.runner, namespace);
+                site.default_namespace = i == 0;
+                (namespace.clone(), site)
+            })
+            .collect();
         let shared = Arc::new(Shared {
-            jobs: Api::namespaced(client.clone(), namespace),
-            pods: Api::namespaced(client.clone(), namespace),
-            config_maps: Api::namespaced(client, namespace),
-            site: job::site(&config.runner, namespace),
-            index: Guarded::new(Index::new(config.stuck_after)),
-            config,
-            synced: Default::default(),
+            views: Guarded::new(Views::new(sites.clone(), config.policy.clone())),
+            synced: config.namespaces.iter().map(|ns| (ns.clone(), AtomicBool::new(false))).collect(),
             changes: watch::channel(0).0,
+            sites,
+            client,
+            config,
         });
-        let selector = managed_selector();
-        let record_selector = format!("{selector},{KIND_LABEL}={RUN_RECORD_KIND}");
-        spawn_watch(&shared, Kind::Job, shared.jobs.clone(), &selector);
-        spawn_watch(&shared, Kind::Pod, shared.pods.clone(), &selector);
-        spawn_watch(&shared, Kind::RunRecord, shared.config_maps.clone(), &record_selector);
-        let weak = Arc::downgrade(&shared);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            loop {
-                tick.tick().await;
-                let Some(shared) = weak.upgrade() else { return };
-                shared.fail_stuck().await;
+        for namespace in &shared.config.namespaces {
+            spawn_watch(&shared, namespace.clone());
+        }
+        let leases: Api<Lease> = Api::namespaced(shared.client.clone(), &shared.config.namespaces[0]);
+        let lease = leader::LeaseConfig {
+            name: LEASE_NAME.into(),
+            identity: shared.config.identity.clone(),
+            duration: shared.config.lease_duration,
+        };
+        let elected = Arc::clone(&shared);
+        tokio::spawn(leader::lead_while_elected(leases, lease, move |stop| {
+            let shared = Arc::clone(&elected);
+            async move {
+                let controllers = shared.config.namespaces.iter().map(|namespace| {
+                    tokio::spawn(controller::run(Arc::clone(&shared), namespace.clone(), stop.clone()))
+                });
+                futures::future::join_all(controllers.collect::<Vec<_>>()).await;
             }
-        });
+        }));
         Ok(Self { shared })
     }
 }
 
-fn spawn_watch<K>(shared: &Arc<Shared>, kind: Kind, api: Api<K>, selector: &str)
-where
-    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
-    K: Into<Stored>,
-{
+fn spawn_watch(shared: &Arc<Shared>, namespace: String) {
     let weak = Arc::downgrade(shared);
-    let stream = watcher(api, watcher::Config::default().labels(selector)).default_backoff();
+    let stream = watcher(shared.evaluations(&namespace), watcher::Config::default()).default_backoff();
     tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
         let mut relist = None;
@@ -184,143 +191,153 @@ where
                 Some(Ok(event)) => {
                     warned = None;
                     let Some(shared) = weak.upgrade() else { return };
-                    shared.apply(kind, event, &mut relist);
+                    if shared.views.write().apply(&namespace, event, &mut relist)
+                        && let Some(synced) = shared.synced.get(&namespace)
+                    {
+                        synced.store(true, Ordering::Release);
+                    }
+                    shared.changes.send_modify(|n| *n = n.wrapping_add(1));
                 }
                 Some(Err(e)) if warned.is_none_or(|at| at.elapsed() > Duration::from_secs(60)) => {
-                    tracing::warn!(resource = kind.plural(), error = %e, "watch failed; retrying with back-off");
+                    tracing::warn!(namespace = %namespace, error = %e, "watch of evaluations failed; retrying with back-off");
                     warned = Some(std::time::Instant::now());
                 }
-                Some(Err(e)) => tracing::debug!(resource = kind.plural(), error = %e, "watch failed; retrying"),
+                Some(Err(e)) => tracing::debug!(namespace = %namespace, error = %e, "watch failed; retrying"),
                 None => return,
             }
         }
     });
 }
 
+/// The Evaluation object (and the Job it will run as) of an admitted evaluation.
+fn objects_of(
+    new: &NewEvaluation,
+    runner: &RunnerConfig,
+) -> ApiResult<(EvaluationObject, k8s_openapi::api::batch::v1::Job)> {
+    let evaluation = &new.evaluation;
+    let mut object = EvaluationObject::new(evaluation, &evaluation.namespace).map_err(ApiError::internal)?;
+    let annotations = object.metadata.annotations.get_or_insert_default();
+    annotations.insert(CREATOR_ANNOTATION.into(), new.creator.clone());
+    if let Some(key) = &new.idempotency {
+        annotations.insert(REQUEST_DIGEST_ANNOTATION.into(), key.body_digest.clone());
+    }
+    let provenance = Provenance { request_digest: None, creator: Some(&new.creator) };
+    let job = job::build(evaluation, new.config_yaml.as_deref(), runner, provenance).map_err(ApiError::internal)?.job;
+    let annotation_bytes = job.metadata.annotations.as_ref().map_or(0, |a| a.values().map(String::len).sum::<usize>());
+    if annotation_bytes > MAX_EVALUATION_ANNOTATION_BYTES {
+        return Err(ApiError::invalid(
+            "request",
+            format!(
+                "is {annotation_bytes} bytes as stored; the kubernetes backend keeps at most {MAX_EVALUATION_ANNOTATION_BYTES} (inline_tasks count too)"
+            ),
+        ));
+    }
+    Ok((object, job))
+}
+
 #[async_trait]
 impl Backend for KubernetesBackend {
-    fn site(&self) -> &Site {
-        &self.shared.site
+    fn namespaces(&self) -> &[String] {
+        &self.shared.config.namespaces
+    }
+
+    fn site(&self, namespace: &str) -> ApiResult<Site> {
+        self.shared.site_of(namespace)
     }
 
     async fn create(&self, new: NewEvaluation) -> ApiResult<Created> {
         let shared = &self.shared;
-        let evaluation = new.evaluation;
-        let id = evaluation.id;
-        {
-            let (pending, of_creator) = shared.index.read().pending(&new.creator);
-            shared.config.pending_limits.admit_one_more(pending, of_creator)?;
-        }
-        let provenance = job::Provenance {
-            request_digest: new.idempotency.as_ref().map(|k| k.body_digest.as_str()),
-            creator: Some(&new.creator),
-        };
-        let objects = job::build(&evaluation, new.config_yaml.as_deref(), &shared.config.runner, provenance)
-            .map_err(ApiError::internal)?;
-        let annotation_bytes =
-            objects.job.metadata.annotations.as_ref().map_or(0, |a| a.values().map(String::len).sum::<usize>());
-        if annotation_bytes > MAX_EVALUATION_ANNOTATION_BYTES {
-            return Err(ApiError::invalid(
-                "request",
-                format!(
-                    "is {annotation_bytes} bytes as stored; the kubernetes backend keeps at most {MAX_EVALUATION_ANNOTATION_BYTES} (inline_tasks count too)"
-                ),
-            ));
-        }
-        if let Some(input) = &objects.input {
-            match shared.call(shared.config_maps.create(&PostParams::default(), input)).await {
-                Ok(_) | Err(ApiError::Conflict(_)) => {}
-                Err(e) => return Err(e),
+        let namespace = new.evaluation.namespace.clone();
+        ensure_served(&shared.config.namespaces, &namespace)?;
+        let (pending, of_creator) = shared.views.read().pending(&new.creator);
+        shared.config.pending_limits.admit_one_more(pending, of_creator)?;
+        let (object, _) = objects_of(&new, &shared.config.runner)?;
+        let api = shared.evaluations(&namespace);
+        match shared.call(api.create(&PostParams::default(), &object)).await {
+            Ok(created) => {
+                shared.stored(&namespace, &created);
+                Ok(Created::New(shared.evaluation(&namespace, new.evaluation.id).unwrap_or(new.evaluation)))
             }
-        }
-        let job = match shared.call(shared.jobs.create(&PostParams::default(), &objects.job)).await {
-            Ok(job) => job,
             Err(ApiError::Conflict(conflict)) => {
                 let Some(key) = &new.idempotency else { return Err(ApiError::Conflict(conflict)) };
-                let existing = shared.call(shared.jobs.get(&object_name(id))).await?;
-                let stored =
-                    existing.metadata.annotations.as_ref().and_then(|a| a.get(REQUEST_DIGEST_ANNOTATION)).cloned();
-                shared.job_changed(existing);
-                return replay(key, stored.as_deref(), self.get(id)?);
+                let existing = shared.call(api.get(&object_name(new.evaluation.id))).await?;
+                shared.stored(&namespace, &existing);
+                let digest = existing.metadata.annotations.as_ref().and_then(|a| a.get(REQUEST_DIGEST_ANNOTATION));
+                replay(key, digest.map(String::as_str), shared.evaluation(&namespace, new.evaluation.id)?)
             }
-            Err(e) => {
-                if objects.input.is_some() {
-                    let _ = shared.config_maps.delete(&input_name(id), &DeleteParams::default()).await;
-                }
-                return Err(e);
-            }
-        };
-        if objects.input.is_some() {
-            let owner = owned_by(&object_name(id), job.metadata.uid.as_deref().unwrap_or_default());
-            let patch = serde_json::json!({"metadata": {"ownerReferences": [owner]}});
-            // The evaluation exists now: a failure here leaves an unowned ConfigMap, not a failed request.
-            let (name, params, patch) = (input_name(id), PatchParams::default(), Patch::Merge(&patch));
-            if let Err(e) = shared.call(shared.config_maps.patch(&name, &params, &patch)).await {
-                tracing::warn!(evaluation.id = %id, error = %e, "could not make the Job own its input ConfigMap");
-            }
+            Err(e) => Err(e),
         }
-        shared.job_changed(job);
-        let created = shared.index.read().view(id).map(|v| v.evaluation.clone()).unwrap_or(evaluation);
-        Ok(Created::New(created))
     }
 
-    fn get(&self, id: Uuid) -> ApiResult<Evaluation> {
-        self.shared.index.read().view(id).map(|v| v.evaluation.clone())
+    fn dry_run_objects(&self, new: &NewEvaluation) -> ApiResult<Option<serde_json::Value>> {
+        let (object, job) = objects_of(new, &self.shared.config.runner)?;
+        Ok(Some(serde_json::json!({"evaluation": object, "job": job})))
     }
 
-    fn get_json(&self, id: Uuid) -> ApiResult<Bytes> {
-        self.shared.index.read().view(id).map(|v| v.json.clone())
+    fn get(&self, namespace: &str, id: Uuid) -> ApiResult<Evaluation> {
+        self.shared.evaluation(namespace, id)
     }
 
-    async fn list(&self, query: &ListQuery) -> ApiResult<EvaluationList> {
-        self.shared.index.read().list(query)
+    fn get_json(&self, namespace: &str, id: Uuid) -> ApiResult<Bytes> {
+        self.shared.views.read().view(namespace, id).map(|v| v.json.clone())
     }
 
-    async fn logs(&self, id: Uuid, options: LogOptions) -> ApiResult<LogStream> {
-        self.shared.index.read().view(id)?;
+    async fn list(&self, namespace: &str, query: &ListQuery) -> ApiResult<EvaluationList> {
+        self.shared.views.read().list(namespace, query)
+    }
+
+    async fn logs(&self, namespace: &str, id: Uuid, options: LogOptions) -> ApiResult<LogStream> {
+        self.shared.views.read().view(namespace, id)?;
         let (tx, rx) = tokio::sync::mpsc::channel::<String>(256);
-        tokio::spawn(logs::stream(Arc::clone(&self.shared), id, options, tx));
+        tokio::spawn(logs::stream(Arc::clone(&self.shared), namespace.to_string(), id, options, tx));
         Ok(tokio_stream::wrappers::ReceiverStream::new(rx).boxed())
     }
 
-    async fn results(&self, id: Uuid) -> ApiResult<Bytes> {
-        let index = self.shared.index.read();
-        ensure_succeeded(id, index.view(id)?.evaluation.state)?;
-        index.results(id).ok_or_else(|| ApiError::Unavailable {
-            detail: format!("evaluation {id} succeeded but its results are not in the cache yet"),
+    async fn results(&self, namespace: &str, id: Uuid) -> ApiResult<Bytes> {
+        let shared = &self.shared;
+        ensure_succeeded(id, shared.evaluation(namespace, id)?.state)?;
+        let config_maps: Api<ConfigMap> = Api::namespaced(shared.client.clone(), namespace);
+        let record = shared.call(config_maps.get_opt(&object_name(id))).await?;
+        record.and_then(|r| RunRecord::from_config_map(&r).results).ok_or_else(|| ApiError::Unavailable {
+            detail: format!("evaluation {id} succeeded but its run record holds no results yet"),
             retry_after_seconds: 1,
         })
     }
 
-    async fn cancel(&self, id: Uuid) -> ApiResult<Evaluation> {
+    async fn cancel(&self, namespace: &str, id: Uuid) -> ApiResult<Evaluation> {
         let shared = &self.shared;
-        ensure_cancellable(id, shared.index.read().view(id)?.evaluation.state)?;
-        let at = now().format(&time::format_description::well_known::Rfc3339).map_err(ApiError::internal)?;
-        let patch = serde_json::json!({
-            "metadata": {"annotations": {CANCELLED_AT_ANNOTATION: at}},
-            "spec": {"suspend": true},
-        });
-        let job =
-            shared.call(shared.jobs.patch(&object_name(id), &PatchParams::default(), &Patch::Merge(&patch))).await?;
-        shared.job_changed(job);
-        self.get(id)
+        let (state, name) = {
+            let views = shared.views.read();
+            let view = views.view(namespace, id)?;
+            (view.evaluation.state, view.name.clone())
+        };
+        ensure_cancellable(id, state)?;
+        let patch = serde_json::json!({"metadata": {"annotations": {CANCEL_ANNOTATION: "true"}}});
+        let api = shared.evaluations(namespace);
+        let object = shared.call(api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))).await?;
+        shared.stored(namespace, &object);
+        let mut evaluation = shared.evaluation(namespace, id)?;
+        if !evaluation.state.is_terminal() {
+            evaluation.message = Some(CANCELLATION_REQUESTED.into());
+        }
+        Ok(evaluation)
     }
 
-    async fn delete(&self, id: Uuid) -> ApiResult<()> {
+    async fn delete(&self, namespace: &str, id: Uuid) -> ApiResult<()> {
         let shared = &self.shared;
-        shared.index.read().view(id)?;
+        let name = shared.views.read().view(namespace, id)?.name.clone();
         let params =
             DeleteParams { propagation_policy: Some(PropagationPolicy::Background), ..DeleteParams::default() };
-        match shared.call(shared.jobs.delete(&object_name(id), &params)).await {
+        match shared.call(shared.evaluations(namespace).delete(&name, &params)).await {
             Ok(_) | Err(ApiError::NotFound(_)) => {}
             Err(e) => return Err(e),
         }
-        shared.index.write().forget_job(id, now());
+        shared.views.write().remove(namespace, &name);
         Ok(())
     }
 
     async fn ready(&self) -> ApiResult<()> {
-        if self.shared.synced.iter().all(|s| s.load(Ordering::Acquire)) {
+        if self.shared.synced.values().all(|s| s.load(Ordering::Acquire)) {
             Ok(())
         } else {
             Err(ApiError::Unavailable {
@@ -331,12 +348,19 @@ impl Backend for KubernetesBackend {
     }
 
     async fn count_by_state(&self) -> BTreeMap<State, u64> {
-        count_by_state(self.shared.index.read().states())
+        count_by_state(self.shared.views.read().states())
     }
+}
+
+/// The pods of evaluation `id` (the controller's are cached on the leader only; this asks the API server).
+async fn pods_of(shared: &Shared, namespace: &str, id: Uuid) -> ApiResult<Vec<Pod>> {
+    let pods: Api<Pod> = Api::namespaced(shared.client.clone(), namespace);
+    let params = kube::api::ListParams::default().labels(&format!("{}={id}", crate::k8s::EVALUATION_ID_LABEL));
+    Ok(shared.call(pods.list(&params)).await?.items)
 }
 
 impl std::fmt::Debug for KubernetesBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KubernetesBackend").field("namespace", &self.shared.config.namespace).finish_non_exhaustive()
+        f.debug_struct("KubernetesBackend").field("namespaces", &self.shared.config.namespaces).finish_non_exhaustive()
     }
 }

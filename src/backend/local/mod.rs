@@ -23,7 +23,7 @@ use uuid::Uuid;
 
 use super::{
     Backend, Created, Guarded, ListQuery, Listable, LogOptions, LogStream, NewEvaluation, PendingLimits, Site,
-    count_by_state, ensure_cancellable, ensure_succeeded, replay,
+    count_by_state, ensure_cancellable, ensure_served, ensure_succeeded, replay,
 };
 use crate::error::{ApiError, ApiResult};
 use crate::fsutil::write_atomic;
@@ -46,6 +46,8 @@ pub struct LocalConfig {
     /// Between SIGTERM and SIGKILL when cancelling or timing out.
     pub kill_grace: Duration,
     pub pending_limits: PendingLimits,
+    /// The one namespace it serves (the evaluations' `namespace`, and the namespaced routes').
+    pub namespace: String,
 }
 
 pub struct LocalBackend {
@@ -55,6 +57,7 @@ pub struct LocalBackend {
 struct Shared {
     config: LocalConfig,
     site: Site,
+    namespaces: Vec<String>,
     store: Guarded<Store>,
     /// Creations one at a time, so creation order is queue order; readers never wait on it.
     admitting: std::sync::Mutex<()>,
@@ -81,9 +84,11 @@ impl LocalBackend {
             secrets: false,
             volumes: false,
             resources: false,
-            id_scope: "local".into(),
+            namespace: config.namespace.clone(),
+            default_namespace: true,
         };
         let shared = Arc::new(Shared {
+            namespaces: vec![config.namespace.clone()],
             config,
             site,
             store: Guarded::default(),
@@ -206,8 +211,13 @@ impl Shared {
 
 #[async_trait]
 impl Backend for LocalBackend {
-    fn site(&self) -> &Site {
-        &self.shared.site
+    fn namespaces(&self) -> &[String] {
+        &self.shared.namespaces
+    }
+
+    fn site(&self, namespace: &str) -> ApiResult<Site> {
+        ensure_served(&self.shared.namespaces, namespace)?;
+        Ok(self.shared.site.clone())
     }
 
     async fn create(&self, new: NewEvaluation) -> ApiResult<Created> {
@@ -235,25 +245,30 @@ impl Backend for LocalBackend {
         Ok(Created::New(record.evaluation))
     }
 
-    fn get(&self, id: Uuid) -> ApiResult<Evaluation> {
+    fn get(&self, namespace: &str, id: Uuid) -> ApiResult<Evaluation> {
+        ensure_served(&self.shared.namespaces, namespace)?;
         Listable::evaluation(self.shared.store.read().slot(id)?)
     }
 
-    fn get_json(&self, id: Uuid) -> ApiResult<Bytes> {
+    fn get_json(&self, namespace: &str, id: Uuid) -> ApiResult<Bytes> {
+        ensure_served(&self.shared.namespaces, namespace)?;
         self.shared.store.read().slot(id).map(|slot| slot.json.clone())
     }
 
-    async fn list(&self, query: &ListQuery) -> ApiResult<EvaluationList> {
+    async fn list(&self, namespace: &str, query: &ListQuery) -> ApiResult<EvaluationList> {
+        ensure_served(&self.shared.namespaces, namespace)?;
         self.shared.store.read().list(query)
     }
 
-    async fn logs(&self, id: Uuid, options: LogOptions) -> ApiResult<LogStream> {
+    async fn logs(&self, namespace: &str, id: Uuid, options: LogOptions) -> ApiResult<LogStream> {
+        ensure_served(&self.shared.namespaces, namespace)?;
         self.shared.store.read().slot(id)?;
         let path = self.shared.dir(id).join(LOG);
         Ok(logs::stream_lines(Arc::clone(&self.shared), id, path, options))
     }
 
-    async fn results(&self, id: Uuid) -> ApiResult<Bytes> {
+    async fn results(&self, namespace: &str, id: Uuid) -> ApiResult<Bytes> {
+        ensure_served(&self.shared.namespaces, namespace)?;
         let record = self.shared.record(id)?;
         ensure_succeeded(id, record.evaluation.state)?;
         let path = record
@@ -263,7 +278,8 @@ impl Backend for LocalBackend {
         tokio::fs::read(&path).await.map(Bytes::from).map_err(ApiError::internal)
     }
 
-    async fn cancel(&self, id: Uuid) -> ApiResult<Evaluation> {
+    async fn cancel(&self, namespace: &str, id: Uuid) -> ApiResult<Evaluation> {
+        ensure_served(&self.shared.namespaces, namespace)?;
         let shared = &self.shared;
         let state = shared.store.read().slot(id)?.state;
         ensure_cancellable(id, state)?;
@@ -275,19 +291,19 @@ impl Backend for LocalBackend {
             }
             // It started meanwhile: stop the process.
             shared.stop(id, StopReason::Cancelled);
-            return self.get(id);
+            return self.get(namespace, id);
         }
         shared.stop(id, StopReason::Cancelled);
-        let mut evaluation = self.get(id)?;
+        let mut evaluation = self.get(namespace, id)?;
         evaluation.message = Some(CANCELLATION_REQUESTED.into());
         Ok(evaluation)
     }
 
-    async fn delete(&self, id: Uuid) -> ApiResult<()> {
-        if !self.get(id)?.state.is_terminal() {
-            self.cancel(id).await?;
+    async fn delete(&self, namespace: &str, id: Uuid) -> ApiResult<()> {
+        if !self.get(namespace, id)?.state.is_terminal() {
+            self.cancel(namespace, id).await?;
             let deadline = tokio::time::Instant::now() + self.shared.config.kill_grace + Duration::from_secs(5);
-            while !self.get(id)?.state.is_terminal() {
+            while !self.get(namespace, id)?.state.is_terminal() {
                 if tokio::time::Instant::now() > deadline {
                     return Err(ApiError::Unavailable {
                         detail: format!("evaluation {id} is still stopping"),

@@ -1,0 +1,176 @@
+//! `/api/v1/namespaces/{namespace}/evaluations`: the evaluation API in a namespace the server serves (the
+//! un-namespaced routes mean its default namespace). Each route does the work of its un-namespaced twin.
+
+use axum::Extension;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+
+use super::AppState;
+use super::evaluations::{
+    CreateParams, DryRun, ListParams, LogParams, cancel_in, create_in, delete_in, get_in, list_in, logs_in, results_in,
+};
+use super::extract::{JsonBody, PeerAddr, Query};
+use crate::error::{ApiResult, Problem};
+use crate::model::{Evaluation, EvaluationList, EvaluationRequest};
+
+/// Submit an evaluation in a namespace.
+///
+/// As `POST /api/v1/evaluations`, in `namespace`. On Kubernetes it is an `Evaluation` object there.
+#[utoipa::path(
+    post,
+    path = "/api/v1/namespaces/{namespace}/evaluations",
+    operation_id = "create_namespaced_evaluation",
+    tag = "namespaced",
+    params(
+        ("namespace" = String, Path, description = "A namespace the server serves"),
+        CreateParams,
+        ("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key and body return the original evaluation"),
+    ),
+    request_body = EvaluationRequest,
+    responses(
+        (status = 202, description = "Accepted; the evaluation will run", body = Evaluation, headers(("Location" = String, description = "The evaluation's URL"))),
+        (status = 200, description = "Dry run: what would run", body = DryRun),
+        (status = 400, description = "Malformed JSON, wrong type or unknown field", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Refused by the server's policy", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "A namespace the server does not serve", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Idempotency-Key reused with another body", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid value", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many pending evaluations; see Retry-After", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Backend unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn create_namespaced_evaluation(
+    State(state): State<AppState>,
+    Path(namespace): Path<String>,
+    query: Query<CreateParams>,
+    peer: Option<Extension<PeerAddr>>,
+    headers: HeaderMap,
+    body: JsonBody<EvaluationRequest>,
+) -> ApiResult<Response> {
+    create_in(&state, &namespace, query, peer, headers, body).await
+}
+
+/// List the evaluations of a namespace, newest first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/namespaces/{namespace}/evaluations",
+    operation_id = "list_namespaced_evaluations",
+    tag = "namespaced",
+    params(("namespace" = String, Path, description = "A namespace the server serves"), ListParams),
+    responses(
+        (status = 200, description = "A page of evaluations", body = EvaluationList),
+        (status = 404, description = "A namespace the server does not serve", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid query parameter", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn list_namespaced_evaluations(
+    State(state): State<AppState>,
+    Path(namespace): Path<String>,
+    query: Query<ListParams>,
+) -> ApiResult<axum::Json<EvaluationList>> {
+    list_in(&state, &namespace, query).await
+}
+
+/// Get one evaluation of a namespace.
+#[utoipa::path(
+    get,
+    path = "/api/v1/namespaces/{namespace}/evaluations/{id}",
+    operation_id = "get_namespaced_evaluation",
+    tag = "namespaced",
+    params(("namespace" = String, Path, description = "A namespace the server serves"), ("id" = uuid::Uuid, Path, description = "Evaluation id")),
+    responses(
+        (status = 200, description = "The evaluation", body = Evaluation),
+        (status = 404, description = "No such evaluation, or a namespace the server does not serve", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn get_namespaced_evaluation(
+    State(state): State<AppState>,
+    Path((namespace, id)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    get_in(&state, &namespace, &id)
+}
+
+/// The log of an evaluation of a namespace.
+#[utoipa::path(
+    get,
+    path = "/api/v1/namespaces/{namespace}/evaluations/{id}/logs",
+    operation_id = "get_namespaced_evaluation_logs",
+    tag = "namespaced",
+    params(("namespace" = String, Path, description = "A namespace the server serves"), ("id" = uuid::Uuid, Path, description = "Evaluation id"), LogParams),
+    responses(
+        (status = 200, description = "Log lines", body = String, content_type = "text/plain"),
+        (status = 404, description = "No such evaluation, or a namespace the server does not serve", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid query parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Too many log streams follow evaluations; see Retry-After", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn get_namespaced_evaluation_logs(
+    State(state): State<AppState>,
+    Path((namespace, id)): Path<(String, String)>,
+    query: Query<LogParams>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    logs_in(&state, &namespace, &id, query, headers).await
+}
+
+/// The results JSON of an evaluation of a namespace.
+#[utoipa::path(
+    get,
+    path = "/api/v1/namespaces/{namespace}/evaluations/{id}/results",
+    operation_id = "get_namespaced_evaluation_results",
+    tag = "namespaced",
+    params(("namespace" = String, Path, description = "A namespace the server serves"), ("id" = uuid::Uuid, Path, description = "Evaluation id")),
+    responses(
+        (status = 200, description = "lm-eval's results file", body = Object),
+        (status = 404, description = "No such evaluation, or a namespace the server does not serve", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not succeeded (yet)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn get_namespaced_evaluation_results(
+    State(state): State<AppState>,
+    Path((namespace, id)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    results_in(&state, &namespace, &id).await
+}
+
+/// Cancel an evaluation of a namespace.
+#[utoipa::path(
+    post,
+    path = "/api/v1/namespaces/{namespace}/evaluations/{id}/cancel",
+    operation_id = "cancel_namespaced_evaluation",
+    tag = "namespaced",
+    params(("namespace" = String, Path, description = "A namespace the server serves"), ("id" = uuid::Uuid, Path, description = "Evaluation id")),
+    responses(
+        (status = 202, description = "Cancellation under way (or done)", body = Evaluation),
+        (status = 404, description = "No such evaluation, or a namespace the server does not serve", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Already finished", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn cancel_namespaced_evaluation(
+    State(state): State<AppState>,
+    Path((namespace, id)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    cancel_in(&state, &namespace, &id).await
+}
+
+/// Delete an evaluation of a namespace.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/namespaces/{namespace}/evaluations/{id}",
+    operation_id = "delete_namespaced_evaluation",
+    tag = "namespaced",
+    params(("namespace" = String, Path, description = "A namespace the server serves"), ("id" = uuid::Uuid, Path, description = "Evaluation id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such evaluation, or a namespace the server does not serve", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn delete_namespaced_evaluation(
+    State(state): State<AppState>,
+    Path((namespace, id)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    delete_in(&state, &namespace, &id).await
+}

@@ -1,0 +1,368 @@
+//! The controller (on the leader only): Evaluation → Job, and Job + Pods + run record → the Evaluation's status,
+//! in kube-runtime's shape. `reconcile` is idempotent: it admits the spec as the REST API would (a spec the
+//! webhook let through by mistake fails with `InvalidRequest`), makes the Job if there is none, carries out a
+//! cancel or a stuck pod's failure on the Job, and writes the status only when it changed — at most once every
+//! 2 s while the evaluation runs. Each transition is also a Kubernetes Event.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{Controller, WatchStreamExt, watcher};
+use kube::{Api, Resource, ResourceExt};
+use serde_json::json;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use super::Shared;
+use super::index::{Index, Kind, Stored, evaluation_id};
+use super::views::{admit_spec_new, lenient_request, refused};
+use crate::backend::Guarded;
+use crate::error::ApiError;
+use crate::k8s::job::{self, Provenance};
+use crate::k8s::resource::{API_VERSION, EvaluationObject, EvaluationStatus, KIND};
+use crate::k8s::status::{RecordedFailure, STUCK_REASONS};
+use crate::k8s::{
+    CANCELLED_AT_ANNOTATION, CREATOR_ANNOTATION, EVALUATION_ANNOTATION, EVALUATION_ID_LABEL, FAILED_ANNOTATION,
+    KIND_LABEL, MANAGED_BY, MANAGED_BY_LABEL, RUN_RECORD_KIND, managed_selector, object_name,
+};
+use crate::model::{Evaluation, State, now};
+
+const FIELD_MANAGER: &str = "lm-eval-aas-controller";
+/// The least time between two status writes of a running evaluation (progress moves faster than that).
+const STATUS_EVERY: Duration = Duration::from_secs(2);
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ReconcileError(String);
+
+impl From<kube::Error> for ReconcileError {
+    fn from(e: kube::Error) -> Self {
+        Self(e.to_string())
+    }
+}
+
+impl From<ApiError> for ReconcileError {
+    fn from(e: ApiError) -> Self {
+        Self(e.to_string())
+    }
+}
+
+struct Context {
+    shared: Arc<Shared>,
+    namespace: String,
+    evaluations: Api<EvaluationObject>,
+    jobs: Api<Job>,
+    config_maps: Api<ConfigMap>,
+    index: Arc<Guarded<Index>>,
+    recorder: Recorder,
+    /// When each evaluation's status was last written, by object name.
+    written: Mutex<HashMap<String, tokio::time::Instant>>,
+}
+
+/// Reconciles the Evaluations of `namespace` until `stop` flips.
+pub async fn run(shared: Arc<Shared>, namespace: String, mut stop: watch::Receiver<bool>) {
+    let client = shared.client.clone();
+    let evaluations: Api<EvaluationObject> = Api::namespaced(client.clone(), &namespace);
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &namespace);
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
+    adopt_orphans(&shared, &namespace, &evaluations, &jobs).await;
+    let index = Arc::new(Guarded::new(Index::new(shared.config.stuck_after)));
+    let selector = managed_selector();
+    let job_stream = fed(Api::<Job>::namespaced(client.clone(), &namespace), &selector, Kind::Job, &index);
+    let pod_stream = fed(Api::<Pod>::namespaced(client.clone(), &namespace), &selector, Kind::Pod, &index);
+    let record_selector = format!("{selector},{KIND_LABEL}={RUN_RECORD_KIND}");
+    let record_stream = fed(config_maps.clone(), &record_selector, Kind::RunRecord, &index);
+    let reporter = Reporter { controller: "lm-eval-aas".into(), instance: Some(shared.config.identity.clone()) };
+    let context = Arc::new(Context {
+        recorder: Recorder::new(client, reporter),
+        shared: Arc::clone(&shared),
+        namespace: namespace.clone(),
+        evaluations: evaluations.clone(),
+        jobs,
+        config_maps,
+        index,
+        written: Mutex::new(HashMap::new()),
+    });
+    let owner_of = |shared: Arc<Shared>, namespace: String| {
+        move |id: Option<Uuid>| -> Option<ObjectRef<EvaluationObject>> {
+            let name = shared.views.read().name_of(&namespace, id?)?;
+            Some(ObjectRef::new(&name).within(&namespace))
+        }
+    };
+    let pods_owner = owner_of(Arc::clone(&shared), namespace.clone());
+    let records_owner = owner_of(Arc::clone(&shared), namespace.clone());
+    Controller::new(evaluations, watcher::Config::default())
+        .owns_stream(job_stream)
+        .watches_stream(pod_stream, move |pod: Pod| pods_owner(evaluation_id(&pod)))
+        .watches_stream(record_stream, move |record: ConfigMap| records_owner(evaluation_id(&record)))
+        .graceful_shutdown_on(async move {
+            let _ = stop.wait_for(|stopped| *stopped).await;
+        })
+        .run(reconcile, error_policy, context)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "reconcile");
+            }
+        })
+        .await;
+}
+
+/// A label-selected watch of `K` that feeds the controller's index before triggering its reconciles.
+fn fed<K>(
+    api: Api<K>,
+    selector: &str,
+    kind: Kind,
+    index: &Arc<Guarded<Index>>,
+) -> impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static
+where
+    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+    K: Into<Stored>,
+{
+    let index = Arc::clone(index);
+    let mut relist = None;
+    watcher(api, watcher::Config::default().labels(selector))
+        .default_backoff()
+        .map_ok(move |event| {
+            index.write().apply(kind, event.clone(), &mut relist);
+            event
+        })
+        .touched_objects()
+}
+
+fn error_policy(_: Arc<EvaluationObject>, error: &ReconcileError, _: Arc<Context>) -> Action {
+    tracing::warn!(error = %error, "reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(5))
+}
+
+async fn reconcile(object: Arc<EvaluationObject>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+    if object.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let (Some(id), Some(name)) = (object.id(), object.metadata.name.clone()) else {
+        return Ok(Action::await_change());
+    };
+    let labels = object.metadata.labels.as_ref();
+    if labels.and_then(|l| l.get(EVALUATION_ID_LABEL)).is_none() {
+        // Made with kubectl: give it its id (the uid) and the request's labels, so REST and `kubectl -l` agree.
+        let mut added = lenient_request(&object.spec).labels;
+        added.insert(EVALUATION_ID_LABEL.into(), id.to_string());
+        added.insert(MANAGED_BY_LABEL.into(), MANAGED_BY.into());
+        let patch = json!({"metadata": {"labels": added}});
+        ctx.evaluations.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        return Ok(Action::await_change());
+    }
+    let site = ctx.shared.site_of(&ctx.namespace)?;
+    let created_at = object.created_at().unwrap_or_else(now);
+    let evaluation = match admit_spec_new(&object, id, &site, &ctx.shared.config.policy, created_at) {
+        Err(problem) => refused(id, lenient_request(&object.spec), created_at, &problem),
+        Ok(new) => {
+            let job = ctx.index.read().job(id).cloned();
+            match job {
+                None if object.status.as_ref().and_then(|s| s.state).is_some_and(State::is_terminal) => {
+                    return Ok(Action::await_change());
+                }
+                None => {
+                    create_job(&ctx, &object, &new).await?;
+                    new.evaluation
+                }
+                Some(job) => carry_out(&ctx, &object, id, &job).await?.unwrap_or(new.evaluation),
+            }
+        }
+    };
+    write_status(&ctx, &object, &name, &evaluation).await
+}
+
+/// Carries out on the Job what the Evaluation and the facts ask (a cancel, a stuck pod's failure); the
+/// evaluation as the facts then show it.
+async fn carry_out(
+    ctx: &Context,
+    object: &EvaluationObject,
+    id: Uuid,
+    job: &Job,
+) -> Result<Option<Evaluation>, ReconcileError> {
+    let evaluation = ctx.index.read().evaluation(id, now());
+    let Some(evaluation) = evaluation else { return Ok(None) };
+    if evaluation.state.is_terminal() {
+        return Ok(Some(evaluation));
+    }
+    let recorded = job.metadata.annotations.as_ref();
+    let patch = if object.cancel_requested() && recorded.and_then(|a| a.get(CANCELLED_AT_ANNOTATION)).is_none() {
+        let at = now().format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+        Some(json!({"metadata": {"annotations": {CANCELLED_AT_ANNOTATION: at}}, "spec": {"suspend": true}}))
+    } else {
+        let stuck = ctx
+            .index
+            .read()
+            .evaluation(id, now())
+            .filter(|e| e.state == State::Failed && e.reason.is_some_and(|r| STUCK_REASONS.contains(&r)));
+        stuck.filter(|_| recorded.and_then(|a| a.get(FAILED_ANNOTATION)).is_none()).map(|stuck| {
+            let failure = RecordedFailure {
+                reason: stuck.reason.unwrap_or(crate::model::Reason::Unschedulable),
+                message: stuck.message.unwrap_or_default(),
+                at: now(),
+            };
+            json!({"metadata": {"annotations": {FAILED_ANNOTATION: serde_json::to_string(&failure).unwrap_or_default()}}, "spec": {"suspend": true}})
+        })
+    };
+    if let Some(patch) = patch {
+        let job = ctx.jobs.patch(&object_name(id), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        ctx.index.write().job_written(job);
+    }
+    Ok(ctx.index.read().evaluation(id, now()))
+}
+
+async fn create_job(
+    ctx: &Context,
+    object: &EvaluationObject,
+    new: &crate::lifecycle::admission::NewEvaluation,
+) -> Result<(), ReconcileError> {
+    let annotations = object.metadata.annotations.as_ref();
+    let provenance = Provenance {
+        request_digest: None,
+        creator: annotations.and_then(|a| a.get(CREATOR_ANNOTATION)).map(String::as_str),
+    };
+    let mut objects = job::build(&new.evaluation, new.config_yaml.as_deref(), &ctx.shared.config.runner, provenance)
+        .map_err(|e| ReconcileError(e.to_string()))?;
+    let owner = object.owner_reference();
+    objects.job.metadata.owner_references = owner.clone().map(|o| vec![o]);
+    if let Some(mut input) = objects.input {
+        input.metadata.owner_references = owner.map(|o| vec![o]);
+        match ctx.config_maps.create(&PostParams::default(), &input).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 409 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    match ctx.jobs.create(&PostParams::default(), &objects.job).await {
+        Ok(job) => {
+            ctx.index.write().job_written(job);
+            publish(
+                ctx,
+                object,
+                EventType::Normal,
+                "JobCreated",
+                format!("created Job {}", object_name(new.evaluation.id)),
+            )
+            .await;
+            Ok(())
+        }
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Writes the status that shows `evaluation` when it differs from the one there (and, while it runs, at most
+/// once every `STATUS_EVERY`); publishes the transition.
+async fn write_status(
+    ctx: &Context,
+    object: &EvaluationObject,
+    name: &str,
+    evaluation: &Evaluation,
+) -> Result<Action, ReconcileError> {
+    let previous = object.status.as_ref();
+    let status =
+        EvaluationStatus::of(evaluation, &object_name(evaluation.id), object.metadata.generation, previous, now());
+    let next = match evaluation.state {
+        State::Pending if evaluation.reason.is_some() => Action::requeue(Duration::from_secs(2)),
+        state if state.is_terminal() => Action::await_change(),
+        _ => Action::requeue(Duration::from_secs(60)),
+    };
+    if previous == Some(&status) {
+        return Ok(next);
+    }
+    let before = previous.and_then(|s| s.state);
+    let only_progress = before == Some(State::Running) && status.state == Some(State::Running);
+    if only_progress {
+        let last = ctx.written.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(name).copied();
+        if let Some(wait) = last.and_then(|at| STATUS_EVERY.checked_sub(at.elapsed())).filter(|w| !w.is_zero()) {
+            return Ok(Action::requeue(wait));
+        }
+    }
+    let patch = json!({"apiVersion": API_VERSION, "kind": KIND, "status": status});
+    ctx.evaluations.patch_status(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
+    ctx.written
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .insert(name.to_string(), tokio::time::Instant::now());
+    if before != status.state {
+        announce(ctx, object, evaluation).await;
+    }
+    Ok(next)
+}
+
+/// The Event of a state an evaluation has just reached.
+async fn announce(ctx: &Context, object: &EvaluationObject, evaluation: &Evaluation) {
+    let message = evaluation.message.clone().unwrap_or_default();
+    let reason = evaluation.reason.map_or("", crate::model::Reason::as_str);
+    let (kind, event, note) = match evaluation.state {
+        State::Pending => return,
+        State::Running => (EventType::Normal, "Started", "lm_eval is running".to_string()),
+        State::Succeeded => {
+            (EventType::Normal, "Succeeded", "the evaluation succeeded; its results are recorded".to_string())
+        }
+        State::Cancelled => (EventType::Normal, "Cancelled", message),
+        State::Failed => (EventType::Warning, "Failed", format!("{reason}: {message}")),
+    };
+    publish(ctx, object, kind, event, note).await;
+}
+
+async fn publish(ctx: &Context, object: &EvaluationObject, type_: EventType, reason: &str, note: String) {
+    let note: String = note.chars().take(1000).collect();
+    let event = Event { type_, reason: reason.into(), note: Some(note), action: "Reconcile".into(), secondary: None };
+    if let Err(e) = ctx.recorder.publish(&event, &object.object_ref(&())).await {
+        tracing::debug!(error = %e, "could not publish an event");
+    }
+}
+
+/// Upgrade: Jobs made by a release without Evaluation objects get their Evaluation (from the evaluation their
+/// annotation holds) and are adopted by it, so they are listed, read and deleted as before.
+async fn adopt_orphans(shared: &Shared, namespace: &str, evaluations: &Api<EvaluationObject>, jobs: &Api<Job>) {
+    let params = kube::api::ListParams::default().labels(&managed_selector());
+    let Ok(list) = jobs.list(&params).await else { return };
+    for job in list.items {
+        let owned = job.owner_references().iter().any(|o| o.kind == KIND && o.api_version == API_VERSION);
+        let annotations = job.metadata.annotations.clone().unwrap_or_default();
+        let Some(evaluation) =
+            annotations.get(EVALUATION_ANNOTATION).and_then(|e| serde_json::from_str::<Evaluation>(e).ok())
+        else {
+            continue;
+        };
+        if owned {
+            continue;
+        }
+        let Ok(mut object) = EvaluationObject::new(&evaluation, namespace) else { continue };
+        if let (Some(creator), Some(annotations)) =
+            (annotations.get(CREATOR_ANNOTATION), object.metadata.annotations.as_mut())
+        {
+            annotations.insert(CREATOR_ANNOTATION.into(), creator.clone());
+        }
+        let created = match evaluations.create(&PostParams::default(), &object).await {
+            Ok(created) => created,
+            Err(kube::Error::Api(status)) if status.code == 409 => {
+                match evaluations.get(&object_name(evaluation.id)).await {
+                    Ok(existing) => existing,
+                    Err(_) => continue,
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, job = %job.name_any(), "could not adopt a Job of an earlier release");
+                continue;
+            }
+        };
+        let Some(owner) = created.owner_reference() else { continue };
+        let patch = json!({"metadata": {"ownerReferences": [owner]}});
+        match jobs.patch(&job.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
+            Ok(_) => tracing::info!(evaluation.id = %evaluation.id, "adopted a Job of an earlier release"),
+            Err(e) => tracing::warn!(error = %e, job = %job.name_any(), "could not adopt a Job of an earlier release"),
+        }
+        shared.views.write().store(namespace, &created);
+    }
+}

@@ -1,0 +1,246 @@
+//! What every replica reads from: the Evaluation objects of the served namespaces, as the REST API shows them,
+//! kept up to date by a watch. Pure: fed watch events, a clock and the admission inputs; answers reads.
+//!
+//! An Evaluation's status, written by the controller, is the evaluation as REST shows it. Before the controller
+//! has written one (just created, or the leader is away), the view is computed from the spec the same way the
+//! controller will: admitted, pending with its command, or failed with `InvalidRequest`.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use bytes::Bytes;
+use kube::runtime::watcher;
+use serde_json::Value;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use uuid::Uuid;
+
+use crate::api::extract::parse_json;
+use crate::backend::{ListQuery, Listable, SortKey, paginate, sort_key};
+use crate::error::{ApiError, ApiResult};
+use crate::k8s::CREATOR_ANNOTATION;
+use crate::k8s::resource::{EvaluationObject, EvaluationStatus};
+use crate::lifecycle::admission::{NewEvaluation, Site, Submission, admit};
+use crate::model::{Evaluation, EvaluationList, EvaluationRequest, Reason, State};
+use crate::validate::Policy;
+
+/// One Evaluation as served.
+pub struct View {
+    pub evaluation: Evaluation,
+    pub json: Bytes,
+    /// The object's name, for writes.
+    pub name: String,
+    pub creator: Option<String>,
+    key: SortKey,
+}
+
+impl Listable for View {
+    fn state(&self) -> State {
+        self.evaluation.state
+    }
+
+    fn has_label(&self, key: &str, value: &str) -> bool {
+        self.evaluation.labels.get(key).is_some_and(|v| v == value)
+    }
+
+    fn evaluation(&self) -> ApiResult<Evaluation> {
+        Ok(self.evaluation.clone())
+    }
+}
+
+#[derive(Default)]
+struct Namespace {
+    views: HashMap<Uuid, View>,
+    order: BTreeMap<SortKey, Uuid>,
+    /// Object name → id, for what is named by the object (deletions, the controller's mappings).
+    ids: HashMap<String, Uuid>,
+}
+
+/// The names seen so far in a relist.
+pub type Relist = Option<HashSet<String>>;
+
+pub struct Views {
+    namespaces: HashMap<String, Namespace>,
+    sites: HashMap<String, Site>,
+    policy: Policy,
+}
+
+impl Views {
+    pub fn new(sites: HashMap<String, Site>, policy: Policy) -> Self {
+        let namespaces = sites.keys().map(|ns| (ns.clone(), Namespace::default())).collect();
+        Self { namespaces, sites, policy }
+    }
+
+    /// Applies one watch event of `namespace`'s Evaluations; returns whether it completed a relist.
+    pub fn apply(&mut self, namespace: &str, event: watcher::Event<EvaluationObject>, relist: &mut Relist) -> bool {
+        match event {
+            watcher::Event::Init => *relist = Some(HashSet::new()),
+            watcher::Event::InitApply(object) | watcher::Event::Apply(object) => {
+                if let (Some(seen), Some(name)) = (relist.as_mut(), object.metadata.name.as_ref()) {
+                    seen.insert(name.clone());
+                }
+                self.store(namespace, &object);
+            }
+            watcher::Event::Delete(object) => {
+                if let Some(name) = &object.metadata.name {
+                    self.remove(namespace, name);
+                }
+            }
+            watcher::Event::InitDone => {
+                if let Some(seen) = relist.take()
+                    && let Some(ns) = self.namespaces.get(namespace)
+                {
+                    let stale: Vec<String> = ns.ids.keys().filter(|name| !seen.contains(*name)).cloned().collect();
+                    for name in stale {
+                        self.remove(namespace, &name);
+                    }
+                }
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Puts an object this replica just wrote (or read), so its next read sees it.
+    pub fn store(&mut self, namespace: &str, object: &EvaluationObject) {
+        let (Some(site), Some(name)) = (self.sites.get(namespace), object.metadata.name.clone()) else { return };
+        let Some(evaluation) = evaluation_of(object, site, &self.policy) else { return };
+        let Ok(json) = serde_json::to_vec(&evaluation).map(Bytes::from) else { return };
+        let annotation = |key: &str| object.metadata.annotations.as_ref().and_then(|a| a.get(key)).cloned();
+        let view = View {
+            key: sort_key(&evaluation),
+            name: name.clone(),
+            creator: annotation(CREATOR_ANNOTATION),
+            json,
+            evaluation,
+        };
+        let ns = self.namespaces.entry(namespace.to_string()).or_default();
+        let id = view.evaluation.id;
+        if let Some(old) = ns.views.remove(&id) {
+            ns.order.remove(&old.key);
+        }
+        ns.order.insert(view.key, id);
+        ns.ids.insert(name, id);
+        ns.views.insert(id, view);
+    }
+
+    pub fn remove(&mut self, namespace: &str, name: &str) {
+        let Some(ns) = self.namespaces.get_mut(namespace) else { return };
+        if let Some(id) = ns.ids.remove(name)
+            && let Some(view) = ns.views.remove(&id)
+        {
+            ns.order.remove(&view.key);
+        }
+    }
+
+    pub fn view(&self, namespace: &str, id: Uuid) -> ApiResult<&View> {
+        self.namespaces
+            .get(namespace)
+            .ok_or_else(|| ApiError::NamespaceNotServed(namespace.to_string()))?
+            .views
+            .get(&id)
+            .ok_or_else(|| ApiError::NotFound(id.to_string()))
+    }
+
+    /// The name of the Evaluation `id` in `namespace`.
+    pub fn name_of(&self, namespace: &str, id: Uuid) -> Option<String> {
+        Some(self.namespaces.get(namespace)?.views.get(&id)?.name.clone())
+    }
+
+    pub fn list(&self, namespace: &str, query: &ListQuery) -> ApiResult<EvaluationList> {
+        let ns = self.namespaces.get(namespace).ok_or_else(|| ApiError::NamespaceNotServed(namespace.to_string()))?;
+        paginate(ns.order.iter().filter_map(|(key, id)| Some((key, ns.views.get(id)?))), query)
+    }
+
+    /// How many evaluations are pending, and how many of them `creator` submitted, in all served namespaces.
+    pub fn pending(&self, creator: &str) -> (usize, usize) {
+        let pending =
+            self.namespaces.values().flat_map(|ns| ns.views.values()).filter(|v| v.evaluation.state == State::Pending);
+        pending
+            .fold((0, 0), |(all, mine), view| (all + 1, mine + usize::from(view.creator.as_deref() == Some(creator))))
+    }
+
+    pub fn states(&self) -> impl Iterator<Item = State> + '_ {
+        self.namespaces.values().flat_map(|ns| ns.views.values()).map(|v| v.evaluation.state)
+    }
+}
+
+/// The evaluation an Evaluation object stands for, as the REST API shows it; `None` without an id.
+pub fn evaluation_of(object: &EvaluationObject, site: &Site, policy: &Policy) -> Option<Evaluation> {
+    let id = object.id()?;
+    let created_at = object.created_at().unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    let admitted = admit_spec_new(object, id, site, policy, created_at).map(|new| new.evaluation);
+    let mut evaluation = match (&admitted, &object.status) {
+        (_, Some(status)) if status.state.is_some() => {
+            from_status(id, status, lenient_request(&object.spec), created_at)
+        }
+        (Ok(evaluation), _) => evaluation.clone(),
+        (Err(problem), _) => refused(id, lenient_request(&object.spec), created_at, problem),
+    };
+    evaluation = evaluation.in_namespace(&site.namespace, site.default_namespace);
+    // The object's own labels count too (kubectl get -l and ?label= agree), ours aside.
+    for (key, value) in object.metadata.labels.iter().flatten() {
+        if !key.starts_with("lm-eval-aas.io/") && !key.starts_with("app.kubernetes.io/") {
+            evaluation.labels.entry(key.clone()).or_insert_with(|| value.clone());
+        }
+    }
+    Some(evaluation)
+}
+
+/// The spec admitted as the REST API would admit it as a request, with the object's id and creation time.
+pub fn admit_spec_new(
+    object: &EvaluationObject,
+    id: Uuid,
+    site: &Site,
+    policy: &Policy,
+    created_at: OffsetDateTime,
+) -> Result<NewEvaluation, ApiError> {
+    let spec = serde_json::to_vec(&Value::Object(object.spec.clone())).map_err(ApiError::internal)?;
+    let request: EvaluationRequest = parse_json(&spec)?;
+    admit(Submission::anonymous(request), policy, site, id, created_at)
+}
+
+/// What the controller writes for a spec the validator refuses (one that got past the admission webhook).
+pub fn refused(id: Uuid, request: EvaluationRequest, created_at: OffsetDateTime, problem: &ApiError) -> Evaluation {
+    let mut evaluation = Evaluation::pending(id, request, Vec::new(), created_at);
+    evaluation.state = State::Failed;
+    evaluation.reason = Some(Reason::InvalidRequest);
+    evaluation.message = Some(problem.problem().detail);
+    evaluation.finished_at = Some(created_at);
+    evaluation
+}
+
+fn from_status(
+    id: Uuid,
+    status: &EvaluationStatus,
+    request: EvaluationRequest,
+    created_at: OffsetDateTime,
+) -> Evaluation {
+    let time = |at: &Option<String>| at.as_deref().and_then(|at| OffsetDateTime::parse(at, &Rfc3339).ok());
+    let mut evaluation =
+        Evaluation::pending(id, request, status.command.clone(), time(&status.created_at).unwrap_or(created_at));
+    evaluation.state = status.state.unwrap_or(State::Pending);
+    evaluation.reason = status.reason;
+    evaluation.message = status.message.clone();
+    evaluation.started_at = time(&status.started_at);
+    evaluation.finished_at = time(&status.finished_at);
+    evaluation.progress = status.progress;
+    evaluation.metrics = status.metrics.clone();
+    evaluation
+}
+
+/// The spec as a request as far as it reads as one (a refused spec still shows what was asked).
+pub fn lenient_request(spec: &serde_json::Map<String, Value>) -> EvaluationRequest {
+    if let Ok(request) = serde_json::from_value(Value::Object(spec.clone())) {
+        return request;
+    }
+    let text = |value: &Value| value.as_str().map(str::to_string);
+    EvaluationRequest {
+        model: spec.get("model").and_then(text).unwrap_or_default(),
+        tasks: spec.get("tasks").and_then(Value::as_array).into_iter().flatten().filter_map(text).collect(),
+        ..EvaluationRequest::default()
+    }
+}
+
+#[cfg(test)]
+#[path = "views_tests.rs"]
+mod tests;
