@@ -15,6 +15,7 @@ use serde::{Deserialize, Deserializer};
 use uuid::Uuid;
 
 use crate::error::ApiError;
+pub use crate::validate::json::parse_json;
 
 /// A JSON body: `415` for another media type, `413` past the size limit, `400` naming the field
 /// for malformed JSON, wrong types and unknown fields.
@@ -71,27 +72,6 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
         buffer.extend_from_slice(&chunk);
     }
     Ok(buffer.freeze())
-}
-
-pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let deserializer = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(deserializer).map_err(|err| {
-        let path = err.path().to_string();
-        let inner = err.into_inner();
-        let message = inner.to_string();
-        // The path names the field (an unknown one included); a missing field is named only in the message.
-        let field = (path != ".").then_some(path).or_else(|| {
-            message
-                .strip_prefix("missing field `")
-                .and_then(|rest| rest.split_once('`'))
-                .map(|(name, _)| name.to_string())
-        });
-        let detail = match &field {
-            Some(field) if inner.is_data() => format!("{field}: {message}"),
-            _ => format!("malformed JSON: {message}"),
-        };
-        ApiError::Malformed { field, detail }
-    })
 }
 
 /// Query parameters deserialised into `T`, which also documents them (`utoipa::IntoParams`): a repeated key

@@ -13,7 +13,11 @@ use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
 use super::{EVALUATION_ID_LABEL, MANAGED_BY, MANAGED_BY_LABEL, object_name};
-use crate::model::{Evaluation, Links, MetricRow, Progress, Reason, State};
+use crate::error::ApiError;
+use crate::lifecycle::admission::{self, NewEvaluation, Site, Submission};
+use crate::model::{Evaluation, EvaluationRequest, Links, MetricRow, Progress, Reason, State};
+use crate::validate::Policy;
+use crate::validate::json::parse_json;
 
 pub const GROUP: &str = "lm-eval-aas.io";
 pub const VERSION: &str = "v1alpha1";
@@ -183,6 +187,33 @@ impl EvaluationObject {
     /// Whether cancelling was asked for with the annotation.
     pub fn cancel_requested(&self) -> bool {
         self.metadata.annotations.as_ref().and_then(|a| a.get(CANCEL_ANNOTATION)).is_some_and(|v| v == "true")
+    }
+
+    /// The spec admitted as the REST API would admit it as a request body, with the object's id and creation
+    /// time: the problem the REST API would give, else the evaluation it stands for.
+    pub fn admit(
+        &self,
+        id: Uuid,
+        site: &Site,
+        policy: &Policy,
+        created_at: OffsetDateTime,
+    ) -> Result<NewEvaluation, ApiError> {
+        let spec = serde_json::to_vec(&Value::Object(self.spec.clone())).map_err(ApiError::internal)?;
+        let request: EvaluationRequest = parse_json(&spec)?;
+        admission::admit(Submission::anonymous(request), policy, site, id, created_at)
+    }
+
+    /// The spec as a request as far as it reads as one (a refused spec still shows what was asked).
+    pub fn request(&self) -> EvaluationRequest {
+        if let Ok(request) = serde_json::from_value(Value::Object(self.spec.clone())) {
+            return request;
+        }
+        let text = |value: &Value| value.as_str().map(str::to_string);
+        EvaluationRequest {
+            model: self.spec.get("model").and_then(text).unwrap_or_default(),
+            tasks: self.spec.get("tasks").and_then(Value::as_array).into_iter().flatten().filter_map(text).collect(),
+            ..EvaluationRequest::default()
+        }
     }
 
     /// An owner reference to this Evaluation: what it owns is deleted with it.

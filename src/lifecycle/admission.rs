@@ -178,6 +178,17 @@ pub fn admit(
     Ok(NewEvaluation { evaluation, config_yaml: command.config_yaml, idempotency, creator })
 }
 
+/// An evaluation whose request the validator refuses (an Evaluation object that got past the admission
+/// webhook): failed with `InvalidRequest` and the problem's detail, as of its creation.
+pub fn refused(id: Uuid, request: EvaluationRequest, created_at: OffsetDateTime, problem: &ApiError) -> Evaluation {
+    let mut evaluation = Evaluation::pending(id, request, Vec::new(), created_at);
+    evaluation.state = crate::model::State::Failed;
+    evaluation.reason = Some(crate::model::Reason::InvalidRequest);
+    evaluation.message = Some(problem.problem().detail);
+    evaluation.finished_at = Some(created_at);
+    evaluation
+}
+
 /// Linux refuses one argument (or environment string) over 128 KiB and argv and environment together over
 /// 2 MiB; a request is held well below both, so it fails here with a field named rather than at exec time.
 pub const MAX_ARGUMENT_BYTES: usize = 96 * 1024;

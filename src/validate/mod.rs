@@ -6,6 +6,7 @@ pub mod values;
 
 mod checks;
 pub mod environment;
+pub mod json;
 pub mod secrets;
 
 use std::collections::BTreeMap;

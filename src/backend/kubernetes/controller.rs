@@ -23,7 +23,6 @@ use uuid::Uuid;
 
 use super::Shared;
 use super::index::{Index, Kind, Stored, evaluation_id};
-use super::views::{admit_spec_new, lenient_request, refused};
 use crate::backend::Guarded;
 use crate::error::ApiError;
 use crate::k8s::job::{self, Provenance};
@@ -33,6 +32,7 @@ use crate::k8s::{
     CANCELLED_AT_ANNOTATION, CREATOR_ANNOTATION, EVALUATION_ANNOTATION, EVALUATION_ID_LABEL, FAILED_ANNOTATION,
     KIND_LABEL, MANAGED_BY, MANAGED_BY_LABEL, RUN_RECORD_KIND, managed_selector, object_name,
 };
+use crate::lifecycle::admission::refused;
 use crate::model::{Evaluation, State, now};
 
 const FIELD_MANAGER: &str = "lm-eval-aas-controller";
@@ -152,7 +152,7 @@ async fn reconcile(object: Arc<EvaluationObject>, ctx: Arc<Context>) -> Result<A
     let labels = object.metadata.labels.as_ref();
     if labels.and_then(|l| l.get(EVALUATION_ID_LABEL)).is_none() {
         // Made with kubectl: give it its id (the uid) and the request's labels, so REST and `kubectl -l` agree.
-        let mut added = lenient_request(&object.spec).labels;
+        let mut added = object.request().labels;
         added.insert(EVALUATION_ID_LABEL.into(), id.to_string());
         added.insert(MANAGED_BY_LABEL.into(), MANAGED_BY.into());
         let patch = json!({"metadata": {"labels": added}});
@@ -161,8 +161,8 @@ async fn reconcile(object: Arc<EvaluationObject>, ctx: Arc<Context>) -> Result<A
     }
     let site = ctx.shared.site_of(&ctx.namespace)?;
     let created_at = object.created_at().unwrap_or_else(now);
-    let evaluation = match admit_spec_new(&object, id, &site, &ctx.shared.config.policy, created_at) {
-        Err(problem) => refused(id, lenient_request(&object.spec), created_at, &problem),
+    let evaluation = match object.admit(id, &site, &ctx.shared.config.policy, created_at) {
+        Err(problem) => refused(id, object.request(), created_at, &problem),
         Ok(new) => {
             let job = ctx.index.read().job(id).cloned();
             match job {

@@ -9,18 +9,16 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use bytes::Bytes;
 use kube::runtime::watcher;
-use serde_json::Value;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
-use crate::api::extract::parse_json;
 use crate::backend::{ListQuery, Listable, SortKey, paginate, sort_key};
 use crate::error::{ApiError, ApiResult};
 use crate::k8s::CREATOR_ANNOTATION;
 use crate::k8s::resource::{EvaluationObject, EvaluationStatus};
-use crate::lifecycle::admission::{NewEvaluation, Site, Submission, admit};
-use crate::model::{Evaluation, EvaluationList, EvaluationRequest, Reason, State};
+use crate::lifecycle::admission::{Site, refused};
+use crate::model::{Evaluation, EvaluationList, EvaluationRequest, State};
 use crate::validate::Policy;
 
 /// One Evaluation as served.
@@ -168,13 +166,11 @@ impl Views {
 pub fn evaluation_of(object: &EvaluationObject, site: &Site, policy: &Policy) -> Option<Evaluation> {
     let id = object.id()?;
     let created_at = object.created_at().unwrap_or(OffsetDateTime::UNIX_EPOCH);
-    let admitted = admit_spec_new(object, id, site, policy, created_at).map(|new| new.evaluation);
+    let admitted = object.admit(id, site, policy, created_at).map(|new| new.evaluation);
     let mut evaluation = match (&admitted, &object.status) {
-        (_, Some(status)) if status.state.is_some() => {
-            from_status(id, status, lenient_request(&object.spec), created_at)
-        }
+        (_, Some(status)) if status.state.is_some() => from_status(id, status, object.request(), created_at),
         (Ok(evaluation), _) => evaluation.clone(),
-        (Err(problem), _) => refused(id, lenient_request(&object.spec), created_at, problem),
+        (Err(problem), _) => refused(id, object.request(), created_at, problem),
     };
     evaluation = evaluation.in_namespace(&site.namespace, site.default_namespace);
     // The object's own labels count too (kubectl get -l and ?label= agree), ours aside.
@@ -184,29 +180,6 @@ pub fn evaluation_of(object: &EvaluationObject, site: &Site, policy: &Policy) ->
         }
     }
     Some(evaluation)
-}
-
-/// The spec admitted as the REST API would admit it as a request, with the object's id and creation time.
-pub fn admit_spec_new(
-    object: &EvaluationObject,
-    id: Uuid,
-    site: &Site,
-    policy: &Policy,
-    created_at: OffsetDateTime,
-) -> Result<NewEvaluation, ApiError> {
-    let spec = serde_json::to_vec(&Value::Object(object.spec.clone())).map_err(ApiError::internal)?;
-    let request: EvaluationRequest = parse_json(&spec)?;
-    admit(Submission::anonymous(request), policy, site, id, created_at)
-}
-
-/// What the controller writes for a spec the validator refuses (one that got past the admission webhook).
-pub fn refused(id: Uuid, request: EvaluationRequest, created_at: OffsetDateTime, problem: &ApiError) -> Evaluation {
-    let mut evaluation = Evaluation::pending(id, request, Vec::new(), created_at);
-    evaluation.state = State::Failed;
-    evaluation.reason = Some(Reason::InvalidRequest);
-    evaluation.message = Some(problem.problem().detail);
-    evaluation.finished_at = Some(created_at);
-    evaluation
 }
 
 fn from_status(
@@ -226,19 +199,6 @@ fn from_status(
     evaluation.progress = status.progress;
     evaluation.metrics = status.metrics.clone();
     evaluation
-}
-
-/// The spec as a request as far as it reads as one (a refused spec still shows what was asked).
-pub fn lenient_request(spec: &serde_json::Map<String, Value>) -> EvaluationRequest {
-    if let Ok(request) = serde_json::from_value(Value::Object(spec.clone())) {
-        return request;
-    }
-    let text = |value: &Value| value.as_str().map(str::to_string);
-    EvaluationRequest {
-        model: spec.get("model").and_then(text).unwrap_or_default(),
-        tasks: spec.get("tasks").and_then(Value::as_array).into_iter().flatten().filter_map(text).collect(),
-        ..EvaluationRequest::default()
-    }
 }
 
 #[cfg(test)]

@@ -6,6 +6,8 @@ use super::*;
 use crate::k8s::job::{self, RunnerConfig};
 use crate::k8s::resource::EvaluationStatus;
 use crate::model::{Progress, Reason};
+use crate::validate::json::parse_json;
+use serde_json::Value;
 
 const T0: OffsetDateTime = time::macros::datetime!(2026-11-30 12:00 UTC);
 
