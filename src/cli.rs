@@ -105,6 +105,15 @@ pub struct ServeArgs {
     /// Kubernetes backend: seconds the leader's Lease lasts unrenewed before another replica takes over.
     #[arg(long, env = "LMEVAL_LEADER_LEASE_SECONDS", default_value_t = 15)]
     pub leader_lease_seconds: u64,
+    /// Kubernetes backend: also serve the Evaluation admission webhook (HTTPS, `POST /validate-evaluations`) here.
+    #[arg(long, env = "LMEVAL_WEBHOOK_LISTEN", requires_all = ["webhook_cert_file", "webhook_key_file"])]
+    pub webhook_listen: Option<SocketAddr>,
+    /// The webhook's TLS certificate chain (PEM); read again when it changes.
+    #[arg(long, env = "LMEVAL_WEBHOOK_CERT_FILE")]
+    pub webhook_cert_file: Option<PathBuf>,
+    /// The webhook's TLS private key (PEM); read again when it changes.
+    #[arg(long, env = "LMEVAL_WEBHOOK_KEY_FILE")]
+    pub webhook_key_file: Option<PathBuf>,
     /// Kubernetes backend: the runner image (Python with lm-eval, and this binary as the driver).
     #[arg(long, env = "LMEVAL_RUNNER_IMAGE", default_value = "ghcr.io/lm-eval-aas/runner:0.1.0")]
     pub runner_image: String,

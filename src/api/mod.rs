@@ -8,6 +8,7 @@ pub mod namespaced;
 pub mod ops;
 mod status_read;
 pub mod ui;
+pub mod webhook;
 
 use std::sync::Arc;
 
@@ -153,8 +154,8 @@ where
     }
 }
 
-pub fn router(app: App) -> Service {
-    let state = AppState::from(app);
+pub fn router(state: impl Into<AppState>) -> Service {
+    let state = state.into();
     Service { router: routes(state.clone()), state }
 }
 

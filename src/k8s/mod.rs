@@ -2,6 +2,7 @@
 //! ConfigMap, and the evaluation's status read back from those objects. They know nothing of who creates
 //! the Job or where else results may go, so a controller can reuse them as they are.
 
+pub mod admission;
 pub mod crd;
 pub mod job;
 pub mod resource;

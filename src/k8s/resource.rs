@@ -169,10 +169,13 @@ impl EvaluationObject {
         })
     }
 
-    /// The id the REST API knows it by: the label the service sets, else (made with kubectl) its uid.
+    /// The id the REST API knows it by: the label the service sets on what it creates (named after the id),
+    /// else its uid. A label that does not match the name is ignored, so nobody can claim another's id.
     pub fn id(&self) -> Option<Uuid> {
         let labelled = self.metadata.labels.as_ref().and_then(|l| l.get(EVALUATION_ID_LABEL));
-        labelled.or(self.metadata.uid.as_ref())?.parse().ok()
+        let labelled =
+            labelled.and_then(|id| id.parse().ok()).filter(|id| self.metadata.name == Some(object_name(*id)));
+        labelled.or_else(|| self.metadata.uid.as_ref()?.parse().ok())
     }
 
     /// When it was accepted: the service's annotation, else the object's creation time.
@@ -340,6 +343,16 @@ mod tests {
             (Some(Uuid::from_u128(9)), None),
             "a made-by-kubectl id; an odd status is none"
         );
+    }
+
+    #[test]
+    fn nobody_claims_another_evaluations_id_by_labelling_theirs_with_it() {
+        let claimed = Uuid::from_u128(3);
+        let spoof: EvaluationObject = serde_json::from_value(json!({"metadata": {
+            "name": "mine", "uid": "00000000-0000-0000-0000-000000000009",
+            "labels": {EVALUATION_ID_LABEL: claimed.to_string()}}}))
+        .expect("object");
+        assert_eq!(spoof.id(), Some(Uuid::from_u128(9)));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 mod connections;
 mod socket;
+mod webhook;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -174,7 +175,26 @@ pub async fn build_backend(args: &ServeArgs) -> anyhow::Result<Arc<dyn Backend>>
     }
 }
 
+/// The admission webhook's listener and TLS set-up, when `--webhook-listen` asks for one.
+async fn webhook_listener(
+    args: &ServeArgs,
+) -> anyhow::Result<Option<(tokio::net::TcpListener, Arc<rustls::ServerConfig>)>> {
+    let Some(address) = args.webhook_listen else { return Ok(None) };
+    if args.backend != BackendKind::Kubernetes {
+        bail!("--webhook-listen (LMEVAL_WEBHOOK_LISTEN): only with --backend kubernetes");
+    }
+    let (Some(cert), Some(key)) = (&args.webhook_cert_file, &args.webhook_key_file) else {
+        bail!("--webhook-listen needs --webhook-cert-file and --webhook-key-file");
+    };
+    let tls = webhook::tls_config(cert.clone(), key.clone())?;
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("--webhook-listen (LMEVAL_WEBHOOK_LISTEN): cannot bind {address}"))?;
+    Ok(Some((listener, tls)))
+}
+
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let webhook = webhook_listener(&args).await?;
     let backend = build_backend(&args).await?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let read_timeout = Duration::from_secs(args.request_read_timeout_seconds.max(1));
@@ -185,6 +205,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         shutdown: shutdown_rx,
         limits: Limits::new(BodyLimits { max_bytes: args.max_body_bytes, read_timeout }, args.max_log_followers),
     };
+    let state = api::AppState::from(app);
+    if let Some((listener, tls)) = webhook {
+        tracing::info!(address = %listener.local_addr()?, path = api::webhook::PATH, "webhook listening");
+        tokio::spawn(webhook::serve(listener, tls, api::webhook::router(state.clone())));
+    }
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("--listen (LMEVAL_LISTEN): cannot bind {}", args.listen))?;
@@ -194,7 +219,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         timeout: Duration::from_secs(args.shutdown_timeout_seconds),
     };
     let limits = ConnectionLimits { max_connections: args.max_connections, read_timeout };
-    connections::serve(listener, api::router(app), shutdown_tx, timing, limits).await;
+    connections::serve(listener, api::router(state), shutdown_tx, timing, limits).await;
     tracing::info!("stopped");
     Ok(())
 }
