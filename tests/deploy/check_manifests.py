@@ -13,7 +13,8 @@ import yaml
 NAMESPACE = "lm-eval-aas"
 SERVICE_LABELS = {"app.kubernetes.io/name": "lm-eval-aas", "app.kubernetes.io/component": "service"}
 RUNNER_SELECTOR = {"app.kubernetes.io/managed-by": "lm-eval-aas"}
-CLUSTER_SCOPED = {"Namespace", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding"}
+CLUSTER_SCOPED = {"Namespace", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding",
+                  "ValidatingWebhookConfiguration"}
 
 problems = []
 
@@ -115,6 +116,30 @@ def common(path, where, replicas):
         port = container["ports"][0]["containerPort"]
         check(data.get("LMEVAL_LISTEN", "").endswith(f":{port}"), f"{where}: LMEVAL_LISTEN {data.get('LMEVAL_LISTEN')} vs containerPort {port}")
 
+    # The admission webhook: Evaluations only, served by these pods over TLS with a certificate from a Secret.
+    webhook_config = one(k, "ValidatingWebhookConfiguration", "lm-eval-aas", where)
+    if webhook_config:
+        (hook,) = webhook_config["webhooks"]
+        check(hook["rules"] == [{"apiGroups": ["lm-eval-aas.io"], "apiVersions": ["v1alpha1"],
+                                 "operations": ["CREATE", "UPDATE"], "resources": ["evaluations"], "scope": "Namespaced"}],
+              f"{where}: webhook rules {hook['rules']}")
+        check(hook.get("sideEffects") == "None" and hook.get("failurePolicy") == "Ignore",
+              f"{where}: webhook sideEffects/failurePolicy {hook.get('sideEffects')}/{hook.get('failurePolicy')}")
+        check(hook["clientConfig"].get("path", "/validate-evaluations") == "/validate-evaluations"
+              and hook["clientConfig"].get("url", "/validate-evaluations").endswith("/validate-evaluations"),
+              f"{where}: webhook clientConfig {hook['clientConfig']}")
+    if config:
+        check(data.get("LMEVAL_WEBHOOK_CERT_FILE", "").endswith("/tls.crt") and data.get("LMEVAL_WEBHOOK_KEY_FILE", "").endswith("/tls.key"),
+              f"{where}: the webhook's certificate is not configured")
+        webhook_ports = [p["containerPort"] for p in container["ports"] if p.get("name") == "webhook"]
+        check(len(webhook_ports) == 1 and data.get("LMEVAL_WEBHOOK_LISTEN", "").endswith(f":{webhook_ports[0]}"),
+              f"{where}: LMEVAL_WEBHOOK_LISTEN {data.get('LMEVAL_WEBHOOK_LISTEN')} vs webhook containerPort {webhook_ports}")
+        mounts = {m["mountPath"]: m["name"] for m in container.get("volumeMounts", [])}
+        cert_dir = data.get("LMEVAL_WEBHOOK_CERT_FILE", "").rsplit("/", 1)[0]
+        volume = next((v for v in pod.get("volumes", []) if v["name"] == mounts.get(cert_dir)), None)
+        check(volume is not None and volume.get("secret", {}).get("secretName") == "lm-eval-aas-webhook-tls",
+              f"{where}: {cert_dir} is not Secret lm-eval-aas-webhook-tls")
+
     service = one(k, "Service", "lm-eval-aas", where)
     if service:
         check(service["spec"]["selector"] == SERVICE_LABELS, f"{where}: Service selector {service['spec']['selector']}")
@@ -128,8 +153,13 @@ def common(path, where, replicas):
         check(service_policy["spec"]["podSelector"].get("matchLabels") == SERVICE_LABELS, f"{where}: service NetworkPolicy selector")
         check(set(service_policy["spec"]["policyTypes"]) == {"Ingress", "Egress"}, f"{where}: service NetworkPolicy policyTypes")
         ingress = service_policy["spec"].get("ingress", [])
-        check(len(ingress) == 1 and all("namespaceSelector" in peer for peer in ingress[0].get("from", [{}])),
+        http = [rule for rule in ingress if any(p.get("port") == "http" for p in rule.get("ports", []))]
+        check(len(http) == 1 and http[0].get("from") and all("namespaceSelector" in peer for peer in http[0]["from"]),
               f"{where}: service ingress is not from the ingress controller's namespace only: {ingress}")
+        # The API server calls the webhook from an address no selector names; that port serves only admission.
+        others = [rule for rule in ingress if rule not in http]
+        check(all(p.get("port") == "webhook" for rule in others for p in rule.get("ports", [{}])) and all(r.get("ports") for r in others),
+              f"{where}: service ingress opens more than the webhook port to all: {others}")
         check(any(p.get("port") in (443, 6443) for rule in service_policy["spec"].get("egress", []) for p in rule.get("ports", [])),
               f"{where}: the service may not reach the API server")
     runner_policy = one(k, "NetworkPolicy", "lm-eval-aas-runner", where)

@@ -36,6 +36,7 @@ cluster_up=""
 cluster_pids=()
 cluster_ports=()
 service_port=""
+webhook_port=""
 evaluation_id=""
 
 # run NAME FUNCTION: one check; its output is shown (indented) only when it fails.
@@ -113,7 +114,13 @@ dry_run() {
 base_dry_run() {
   # A real install creates the Namespace first (kubectl applies it before the rest); the dry run cannot.
   k apply --server-side --field-manager=lm-eval-aas-deploy-test -f k8s/base/namespace.yaml || return
+  # Its webhook certificate is cert-manager's (an Issuer and a Certificate): their CRDs, as a cluster with
+  # cert-manager has them.
+  k apply --server-side --field-manager=lm-eval-aas-deploy-test -f tests/deploy/cert-manager-crds.yaml || return
+  k wait --for condition=established --timeout=60s crd/issuers.cert-manager.io crd/certificates.cert-manager.io || return
   dry_run k8s/base || return
+  grep -q '^certificate.cert-manager.io/lm-eval-aas-webhook serverside-applied' "$work/dry-run-base.out" ||
+    fail "the webhook Certificate was not applied" || return
   # A dry run leaves nothing behind.
   [[ -z $(k -n "$namespace" get deployments,services,ingresses,networkpolicies -o name) ]] ||
     fail "the dry run created objects"
@@ -169,9 +176,11 @@ service_pod() {
   k -n "$namespace" logs "$pod" >"$work/service.log" || return
   cat "$work/service.log"
   sed -i 's/\x1b\[[0-9;]*m//g' "$work/service.log"
-  grep -q 'kubernetes backend.*namespace=lm-eval-aas' "$work/service.log" ||
+  grep -q 'kubernetes backend namespaces=\["lm-eval-aas"\]' "$work/service.log" ||
     fail "the service did not start the kubernetes backend in its own namespace" || return
-  grep -q "listening.*127.0.0.1:$service_port" "$work/service.log" || fail "the pod does not listen on $service_port"
+  grep -q "listening.*127.0.0.1:$service_port" "$work/service.log" || fail "the pod does not listen on $service_port" || return
+  webhook_port=$(sed -n 's/.*webhook listening address=127\.0\.0\.1:\([0-9]*\).*/\1/p' "$work/service.log")
+  [[ -n $webhook_port ]] || fail "the pod serves no admission webhook"
 }
 
 rbac() {
@@ -182,6 +191,10 @@ rbac() {
     echo "$who $verb $resource: $got"
     [[ $got == "$want" ]] || fail "want $want" || return
   done <<EOF
+$sa create evaluations.lm-eval-aas.io yes
+$sa patch evaluations.lm-eval-aas.io/status yes
+$sa update leases.coordination.k8s.io yes
+$sa create events.events.k8s.io yes
 $sa create jobs.batch yes
 $sa watch pods yes
 $sa get pods/log yes
@@ -192,6 +205,7 @@ $runner patch configmaps yes
 $runner list configmaps no
 $runner create jobs.batch no
 $runner get secrets no
+$runner get evaluations.lm-eval-aas.io no
 EOF
   got=$(k auth can-i create jobs.batch -n default --as="$sa")
   [[ $got == no ]] || fail "the service may create Jobs outside its namespace"
@@ -220,6 +234,45 @@ evaluation() {
   echo "$body"
   curl -fsS "$service_url/api/v1/evaluations/$evaluation_id/results" | grep -q lmeval_aas_mc ||
     fail "no lmeval_aas_mc in the results"
+}
+
+# The shipped CRD and webhook as deploy-dev installs them: kubectl apply of an Evaluation runs and REST lists
+# it; a spec the REST API refuses is refused by kubectl with the same message.
+evaluation_resource() {
+  local out state uid deadline=$((SECONDS + 300))
+  k -n "$namespace" apply -f - <<'EOF' || fail "kubectl apply of an Evaluation" || return
+apiVersion: lm-eval-aas.io/v1alpha1
+kind: Evaluation
+metadata:
+  name: deploy-test
+spec: {model: dummy, tasks: [lmeval_aas_mc], limit: 2}
+EOF
+  until state=$(k -n "$namespace" get lmeval deploy-test -o jsonpath='{.status.state}') &&
+    [[ $state == succeeded || $state == failed || $state == cancelled ]]; do
+    ((SECONDS < deadline)) || fail "Evaluation deploy-test still ${state:-unreconciled} after 300 s" || return
+    sleep 1
+  done
+  k -n "$namespace" get lmeval deploy-test
+  [[ $state == succeeded ]] || fail "Evaluation deploy-test ended $state" || return
+  # Made with kubectl, it is known to REST by its uid.
+  uid=$(k -n "$namespace" get lmeval deploy-test -o jsonpath='{.metadata.uid}') || return
+  curl -fsS "$service_url/api/v1/evaluations/$uid" | grep -q '"state":"succeeded"' ||
+    fail "REST does not show Evaluation deploy-test ($uid) succeeded" || return
+  curl -fsS "$service_url/api/v1/namespaces/$namespace/evaluations" | grep -q "\"id\":\"$uid\"" ||
+    fail "REST does not list Evaluation deploy-test ($uid)" || return
+  if out=$(k -n "$namespace" apply -f - 2>&1 <<'EOF'
+apiVersion: lm-eval-aas.io/v1alpha1
+kind: Evaluation
+metadata:
+  name: deploy-test-invalid
+spec: {model: dummy, tasks: [lmeval_aas_mc], limit: 0}
+EOF
+  ); then
+    fail "an Evaluation with limit 0 was admitted" || return
+  fi
+  echo "$out"
+  grep -q 'spec.limit: limit: must be' <<<"$out" ||
+    fail "the refusal does not come from the webhook with the validator's message"
 }
 
 pod_security() {
@@ -292,7 +345,7 @@ teardown() {
       echo "process $pid ($(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)) is still running"; rc=1
     fi
   done
-  for port in "${cluster_ports[@]}" $service_port; do
+  for port in "${cluster_ports[@]}" $service_port $webhook_port; do
     if ss -Htln "sport = :$port" | grep -q .; then echo "port $port is still listening"; rc=1; fi
   done
   [[ ! -e $LMEVAL_CLUSTER_DIR ]] || { echo "$LMEVAL_CLUSTER_DIR still exists"; rc=1; }
@@ -327,9 +380,11 @@ if run TestDeployDevApply deploy_dev; then
   run TestDeployServicePod service_pod
   run TestDeployRBAC rbac
   run TestDeployEvaluationSucceeds evaluation
+  run TestDeployEvaluationResource evaluation_resource
 else
   skip TestDeployServicePod "no deployment"
   skip TestDeployRBAC "no deployment"
   skip TestDeployEvaluationSucceeds "no deployment"
+  skip TestDeployEvaluationResource "no deployment"
 fi
 run TestDeployPodSecurityRestricted pod_security

@@ -23,6 +23,7 @@ var subcommands = map[string]subcommand{
 	"down":                    {"stop the processes started by up (PID files) and remove the state directory", runDown},
 	"env":                     {"print the env file written by up", runEnv},
 	"token":                   {"mint a ServiceAccount token through the TokenRequest API", runToken},
+	"serving-cert":            {"issue a serving certificate for 127.0.0.1 from the cluster's CA (tls.crt, tls.key)", runServingCert},
 	"etcd":                    {"embedded etcd server", runEtcd},
 	"kube-apiserver":          {"k8s.io/kubernetes kube-apiserver", runAPIServer},
 	"kube-controller-manager": {"k8s.io/kubernetes kube-controller-manager", runControllerManager},

@@ -10,6 +10,8 @@ import (
 	"crypto/x509/pkix"
 	"encoding/hex"
 	"encoding/pem"
+	"flag"
+	"fmt"
 	"math/big"
 	"net"
 	"os"
@@ -122,4 +124,60 @@ func randomToken() string {
 	b := make([]byte, 24)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// loadPKI opens the CA that `up` made, to issue more certificates from it.
+func loadPKI(dir string) (*pki, error) {
+	certPEM, err := os.ReadFile(filepath.Join(dir, "ca.crt"))
+	if err != nil {
+		return nil, err
+	}
+	keyPEM, err := os.ReadFile(filepath.Join(dir, "ca.key"))
+	if err != nil {
+		return nil, err
+	}
+	certBlock, _ := pem.Decode(certPEM)
+	keyBlock, _ := pem.Decode(keyPEM)
+	if certBlock == nil || keyBlock == nil {
+		return nil, fmt.Errorf("%s: ca.crt or ca.key is not PEM", dir)
+	}
+	cert, err := x509.ParseCertificate(certBlock.Bytes)
+	if err != nil {
+		return nil, err
+	}
+	key, err := x509.ParseECPrivateKey(keyBlock.Bytes)
+	if err != nil {
+		return nil, err
+	}
+	return &pki{dir: dir, caCert: cert, caKey: key}, nil
+}
+
+// runServingCert issues a serving certificate for 127.0.0.1 from the cluster's CA, e.g. for an admission
+// webhook the API server calls: its CA bundle is then LMEVAL_CLUSTER_CA.
+func runServingCert(args []string) int {
+	fs := flag.NewFlagSet("serving-cert", flag.ExitOnError)
+	out := fs.String("out", "", "directory to write tls.crt and tls.key to")
+	fs.Usage = func() {
+		fmt.Fprintln(os.Stderr, "usage: lmcluster serving-cert -out DIR [DNS-NAME...]  (env LMEVAL_CLUSTER_DIR)")
+		fs.PrintDefaults()
+	}
+	_ = fs.Parse(args)
+	clusterDir := os.Getenv("LMEVAL_CLUSTER_DIR")
+	if *out == "" || clusterDir == "" {
+		fs.Usage()
+		return 2
+	}
+	ca, err := loadPKI(filepath.Join(clusterDir, "pki"))
+	if err == nil {
+		err = os.MkdirAll(*out, 0o700)
+	}
+	if err == nil {
+		issued := &pki{dir: *out, caCert: ca.caCert, caKey: ca.caKey}
+		err = issued.serving("tls", fs.Args()...)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "serving-cert: %v\n", err)
+		return 1
+	}
+	return 0
 }
