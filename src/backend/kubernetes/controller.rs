@@ -169,10 +169,10 @@ async fn reconcile(object: Arc<EvaluationObject>, ctx: Arc<Context>) -> Result<A
                 None if object.status.as_ref().and_then(|s| s.state).is_some_and(State::is_terminal) => {
                     return Ok(Action::await_change());
                 }
-                None => {
-                    create_job(&ctx, &object, &new).await?;
-                    new.evaluation
-                }
+                // Not in the cache yet but already there (a new leader's cache still filling): its status is
+                // written once the cache shows it, never set back to pending meanwhile.
+                None if !create_job(&ctx, &object, &new).await? => return Ok(Action::requeue(Duration::from_secs(1))),
+                None => new.evaluation,
                 Some(job) => carry_out(&ctx, &object, id, &job).await?.unwrap_or(new.evaluation),
             }
         }
@@ -219,11 +219,12 @@ async fn carry_out(
     Ok(ctx.index.read().evaluation(id, now()))
 }
 
+/// Creates the evaluation's Job (and its input ConfigMap); false when the Job already existed.
 async fn create_job(
     ctx: &Context,
     object: &EvaluationObject,
     new: &crate::lifecycle::admission::NewEvaluation,
-) -> Result<(), ReconcileError> {
+) -> Result<bool, ReconcileError> {
     let annotations = object.metadata.annotations.as_ref();
     let provenance = Provenance {
         request_digest: None,
@@ -252,9 +253,9 @@ async fn create_job(
                 format!("created Job {}", object_name(new.evaluation.id)),
             )
             .await;
-            Ok(())
+            Ok(true)
         }
-        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
         Err(e) => Err(e.into()),
     }
 }
