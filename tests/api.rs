@@ -409,3 +409,56 @@ async fn the_status_read_answers_the_same_with_or_without_the_router() {
         "{text}"
     );
 }
+
+/// The local backend serves its one namespace (`--namespace`, default `default`) on the namespaced routes too:
+/// the same evaluations as the un-namespaced routes; any other namespace is a 404 problem saying so.
+#[tokio::test]
+async fn the_local_backend_serves_its_one_namespace_on_the_namespaced_routes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app = paused_app(dir.path()).await;
+    let body = r#"{"model": "dummy", "tasks": ["lmeval_aas_mc"], "limit": 1}"#;
+    let (response, bytes) = send(&app, post_json("/api/v1/namespaces/default/evaluations", body)).await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED, "{}", String::from_utf8_lossy(&bytes));
+    let created = json(&bytes);
+    let id = created["id"].as_str().expect("id").to_string();
+    assert_eq!(created["namespace"], "default");
+    // The default namespace's links are the un-namespaced routes, which answer for it as well.
+    assert_eq!(created["links"]["self"], format!("/api/v1/evaluations/{id}"));
+    for uri in [format!("/api/v1/namespaces/default/evaluations/{id}"), format!("/api/v1/evaluations/{id}")] {
+        let (response, bytes) = send(&app, get(&uri)).await;
+        assert_eq!(response.status(), StatusCode::OK, "{uri}");
+        assert_eq!(json(&bytes)["id"], id.as_str(), "{uri}");
+    }
+    for uri in ["/api/v1/namespaces/default/evaluations", "/api/v1/evaluations"] {
+        let (_, bytes) = send(&app, get(uri)).await;
+        let listed: Vec<Value> = json(&bytes)["items"].as_array().expect("items").clone();
+        assert!(listed.iter().any(|e| e["id"] == id.as_str()), "{uri} lists it");
+    }
+
+    let other = [
+        ("GET", "/api/v1/namespaces/team-b/evaluations".to_string()),
+        ("GET", format!("/api/v1/namespaces/team-b/evaluations/{id}")),
+        ("GET", format!("/api/v1/namespaces/team-b/evaluations/{id}/logs")),
+        ("GET", format!("/api/v1/namespaces/team-b/evaluations/{id}/results")),
+        ("POST", format!("/api/v1/namespaces/team-b/evaluations/{id}/cancel")),
+        ("DELETE", format!("/api/v1/namespaces/team-b/evaluations/{id}")),
+        ("POST", "/api/v1/namespaces/team-b/evaluations".to_string()),
+    ];
+    for (method, uri) in other {
+        let request = Request::builder()
+            .method(method)
+            .uri(&uri)
+            .header("content-type", "application/json")
+            .body(Body::from(if method == "POST" { body } else { "" }))
+            .expect("request");
+        let (response, bytes) = send(&app, request).await;
+        assert_eq!(response.status(), StatusCode::NOT_FOUND, "{method} {uri}");
+        assert_eq!(response.headers()["content-type"], PROBLEM, "{method} {uri}");
+        let problem = json(&bytes);
+        assert_eq!(problem["type"], "urn:lm-eval-aas:problem:namespace-not-served", "{method} {uri}: {problem}");
+        assert!(problem["detail"].as_str().is_some_and(|d| d.contains("team-b")), "{method} {uri}: {problem}");
+    }
+    // Nothing was created in or moved to the namespace it does not serve.
+    let (_, bytes) = send(&app, get("/api/v1/evaluations")).await;
+    assert_eq!(json(&bytes)["items"].as_array().map(Vec::len), Some(1));
+}

@@ -4,6 +4,7 @@
 //! `lm-eval-aas` (the driver) and the pinned `lm_eval` on PATH.
 
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -61,6 +62,20 @@ impl TestNamespace {
             .expect("run kubectl")
     }
 
+    /// `kubectl -n <namespace> apply -f -` of `yaml` as the cluster admin.
+    pub fn kubectl_apply(&self, yaml: &str) -> Output {
+        let mut child = Command::new(&self.env["KUBECTL"])
+            .env("KUBECONFIG", &self.env["KUBECONFIG"])
+            .args(["-n", &self.name, "apply", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run kubectl apply");
+        child.stdin.take().expect("stdin").write_all(yaml.as_bytes()).expect("write manifest");
+        child.wait_with_output().expect("kubectl apply")
+    }
+
     /// `kubectl … -o json` parsed; panics with kubectl's stderr on failure.
     pub fn kubectl_json(&self, args: &[&str]) -> serde_json::Value {
         let mut all: Vec<&str> = args.to_vec();
@@ -73,6 +88,39 @@ impl TestNamespace {
     /// `lm-eval-aas serve --backend kubernetes` in this namespace, authenticated as its ServiceAccount.
     pub fn service(&self, extra: &[&str]) -> Service {
         self.service_in(&self.scratch.path().join(format!("svc-{}", uuid::Uuid::new_v4().simple())), extra)
+    }
+
+    /// As `service`, also serving the Evaluation admission webhook, registered for this namespace
+    /// (`scripts/k8s-dev webhook`) with a certificate from the cluster's CA.
+    pub fn service_with_webhook(&self, extra: &[&str]) -> Service {
+        let certs = self.k8s_dev(&["webhook-cert"]);
+        let (cert, key) = (format!("{certs}/tls.crt"), format!("{certs}/tls.key"));
+        let mut args = vec!["--webhook-listen", "127.0.0.1:0", "--webhook-cert-file", &cert, "--webhook-key-file", &key];
+        args.extend(extra);
+        let service = self.service(&args);
+        let port = super::wait_for(std::time::Duration::from_secs(10), || service.logged_port("webhook listening"))
+            .unwrap_or_else(|| panic!("no webhook listening; log:\n{}", service.log_text()));
+        self.k8s_dev(&["webhook", &self.name, &port.to_string()]);
+        service
+    }
+
+    /// Removes this namespace's webhook registration: the API server no longer asks the service.
+    pub fn unregister_webhook(&self) {
+        let name = format!("lm-eval-aas-{}", self.name);
+        let output = self.kubectl(&["delete", "validatingwebhookconfiguration", &name, "--ignore-not-found"]);
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    }
+
+    /// `scripts/k8s-dev ARGS…`'s output; panics if it fails.
+    fn k8s_dev(&self, args: &[&str]) -> String {
+        let output = Command::new(format!("{REPO}/scripts/k8s-dev"))
+            .args(args)
+            .env("LMEVAL_CLUSTER_DIR", &self.env["LMEVAL_CLUSTER_DIR"])
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run scripts/k8s-dev");
+        assert!(output.status.success(), "scripts/k8s-dev {args:?} failed");
+        String::from_utf8_lossy(&output.stdout).trim().to_string()
     }
 
     fn service_in(&self, dir: &Path, extra: &[&str]) -> Service {
@@ -92,6 +140,12 @@ impl TestNamespace {
 
 impl Drop for TestNamespace {
     fn drop(&mut self) {
+        let _ = Command::new(&self.env["KUBECTL"])
+            .env("KUBECONFIG", &self.env["KUBECONFIG"])
+            .args(["delete", "validatingwebhookconfiguration", &format!("lm-eval-aas-{}", self.name), "--ignore-not-found"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
         let _ = Command::new(&self.env["KUBECTL"])
             .env("KUBECONFIG", &self.env["KUBECONFIG"])
             .args(["delete", "namespace", &self.name, "--wait=false"])

@@ -173,6 +173,18 @@ impl Service {
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// Whether its JSON log has a line with this message.
+    pub fn logged(&self, message: &str) -> bool {
+        self.log_text().lines().filter_map(|line| serde_json::from_str::<Value>(line).ok()).any(|l| l["message"] == message)
+    }
+
+    /// The port of the address its JSON log line `message` names, once it has logged it.
+    pub fn logged_port(&self, message: &str) -> Option<u16> {
+        let log = self.log_text();
+        let line = log.lines().filter_map(|line| serde_json::from_str::<Value>(line).ok()).find(|l| l["message"] == message)?;
+        line["address"].as_str()?.rsplit_once(':')?.1.parse().ok()
+    }
 }
 
 impl Drop for Service {

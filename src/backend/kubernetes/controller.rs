@@ -63,8 +63,8 @@ struct Context {
     config_maps: Api<ConfigMap>,
     index: Arc<Guarded<Index>>,
     recorder: Recorder,
-    /// When each evaluation's status was last written, by object name.
-    written: Mutex<HashMap<String, tokio::time::Instant>>,
+    /// When each evaluation's status was last written and the resourceVersion that write made, by object name.
+    written: Mutex<HashMap<String, Written>>,
 }
 
 /// Reconciles the Evaluations of `namespace` until `stop` flips.
@@ -268,6 +268,11 @@ async fn write_status(
     name: &str,
     evaluation: &Evaluation,
 ) -> Result<Action, ReconcileError> {
+    let last = ctx.written.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(name).cloned();
+    if cache_is_behind(object.metadata.resource_version.as_deref(), last.as_ref().map(|w| w.version.as_str())) {
+        // Judged against an older status, this write would repeat ours (with new transition times).
+        return Ok(Action::requeue(Duration::from_millis(500)));
+    }
     let previous = object.status.as_ref();
     let status =
         EvaluationStatus::of(evaluation, &object_name(evaluation.id), object.metadata.generation, previous, now());
@@ -282,21 +287,44 @@ async fn write_status(
     let before = previous.and_then(|s| s.state);
     let only_progress = before == Some(State::Running) && status.state == Some(State::Running);
     if only_progress {
-        let last = ctx.written.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(name).copied();
-        if let Some(wait) = last.and_then(|at| STATUS_EVERY.checked_sub(at.elapsed())).filter(|w| !w.is_zero()) {
+        if let Some(wait) = last.and_then(|w| STATUS_EVERY.checked_sub(w.at.elapsed())).filter(|w| !w.is_zero()) {
             return Ok(Action::requeue(wait));
         }
     }
     let patch = json!({"apiVersion": API_VERSION, "kind": KIND, "status": status});
-    ctx.evaluations.patch_status(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
-    ctx.written
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .insert(name.to_string(), tokio::time::Instant::now());
+    let written =
+        ctx.evaluations.patch_status(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
+    let version = written.metadata.resource_version.unwrap_or_default();
+    remember(&ctx.written, name, Written { at: tokio::time::Instant::now(), version });
     if before != status.state {
         announce(ctx, object, evaluation).await;
     }
     Ok(next)
+}
+
+#[derive(Debug, Clone)]
+struct Written {
+    at: tokio::time::Instant,
+    version: String,
+}
+
+fn remember(written: &Mutex<HashMap<String, Written>>, name: &str, write: Written) {
+    let mut record = written.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if record.len() >= 1024 {
+        // Only recent writes matter (the rate limit, a cache catching up).
+        record.retain(|_, w| w.at.elapsed() < Duration::from_secs(60));
+    }
+    record.insert(name.to_string(), write);
+}
+
+/// Whether the object as cached (`seen`) predates the status write that made resourceVersion `written`.
+/// resourceVersions are opaque to clients but etcd revisions in practice; when either is not a number,
+/// the cache is trusted.
+fn cache_is_behind(seen: Option<&str>, written: Option<&str>) -> bool {
+    match (seen.and_then(|v| v.parse::<u64>().ok()), written.and_then(|v| v.parse::<u64>().ok())) {
+        (Some(seen), Some(written)) => seen < written,
+        _ => false,
+    }
 }
 
 /// The Event of a state an evaluation has just reached.
@@ -365,5 +393,19 @@ async fn adopt_orphans(shared: &Shared, namespace: &str, evaluations: &Api<Evalu
             Err(e) => tracing::warn!(error = %e, job = %job.name_any(), "could not adopt a Job of an earlier release"),
         }
         shared.views.write().store(namespace, &created);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cache_is_behind;
+
+    #[test]
+    fn a_cached_object_older_than_the_last_status_write_is_behind() {
+        assert!(cache_is_behind(Some("7119"), Some("7135")));
+        assert!(!cache_is_behind(Some("7135"), Some("7135")));
+        assert!(!cache_is_behind(Some("8000"), Some("7135")), "changed since (a cancel annotation)");
+        assert!(!cache_is_behind(Some("7119"), None), "nothing written yet");
+        assert!(!cache_is_behind(Some("opaque"), Some("7135")), "not numbers: trusted");
     }
 }

@@ -26,8 +26,8 @@ pub enum Decision {
     Renew,
     /// Nobody holds it, or the holder let it expire: take it.
     Take,
-    /// Someone else holds it.
-    Follow,
+    /// Someone else holds it, until `expires` unless renewed.
+    Follow { expires: jiff::Timestamp },
 }
 
 /// Whether `me` renews, takes or leaves the lease `spec` at `now`.
@@ -40,20 +40,27 @@ pub fn decide(spec: Option<&LeaseSpec>, me: &str, now: jiff::Timestamp) -> Decis
             let duration = jiff::SignedDuration::from_secs(i64::from(spec.lease_duration_seconds.unwrap_or(15)));
             let renewed = spec.renew_time.as_ref().or(spec.acquire_time.as_ref()).map(|t| t.0);
             match renewed.and_then(|at| at.checked_add(duration).ok()) {
-                Some(expiry) if expiry > now => Decision::Follow,
+                Some(expires) if expires > now => Decision::Follow { expires },
                 _ => Decision::Take,
             }
         }
     }
 }
 
-/// One round: reads the Lease and renews or takes it when it may; `Ok(true)` while this replica leads.
-async fn round(api: &Api<Lease>, config: &LeaseConfig) -> kube::Result<bool> {
+/// Where a round left this replica.
+enum Standing {
+    Leads,
+    /// Another replica holds the lease, until `expires` if known.
+    Follows { expires: Option<jiff::Timestamp> },
+}
+
+/// One round: reads the Lease and renews or takes it when it may.
+async fn round(api: &Api<Lease>, config: &LeaseConfig) -> kube::Result<Standing> {
     let now = jiff::Timestamp::now();
     let current = api.get_opt(&config.name).await?;
     let decision = decide(current.as_ref().and_then(|l| l.spec.as_ref()), &config.identity, now);
-    if decision == Decision::Follow {
-        return Ok(false);
+    if let Decision::Follow { expires } = decision {
+        return Ok(Standing::Follows { expires: Some(expires) });
     }
     let previous = current.as_ref().and_then(|l| l.spec.clone()).unwrap_or_default();
     let spec = LeaseSpec {
@@ -83,9 +90,9 @@ async fn round(api: &Api<Lease>, config: &LeaseConfig) -> kube::Result<bool> {
         }
     };
     match result {
-        Ok(_) => Ok(true),
+        Ok(_) => Ok(Standing::Leads),
         // Another replica wrote it first.
-        Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(Standing::Follows { expires: None }),
         Err(e) => Err(e),
     }
 }
@@ -101,12 +108,18 @@ where
     let mut leading: Option<(watch::Sender<bool>, tokio::task::JoinHandle<()>)> = None;
     let mut last_renewed = tokio::time::Instant::now();
     loop {
+        let mut pause = every;
         let holds = match round(&api, &config).await {
-            Ok(holds) => {
-                if holds {
-                    last_renewed = tokio::time::Instant::now();
-                }
-                holds
+            Ok(Standing::Leads) => {
+                last_renewed = tokio::time::Instant::now();
+                true
+            }
+            Ok(Standing::Follows { expires }) => {
+                // Ask again just after the holder's lease runs out: a dead leader is replaced within a duration.
+                let left = expires
+                    .map(|at| Duration::try_from(at.duration_since(jiff::Timestamp::now())).unwrap_or(Duration::ZERO));
+                pause = left.map_or(every, |left| every.min(left + Duration::from_millis(100)));
+                false
             }
             // Unsure: keep leading only while the last renewal still covers us.
             Err(e) => {
@@ -128,7 +141,7 @@ where
             }
             (false, None) => {}
         }
-        tokio::time::sleep(every).await;
+        tokio::time::sleep(pause).await;
     }
 }
 
@@ -151,7 +164,8 @@ mod tests {
         let now = jiff::Timestamp::from_second(1_800_000_000).expect("time");
         assert_eq!(decide(None, "a", now), Decision::Take);
         assert_eq!(decide(Some(&spec("a", 100)), "a", now), Decision::Renew);
-        assert_eq!(decide(Some(&spec("b", 5)), "a", now), Decision::Follow);
+        let expires = now + jiff::SignedDuration::from_secs(10);
+        assert_eq!(decide(Some(&spec("b", 5)), "a", now), Decision::Follow { expires });
         assert_eq!(decide(Some(&spec("b", 16)), "a", now), Decision::Take);
         assert_eq!(decide(Some(&LeaseSpec::default()), "a", now), Decision::Take);
     }
