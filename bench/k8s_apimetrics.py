@@ -4,7 +4,7 @@
     k8s_apimetrics.py diff BEFORE AFTER    print "<service-style reads> <all requests>", then one line per
                                            changed (verb resource/subresource code) series, largest first
 
-"Service-style reads" are GET and LIST of jobs, pods and configmaps: what the service would send if it answered
+"Service-style reads" are GET and LIST of evaluations, jobs, pods and configmaps: what the service would send if it answered
 reads from the API server instead of its watch caches. WATCH requests are counted when they end."""
 
 import re
@@ -16,7 +16,7 @@ import k8s_api
 SERIES = re.compile(r"^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<value>\S+)$")
 LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 READ_VERBS = {"GET", "LIST"}
-CACHED_RESOURCES = {"jobs", "pods", "configmaps"}
+CACHED_RESOURCES = {"evaluations", "jobs", "pods", "configmaps"}
 
 
 def parse(path):
