@@ -122,9 +122,17 @@ async fn kubectl_and_rest_act_on_the_same_evaluations() {
     assert_eq!(namespaced.status(), 200);
     assert_eq!(namespaced.json::<Value>().await.expect("json")["state"], "succeeded");
     // The web UI's list is GET /api/v1/evaluations (ui/api.js), with a label filter here.
-    let listed: Value =
-        client().get(service.url("/api/v1/evaluations?label=team=nlp")).send().await.expect("list").json().await.expect("json");
-    assert!(listed["items"].as_array().expect("items").iter().any(|e| e["id"] == uid.as_str() && e["state"] == "succeeded"));
+    let listed: Value = client()
+        .get(service.url("/api/v1/evaluations?label=team=nlp"))
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("json");
+    assert!(
+        listed["items"].as_array().expect("items").iter().any(|e| e["id"] == uid.as_str() && e["state"] == "succeeded")
+    );
 
     let seen = wait_object(&ns, "from-kubectl", Duration::from_secs(10), "succeeded status", |o| {
         o["status"]["state"] == "succeeded"
@@ -195,7 +203,8 @@ async fn kubectl_and_rest_act_on_the_same_evaluations() {
         output.stdout.is_empty().then_some(())
     });
     assert!(job_gone.is_some(), "the Job is deleted with its Evaluation (owner reference)");
-    let response = client().delete(service.url(&format!("/api/v1/evaluations/{posted_id}"))).send().await.expect("DELETE");
+    let response =
+        client().delete(service.url(&format!("/api/v1/evaluations/{posted_id}"))).send().await.expect("DELETE");
     assert_eq!(response.status(), 204);
     assert!(
         wait_for(Duration::from_secs(30), || object(&ns, &object_name(&posted_id)).is_none().then_some(())).is_some(),
@@ -212,7 +221,10 @@ async fn kubectl_apply_of_a_spec_rest_refuses_fails_with_the_same_detail() {
     let invalid = [
         ("unknown-field", json!({"model": "dummy", "tasks": ["lmeval_aas_mc"], "temperature": 0.5})),
         ("bad-limit", json!({"model": "dummy", "tasks": ["lmeval_aas_mc"], "limit": -3})),
-        ("secret-value", json!({"model": "dummy", "tasks": ["lmeval_aas_mc"], "env": [{"name": "HF_TOKEN", "value": "hf_s3cr3t"}]})),
+        (
+            "secret-value",
+            json!({"model": "dummy", "tasks": ["lmeval_aas_mc"], "env": [{"name": "HF_TOKEN", "value": "hf_s3cr3t"}]}),
+        ),
     ];
     for (name, spec) in invalid {
         let response = client().post(service.url("/api/v1/evaluations")).json(&spec).send().await.expect("POST");
@@ -232,7 +244,8 @@ async fn kubectl_apply_of_a_spec_rest_refuses_fails_with_the_same_detail() {
 
     let spec = json!({"model": "dummy", "tasks": ["lmeval_aas_mc"], "limit": 1});
     assert!(ns.kubectl_apply(&manifest("fixed", &spec)).status.success());
-    let changed = ns.kubectl_apply(&manifest("fixed", &json!({"model": "dummy", "tasks": ["lmeval_aas_mc"], "limit": 2})));
+    let changed =
+        ns.kubectl_apply(&manifest("fixed", &json!({"model": "dummy", "tasks": ["lmeval_aas_mc"], "limit": 2})));
     assert!(!changed.status.success(), "a stored spec was changed");
     assert!(stderr(&changed).contains("immutable"), "{}", stderr(&changed));
     // Annotations and labels may change (that is how kubectl cancels).
@@ -247,8 +260,15 @@ async fn without_the_webhook_the_controller_fails_an_invalid_evaluation_with_its
     let Some(ns) = TestNamespace::create("refuse") else { return };
     let service = ns.service(&[]);
     let spec = json!({"model": "dummy", "tasks": ["lmeval_aas_mc"], "limit": -3});
-    let problem: Value =
-        client().post(service.url("/api/v1/evaluations")).json(&spec).send().await.expect("POST").json().await.expect("json");
+    let problem: Value = client()
+        .post(service.url("/api/v1/evaluations"))
+        .json(&spec)
+        .send()
+        .await
+        .expect("POST")
+        .json()
+        .await
+        .expect("json");
     let detail = problem["detail"].as_str().expect("detail").to_string();
 
     let applied = ns.kubectl_apply(&manifest("unchecked", &spec));
@@ -276,11 +296,7 @@ async fn when_the_leader_dies_mid_run_another_replica_finishes_the_evaluation() 
     let mut a = ns.service(&["--leader-lease-seconds", "4"]);
     let mut b = ns.service(&["--leader-lease-seconds", "4"]);
     let first = wait_for(Duration::from_secs(30), || {
-        if a.logged(LEADER) {
-            Some(true)
-        } else {
-            b.logged(LEADER).then_some(false)
-        }
+        if a.logged(LEADER) { Some(true) } else { b.logged(LEADER).then_some(false) }
     })
     .expect("a leader within 30 s");
     let (leader, follower) = if first { (&mut a, &mut b) } else { (&mut b, &mut a) };
@@ -333,7 +349,8 @@ async fn when_the_leader_dies_mid_run_another_replica_finishes_the_evaluation() 
 async fn two_hundred_evaluations_applied_at_once_all_end() {
     let Some(ns) = TestNamespace::create("many") else { return };
     let _alone = TIMING.lock().await;
-    let _service = ns.service(&["--runner-node-selector", "lm-eval-aas.io/test=never", "--stuck-after-seconds", "3600"]);
+    let _service =
+        ns.service(&["--runner-node-selector", "lm-eval-aas.io/test=never", "--stuck-after-seconds", "3600"]);
     let watch = Watch::start(&ns);
     let spec = json!({"model": "dummy", "tasks": ["lmeval_aas_mc"], "limit": 1, "timeout_seconds": 5});
     let manifests: Vec<String> = (0..200).map(|i| manifest(&format!("many-{i:03}"), &spec)).collect();
@@ -365,7 +382,9 @@ async fn two_hundred_evaluations_applied_at_once_all_end() {
             let states: Vec<String> = watch
                 .versions(&format!("many-{i:03}"))
                 .iter()
-                .map(|(_, o)| format!("{} {} {}", o["metadata"]["resourceVersion"], o["metadata"]["labels"], o["status"]))
+                .map(|(_, o)| {
+                    format!("{} {} {}", o["metadata"]["resourceVersion"], o["metadata"]["labels"], o["status"])
+                })
                 .collect();
             panic!("many-{i:03} was written {versions} times:\n{}", states.join("\n"));
         }
@@ -425,6 +444,7 @@ async fn a_job_of_the_previous_release_is_adopted_and_served() {
     let owners = ns.kubectl_json(&["get", "job", &object_name(&id)])["metadata"]["ownerReferences"].clone();
     assert_eq!(owners[0]["kind"], "Evaluation", "{owners}");
     assert_eq!(owners[0]["uid"], adopted["metadata"]["uid"]);
-    let results = client().get(service.url(&format!("/api/v1/evaluations/{id}/results"))).send().await.expect("results");
+    let results =
+        client().get(service.url(&format!("/api/v1/evaluations/{id}/results"))).send().await.expect("results");
     assert_eq!(results.status(), 200);
 }

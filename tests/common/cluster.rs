@@ -95,7 +95,8 @@ impl TestNamespace {
     pub fn service_with_webhook(&self, extra: &[&str]) -> Service {
         let certs = self.k8s_dev(&["webhook-cert"]);
         let (cert, key) = (format!("{certs}/tls.crt"), format!("{certs}/tls.key"));
-        let mut args = vec!["--webhook-listen", "127.0.0.1:0", "--webhook-cert-file", &cert, "--webhook-key-file", &key];
+        let mut args =
+            vec!["--webhook-listen", "127.0.0.1:0", "--webhook-cert-file", &cert, "--webhook-key-file", &key];
         args.extend(extra);
         let service = self.service(&args);
         let port = super::wait_for(std::time::Duration::from_secs(10), || service.logged_port("webhook listening"))
@@ -142,7 +143,12 @@ impl Drop for TestNamespace {
     fn drop(&mut self) {
         let _ = Command::new(&self.env["KUBECTL"])
             .env("KUBECONFIG", &self.env["KUBECONFIG"])
-            .args(["delete", "validatingwebhookconfiguration", &format!("lm-eval-aas-{}", self.name), "--ignore-not-found"])
+            .args([
+                "delete",
+                "validatingwebhookconfiguration",
+                &format!("lm-eval-aas-{}", self.name),
+                "--ignore-not-found",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();

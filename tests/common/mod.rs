@@ -176,13 +176,19 @@ impl Service {
 
     /// Whether its JSON log has a line with this message.
     pub fn logged(&self, message: &str) -> bool {
-        self.log_text().lines().filter_map(|line| serde_json::from_str::<Value>(line).ok()).any(|l| l["message"] == message)
+        self.log_text()
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .any(|l| l["message"] == message)
     }
 
     /// The port of the address its JSON log line `message` names, once it has logged it.
     pub fn logged_port(&self, message: &str) -> Option<u16> {
         let log = self.log_text();
-        let line = log.lines().filter_map(|line| serde_json::from_str::<Value>(line).ok()).find(|l| l["message"] == message)?;
+        let line = log
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .find(|l| l["message"] == message)?;
         line["address"].as_str()?.rsplit_once(':')?.1.parse().ok()
     }
 }

@@ -14,7 +14,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
@@ -99,7 +99,14 @@ pub async fn run(shared: Arc<Shared>, namespace: String, mut stop: watch::Receiv
     };
     let pods_owner = owner_of(Arc::clone(&shared), namespace.clone());
     let records_owner = owner_of(Arc::clone(&shared), namespace.clone());
-    Controller::new(evaluations, watcher::Config::default())
+    // The controller's own store of Evaluations, without managedFields (the status writes make them large).
+    let (reader, writer) = reflector::store();
+    let trigger = watcher(evaluations, watcher::Config::default())
+        .default_backoff()
+        .modify(|object: &mut EvaluationObject| object.metadata.managed_fields = None)
+        .reflect(writer)
+        .applied_objects();
+    Controller::for_stream(trigger, reader)
         .owns_stream(job_stream)
         .watches_stream(pod_stream, move |pod: Pod| pods_owner(evaluation_id(&pod)))
         .watches_stream(record_stream, move |record: ConfigMap| records_owner(evaluation_id(&record)))
@@ -286,10 +293,10 @@ async fn write_status(
     }
     let before = previous.and_then(|s| s.state);
     let only_progress = before == Some(State::Running) && status.state == Some(State::Running);
-    if only_progress {
-        if let Some(wait) = last.and_then(|w| STATUS_EVERY.checked_sub(w.at.elapsed())).filter(|w| !w.is_zero()) {
-            return Ok(Action::requeue(wait));
-        }
+    if only_progress
+        && let Some(wait) = last.and_then(|w| STATUS_EVERY.checked_sub(w.at.elapsed())).filter(|w| !w.is_zero())
+    {
+        return Ok(Action::requeue(wait));
     }
     let patch = json!({"apiVersion": API_VERSION, "kind": KIND, "status": status});
     let written =

@@ -51,7 +51,9 @@ pub fn decide(spec: Option<&LeaseSpec>, me: &str, now: jiff::Timestamp) -> Decis
 enum Standing {
     Leads,
     /// Another replica holds the lease, until `expires` if known.
-    Follows { expires: Option<jiff::Timestamp> },
+    Follows {
+        expires: Option<jiff::Timestamp>,
+    },
 }
 
 /// One round: reads the Lease and renews or takes it when it may.
