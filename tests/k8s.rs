@@ -284,8 +284,13 @@ async fn a_hundred_concurrent_submissions_lose_nothing_and_keys_dedupe() {
             results.iter().filter(|(i, _, _)| i % 2 == 0 && i / 4 == key).map(|(_, _, id)| id.clone()).collect();
         assert_eq!(same.len(), 1, "key-{key} made {same:?}");
     }
-    let jobs = ns.kubectl_json(&["get", "jobs", "-l", "app.kubernetes.io/managed-by=lm-eval-aas"]);
-    assert_eq!(jobs["items"].as_array().map(Vec::len), Some(75));
+    // The leader creates the Jobs as it reconciles the Evaluations.
+    let jobs = common::wait_for(Duration::from_secs(60), || {
+        let jobs = ns.kubectl_json(&["get", "jobs", "-l", "app.kubernetes.io/managed-by=lm-eval-aas"]);
+        let count = jobs["items"].as_array().map_or(0, Vec::len);
+        (count >= 75).then_some(count)
+    });
+    assert_eq!(jobs, Some(75), "one Job per evaluation");
     let some_id = ids.iter().next().expect("an id").to_string();
     let waiting = wait_until(&service, &some_id, Duration::from_secs(30), "the scheduler's verdict", |e| {
         e["reason"] == "Unschedulable"

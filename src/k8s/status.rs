@@ -196,6 +196,13 @@ pub fn has_started(pod: &Pod) -> bool {
     matches!(pod.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Running" | "Succeeded" | "Failed"))
 }
 
+/// When the newest pod, waiting on something that does not clear by itself, will have waited `stuck_after`
+/// (and its evaluation fail); `None` while no pod is stuck that way.
+pub fn stuck_at(pods: &[&Pod], stuck_after: Duration) -> Option<OffsetDateTime> {
+    let (_, _, since) = waiting_problem(newest(pods)?)?;
+    Some(since? + stuck_after)
+}
+
 /// The most recently created of `pods`: the Job's current attempt.
 pub fn newest<'a>(pods: &[&'a Pod]) -> Option<&'a Pod> {
     pods.iter().copied().max_by_key(|p| p.metadata.creation_timestamp.as_ref().map(to_time))
@@ -355,6 +362,21 @@ mod tests {
             map(&job(json!({}), json!({})), &[waiting("ImagePullBackOff", "")], None).1,
             Some(Reason::ImagePullBackOff)
         );
+    }
+
+    #[test]
+    fn a_pod_waiting_since_a_known_time_is_stuck_that_long_after_it() {
+        let unschedulable = pod(
+            json!({"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+            "message": "0/1 nodes", "lastTransitionTime": "2026-11-28T12:09:00Z"}]}),
+        );
+        assert_eq!(
+            stuck_at(&[&unschedulable], Duration::from_secs(60)),
+            Some(time::macros::datetime!(2026-11-28 12:10 UTC))
+        );
+        assert_eq!(stuck_at(&[], Duration::from_secs(60)), None, "no pod yet");
+        let running = pod(json!({"phase": "Running"}));
+        assert_eq!(stuck_at(&[&running], Duration::from_secs(60)), None);
     }
 
     #[test]

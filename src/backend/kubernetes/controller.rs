@@ -12,7 +12,7 @@ use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::{Patch, PatchParams, PostParams};
-use kube::runtime::controller::Action;
+use kube::runtime::controller::{self, Action};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
@@ -38,6 +38,9 @@ use crate::model::{Evaluation, State, now};
 const FIELD_MANAGER: &str = "lm-eval-aas-controller";
 /// The least time between two status writes of a running evaluation (progress moves faster than that).
 const STATUS_EVERY: Duration = Duration::from_secs(2);
+/// Reconciles in flight at once: 10,000 Evaluations applied together queue here, not as 10,000 concurrent
+/// requests (and their buffers) to the API server.
+const RECONCILES_AT_ONCE: u16 = 32;
 
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -107,6 +110,7 @@ pub async fn run(shared: Arc<Shared>, namespace: String, mut stop: watch::Receiv
         .reflect(writer)
         .applied_objects();
     Controller::for_stream(trigger, reader)
+        .with_config(controller::Config::default().concurrency(RECONCILES_AT_ONCE))
         .owns_stream(job_stream)
         .watches_stream(pod_stream, move |pod: Pod| pods_owner(evaluation_id(&pod)))
         .watches_stream(record_stream, move |record: ConfigMap| records_owner(evaluation_id(&record)))
@@ -284,7 +288,11 @@ async fn write_status(
     let status =
         EvaluationStatus::of(evaluation, &object_name(evaluation.id), object.metadata.generation, previous, now());
     let next = match evaluation.state {
-        State::Pending if evaluation.reason.is_some() => Action::requeue(Duration::from_secs(2)),
+        // Watches bring every change of the facts; the clock matters only for a pod that may get stuck.
+        State::Pending => match ctx.index.read().stuck_at(evaluation.id) {
+            Some(at) => Action::requeue(Duration::try_from(at - now()).unwrap_or_default().max(Duration::from_secs(1))),
+            None => Action::await_change(),
+        },
         state if state.is_terminal() => Action::await_change(),
         _ => Action::requeue(Duration::from_secs(60)),
     };

@@ -160,6 +160,12 @@ impl Index {
         status::evaluation(entry.job.as_ref()?, &pods, entry.record.as_ref(), now, self.stuck_after)
     }
 
+    /// When evaluation `id`'s waiting pod will count as stuck, if it waits on something that does not clear.
+    pub fn stuck_at(&self, id: Uuid) -> Option<OffsetDateTime> {
+        let pods: Vec<&Pod> = self.entries.get(&id)?.pods.values().collect();
+        status::stuck_at(&pods, self.stuck_after)
+    }
+
     fn store(&mut self, (id, name): &Key, object: Stored) {
         let entry = self.entries.entry(*id).or_default();
         match object {

@@ -198,6 +198,10 @@ fn spawn_watch(shared: &Arc<Shared>, namespace: String) {
                     }
                     shared.changes.send_modify(|n| *n = n.wrapping_add(1));
                 }
+                // A watch that fell too far behind (410 Gone) is part of a watch's life: it relists by itself.
+                Some(Err(watcher::Error::WatchError(status))) if status.code == 410 => {
+                    tracing::debug!(namespace = %namespace, error = %status, "watch expired; relisting");
+                }
                 Some(Err(e)) if warned.is_none_or(|at| at.elapsed() > Duration::from_secs(60)) => {
                     tracing::warn!(namespace = %namespace, error = %e, "watch of evaluations failed; retrying with back-off");
                     warned = Some(std::time::Instant::now());
