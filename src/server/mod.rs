@@ -137,12 +137,16 @@ fn pending_limits(args: &ServeArgs) -> PendingLimits {
     PendingLimits { total: args.max_pending, per_creator: args.max_pending_per_creator }
 }
 
-pub async fn build_backend(args: &ServeArgs) -> anyhow::Result<Arc<dyn Backend>> {
+pub async fn build_backend(args: &ServeArgs, metrics: &Arc<Metrics>) -> anyhow::Result<Arc<dyn Backend>> {
     match args.backend {
         BackendKind::Kubernetes => {
             let config = kubernetes_config(args)?;
             tracing::info!(namespaces = ?config.namespaces, image = %config.runner.image, "kubernetes backend");
-            Ok(Arc::new(KubernetesBackend::connect(config).await.context("connecting to the Kubernetes API server")?))
+            Ok(Arc::new(
+                KubernetesBackend::connect(config, Arc::clone(metrics))
+                    .await
+                    .context("connecting to the Kubernetes API server")?,
+            ))
         }
         BackendKind::Local => {
             let data_dir = match &args.data_dir {
@@ -195,13 +199,14 @@ async fn webhook_listener(
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let webhook = webhook_listener(&args).await?;
-    let backend = build_backend(&args).await?;
+    let metrics = Arc::new(Metrics::default());
+    let backend = build_backend(&args, &metrics).await?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let read_timeout = Duration::from_secs(args.request_read_timeout_seconds.max(1));
     let app = App {
         backend,
         policy: policy(&args),
-        metrics: Arc::new(Metrics::default()),
+        metrics,
         shutdown: shutdown_rx,
         limits: Limits::new(BodyLimits { max_bytes: args.max_body_bytes, read_timeout }, args.max_log_followers),
     };

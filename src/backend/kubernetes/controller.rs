@@ -11,9 +11,10 @@ use std::time::Duration;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::controller::{self, Action};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
@@ -38,6 +39,8 @@ use crate::model::{Evaluation, State, now};
 const FIELD_MANAGER: &str = "lm-eval-aas-controller";
 /// The least time between two status writes of a running evaluation (progress moves faster than that).
 const STATUS_EVERY: Duration = Duration::from_secs(2);
+const REPORTING_CONTROLLER: &str = "lm-eval-aas.io/controller";
+
 /// Reconciles in flight at once: 10,000 Evaluations applied together queue here, not as 10,000 concurrent
 /// requests (and their buffers) to the API server.
 const RECONCILES_AT_ONCE: u16 = 32;
@@ -65,7 +68,9 @@ struct Context {
     jobs: Api<Job>,
     config_maps: Api<ConfigMap>,
     index: Arc<Guarded<Index>>,
-    recorder: Recorder,
+    /// Where Events are published (events.k8s.io), and as whom.
+    events: Api<Event>,
+    instance: String,
     /// When each evaluation's status was last written and the resourceVersion that write made, by object name.
     written: Mutex<HashMap<String, Written>>,
 }
@@ -83,9 +88,9 @@ pub async fn run(shared: Arc<Shared>, namespace: String, mut stop: watch::Receiv
     let pod_stream = fed(Api::<Pod>::namespaced(client.clone(), &namespace), &selector, Kind::Pod, &index);
     let record_selector = format!("{selector},{KIND_LABEL}={RUN_RECORD_KIND}");
     let record_stream = fed(config_maps.clone(), &record_selector, Kind::RunRecord, &index);
-    let reporter = Reporter { controller: "lm-eval-aas".into(), instance: Some(shared.config.identity.clone()) };
     let context = Arc::new(Context {
-        recorder: Recorder::new(client, reporter),
+        events: Api::namespaced(client, &namespace),
+        instance: shared.config.identity.clone(),
         shared: Arc::clone(&shared),
         namespace: namespace.clone(),
         evaluations: evaluations.clone(),
@@ -358,10 +363,25 @@ async fn announce(ctx: &Context, object: &EvaluationObject, evaluation: &Evaluat
     publish(ctx, object, kind, event, note).await;
 }
 
+/// Publishes one Event about `object`. Each transition happens once, so there is nothing to aggregate into a
+/// series and nothing is cached (kube's Recorder keeps every Event for six minutes to count repeats).
 async fn publish(ctx: &Context, object: &EvaluationObject, type_: EventType, reason: &str, note: String) {
-    let note: String = note.chars().take(1000).collect();
-    let event = Event { type_, reason: reason.into(), note: Some(note), action: "Reconcile".into(), secondary: None };
-    if let Err(e) = ctx.recorder.publish(&event, &object.object_ref(&())).await {
+    let event = Event {
+        metadata: ObjectMeta {
+            generate_name: Some(format!("{}.", object.metadata.name.as_deref().unwrap_or("evaluation"))),
+            ..ObjectMeta::default()
+        },
+        event_time: Some(MicroTime(jiff::Timestamp::now())),
+        type_: Some(type_.as_str().into()),
+        reason: Some(reason.into()),
+        action: Some("Reconcile".into()),
+        note: Some(note.chars().take(1000).collect()),
+        regarding: Some(object.object_ref(&())),
+        reporting_controller: Some(REPORTING_CONTROLLER.into()),
+        reporting_instance: Some(ctx.instance.chars().take(128).collect()),
+        ..Event::default()
+    };
+    if let Err(e) = ctx.events.create(&PostParams::default(), &event).await {
         tracing::debug!(error = %e, "could not publish an event");
     }
 }
@@ -408,6 +428,22 @@ async fn adopt_orphans(shared: &Shared, namespace: &str, evaluations: &Api<Evalu
             Err(e) => tracing::warn!(error = %e, job = %job.name_any(), "could not adopt a Job of an earlier release"),
         }
         shared.views.write().store(namespace, &created);
+    }
+}
+
+/// An Event's type.
+#[derive(Debug, Clone, Copy)]
+enum EventType {
+    Normal,
+    Warning,
+}
+
+impl EventType {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Normal => "Normal",
+            Self::Warning => "Warning",
+        }
     }
 }
 

@@ -64,9 +64,11 @@ pub type Relist = Option<HashSet<Key>>;
 
 #[derive(Default)]
 struct Entry {
-    job: Option<Job>,
-    pods: BTreeMap<String, Pod>,
-    record: Option<RunRecord>,
+    // Boxed: a k8s-openapi Job or Pod is kilobytes inline even when trimmed, and a B-tree node reserves room
+    // for eleven values, so an evaluation's one pod held inline would cost about 25 KB.
+    job: Option<Box<Job>>,
+    pods: BTreeMap<String, Box<Pod>>,
+    record: Option<Box<RunRecord>>,
 }
 
 impl Entry {
@@ -150,30 +152,30 @@ impl Index {
     }
 
     pub fn job(&self, id: Uuid) -> Option<&Job> {
-        self.entries.get(&id)?.job.as_ref()
+        self.entries.get(&id)?.job.as_deref()
     }
 
     /// The evaluation as of `now`, from what the watches have seen; `None` without its Job.
     pub fn evaluation(&self, id: Uuid, now: OffsetDateTime) -> Option<Evaluation> {
         let entry = self.entries.get(&id)?;
-        let pods: Vec<&Pod> = entry.pods.values().collect();
-        status::evaluation(entry.job.as_ref()?, &pods, entry.record.as_ref(), now, self.stuck_after)
+        let pods: Vec<&Pod> = entry.pods.values().map(|pod| &**pod).collect();
+        status::evaluation(entry.job.as_deref()?, &pods, entry.record.as_deref(), now, self.stuck_after)
     }
 
     /// When evaluation `id`'s waiting pod will count as stuck, if it waits on something that does not clear.
     pub fn stuck_at(&self, id: Uuid) -> Option<OffsetDateTime> {
-        let pods: Vec<&Pod> = self.entries.get(&id)?.pods.values().collect();
+        let pods: Vec<&Pod> = self.entries.get(&id)?.pods.values().map(|pod| &**pod).collect();
         status::stuck_at(&pods, self.stuck_after)
     }
 
     fn store(&mut self, (id, name): &Key, object: Stored) {
         let entry = self.entries.entry(*id).or_default();
         match object {
-            Stored::Job(job) => entry.job = Some(*job),
+            Stored::Job(job) => entry.job = Some(job),
             Stored::Pod(pod) => {
-                entry.pods.insert(name.clone(), *pod);
+                entry.pods.insert(name.clone(), pod);
             }
-            Stored::Record(record) => entry.record = Some(record),
+            Stored::Record(record) => entry.record = Some(Box::new(record)),
         }
     }
 

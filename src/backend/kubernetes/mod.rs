@@ -36,6 +36,7 @@ use crate::k8s::resource::{CANCEL_ANNOTATION, EvaluationObject};
 use crate::k8s::run_record::RunRecord;
 use crate::k8s::{CREATOR_ANNOTATION, REQUEST_DIGEST_ANNOTATION, object_name};
 use crate::lifecycle::CANCELLATION_REQUESTED;
+use crate::metrics::Metrics;
 use crate::model::{Evaluation, EvaluationList, State};
 use crate::validate::Policy;
 use views::Views;
@@ -134,8 +135,14 @@ impl Shared {
 impl KubernetesBackend {
     /// Connects (in-cluster config, else the kubeconfig), starts the watches of the served namespaces'
     /// Evaluations and the leader election; `ready` waits for the watches.
-    pub async fn connect(config: KubernetesConfig) -> anyhow::Result<Self> {
-        let client = Client::try_default().await?;
+    pub async fn connect(config: KubernetesConfig, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
+        // Every request to the API server is counted (`lmeval_kube_api_requests_total`), so reads answered from
+        // the caches can be seen to cost none.
+        let counted = tower::util::MapRequestLayer::new(move |request: axum::http::Request<kube::client::Body>| {
+            metrics.kube_request(request.method(), request.uri());
+            request
+        });
+        let client = kube::client::ClientBuilder::try_from(kube::Config::infer().await?)?.with_layer(&counted).build();
         let sites: HashMap<String, Site> = config
             .namespaces
             .iter()
