@@ -34,6 +34,9 @@ pub struct RecordedFailure {
     pub at: OffsetDateTime,
 }
 
+/// How long after its Job completed an evaluation's results may still be on their way to a watch cache.
+const RECORD_LAG: time::Duration = time::Duration::seconds(30);
+
 /// The evaluation `job` runs, as of `now`; `None` if the Job carries no evaluation of ours.
 pub fn evaluation(
     job: &Job,
@@ -106,8 +109,13 @@ fn phase<'a>(
             .and_then(|c| c.iter().find(|c| c.type_ == kind && c.status == "True"))
     };
     if let Some(complete) = condition("Complete") {
-        // The driver exits 0 only once lm_eval did and its results are recorded.
+        // The driver exits 0 only once lm_eval did and its results are recorded: a view that shows the Job's end
+        // but not the results has seen one watch before the other, and still calls it running for a while.
         let finished = status.and_then(|s| s.completion_time.as_ref()).or(complete.last_transition_time.as_ref());
+        let recorded = record.is_some_and(|r| r.results.is_some());
+        if !recorded && finished.is_some_and(|at| now - to_time(at) < RECORD_LAG) {
+            return Phase::Running;
+        }
         let ending = Ending { exit: Some(ExitStatus::SUCCESS), output: Some(Output::Found), ..Ending::default() };
         return Phase::Ended { ending, finished_at: finished.map(to_time) };
     }
@@ -301,6 +309,12 @@ mod tests {
         assert_eq!(e.state, State::Succeeded);
         assert_eq!(e.finished_at, Some(time::macros::datetime!(2026-11-28 12:01 UTC)));
         assert_eq!(e.metrics.expect("metrics")[0].metric, "acc");
+
+        // The Job's end seen before the record's results: running until they come, or for at most 30 s.
+        let early = time::macros::datetime!(2026-11-28 12:01:10 UTC);
+        assert_eq!(evaluation(&done, &[], None, early, STUCK).expect("evaluation").state, State::Running);
+        assert_eq!(evaluation(&done, &[], Some(&record), early, STUCK).expect("evaluation").state, State::Succeeded);
+        assert_eq!(evaluation(&done, &[], None, NOW, STUCK).expect("evaluation").state, State::Succeeded);
     }
 
     #[test]

@@ -368,7 +368,11 @@ async fn announce(ctx: &Context, object: &EvaluationObject, evaluation: &Evaluat
 async fn publish(ctx: &Context, object: &EvaluationObject, type_: EventType, reason: &str, note: String) {
     let event = Event {
         metadata: ObjectMeta {
-            generate_name: Some(format!("{}.", object.metadata.name.as_deref().unwrap_or("evaluation"))),
+            name: Some(format!(
+                "{}.{}",
+                object.metadata.name.as_deref().unwrap_or("evaluation"),
+                &Uuid::new_v4().simple().to_string()[..12]
+            )),
             ..ObjectMeta::default()
         },
         event_time: Some(MicroTime(jiff::Timestamp::now())),
