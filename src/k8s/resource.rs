@@ -233,6 +233,19 @@ impl EvaluationObject {
 }
 
 impl EvaluationStatus {
+    /// The status without what an evaluation's spec and id fix once and for all (its command and links): the
+    /// part a controller keeps of each status, to tell whether a new one changes anything.
+    pub fn without_fixed_parts(mut self) -> Self {
+        self.command = Vec::new();
+        self.links = None;
+        self
+    }
+
+    /// Whether `self` and `other` differ at most in their fixed parts.
+    pub fn same_as(&self, other: &Self) -> bool {
+        self.clone().without_fixed_parts() == other.clone().without_fixed_parts()
+    }
+
     /// The status that shows `evaluation`, with `previous`'s conditions carried over where they still hold.
     pub fn of(
         evaluation: &Evaluation,
@@ -325,6 +338,17 @@ mod tests {
         e.state = state;
         e.reason = reason;
         e
+    }
+
+    #[test]
+    fn a_status_kept_without_its_fixed_parts_still_tells_a_change() {
+        let t0 = time::macros::datetime!(2026-11-30 12:01 UTC);
+        let running = EvaluationStatus::of(&evaluation(State::Running, None), "job", Some(1), None, t0);
+        let kept = running.clone().without_fixed_parts();
+        assert!(kept.command.is_empty() && kept.links.is_none());
+        assert!(kept.same_as(&running), "the same status, command and links aside");
+        let failed = EvaluationStatus::of(&evaluation(State::Failed, None), "job", Some(1), Some(&kept), t0);
+        assert!(!kept.same_as(&failed));
     }
 
     #[test]

@@ -107,11 +107,15 @@ pub async fn run(shared: Arc<Shared>, namespace: String, mut stop: watch::Receiv
     };
     let pods_owner = owner_of(Arc::clone(&shared), namespace.clone());
     let records_owner = owner_of(Arc::clone(&shared), namespace.clone());
-    // The controller's own store of Evaluations, without managedFields (the status writes make them large).
+    // The controller's own store of Evaluations, without managedFields (the status writes make them large) or
+    // the parts of a status its spec fixes: the leader holds one per evaluation.
     let (reader, writer) = reflector::store();
     let trigger = watcher(evaluations, watcher::Config::default())
         .default_backoff()
-        .modify(|object: &mut EvaluationObject| object.metadata.managed_fields = None)
+        .modify(|object: &mut EvaluationObject| {
+            object.metadata.managed_fields = None;
+            object.status = object.status.take().map(EvaluationStatus::without_fixed_parts);
+        })
         .reflect(writer)
         .applied_objects();
     Controller::for_stream(trigger, reader)
@@ -180,7 +184,7 @@ async fn reconcile(object: Arc<EvaluationObject>, ctx: Arc<Context>) -> Result<A
     let evaluation = match object.admit(id, &site, &ctx.shared.config.policy, created_at) {
         Err(problem) => refused(id, object.request(), created_at, &problem),
         Ok(new) => {
-            let job = ctx.index.read().job(id).cloned();
+            let job = ctx.index.read().job(id);
             match job {
                 None if object.status.as_ref().and_then(|s| s.state).is_some_and(State::is_terminal) => {
                     return Ok(Action::await_change());
@@ -301,7 +305,7 @@ async fn write_status(
         state if state.is_terminal() => Action::await_change(),
         _ => Action::requeue(Duration::from_secs(60)),
     };
-    if previous == Some(&status) {
+    if previous.is_some_and(|previous| previous.same_as(&status)) {
         return Ok(next);
     }
     let before = previous.and_then(|s| s.state);

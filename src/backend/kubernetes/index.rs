@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
+use bytes::Bytes;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::Resource;
@@ -25,28 +26,44 @@ pub enum Kind {
     RunRecord,
 }
 
-/// A cached object, trimmed of what the status is not computed from.
+/// A cached object, trimmed of what the status is not computed from. Jobs and Pods are kept as their
+/// trimmed JSON and read back when a status is computed (on a change, not per read): a k8s-openapi Job or Pod
+/// is kilobytes inline even when trimmed, several times its JSON, and the leader holds one of each per
+/// evaluation.
 pub enum Stored {
-    Job(Box<Job>),
-    Pod(Box<Pod>),
+    Job(Bytes),
+    Pod(Bytes),
     Record(RunRecord),
 }
 
 impl From<Job> for Stored {
     fn from(mut job: Job) -> Self {
         job.metadata.managed_fields = None;
-        if let Some(spec) = job.spec.as_mut() {
-            spec.template = Default::default();
-        }
-        Stored::Job(Box::new(job))
+        job.spec = None;
+        Stored::Job(serde_json::to_vec(&job).map(Bytes::from).unwrap_or_default())
     }
 }
 
 impl From<Pod> for Stored {
     fn from(mut pod: Pod) -> Self {
         pod.metadata.managed_fields = None;
+        pod.metadata.owner_references = None;
         pod.spec = None;
-        Stored::Pod(Box::new(pod))
+        if let Some(status) = pod.status.as_mut() {
+            for container in status.container_statuses.iter_mut().flatten() {
+                container.image = String::new();
+                container.image_id = String::new();
+                container.container_id = None;
+                container.volume_mounts = None;
+                container.resources = None;
+                container.allocated_resources = None;
+            }
+            status.host_ip = None;
+            status.host_ips = None;
+            status.pod_ip = None;
+            status.pod_ips = None;
+        }
+        Stored::Pod(serde_json::to_vec(&pod).map(Bytes::from).unwrap_or_default())
     }
 }
 
@@ -64,10 +81,9 @@ pub type Relist = Option<HashSet<Key>>;
 
 #[derive(Default)]
 struct Entry {
-    // Boxed: a k8s-openapi Job or Pod is kilobytes inline even when trimmed, and a B-tree node reserves room
-    // for eleven values, so an evaluation's one pod held inline would cost about 25 KB.
-    job: Option<Box<Job>>,
-    pods: BTreeMap<String, Box<Pod>>,
+    job: Option<Bytes>,
+    pods: BTreeMap<String, Bytes>,
+    // Boxed: a B-tree or hash-map slot reserves room for a whole value.
     record: Option<Box<RunRecord>>,
 }
 
@@ -151,20 +167,27 @@ impl Index {
         }
     }
 
-    pub fn job(&self, id: Uuid) -> Option<&Job> {
-        self.entries.get(&id)?.job.as_deref()
+    pub fn job(&self, id: Uuid) -> Option<Job> {
+        serde_json::from_slice(self.entries.get(&id)?.job.as_ref()?).ok()
+    }
+
+    fn pods(entry: &Entry) -> Vec<Pod> {
+        entry.pods.values().filter_map(|json| serde_json::from_slice(json).ok()).collect()
     }
 
     /// The evaluation as of `now`, from what the watches have seen; `None` without its Job.
     pub fn evaluation(&self, id: Uuid, now: OffsetDateTime) -> Option<Evaluation> {
         let entry = self.entries.get(&id)?;
-        let pods: Vec<&Pod> = entry.pods.values().map(|pod| &**pod).collect();
-        status::evaluation(entry.job.as_deref()?, &pods, entry.record.as_deref(), now, self.stuck_after)
+        let job: Job = serde_json::from_slice(entry.job.as_ref()?).ok()?;
+        let pods = Self::pods(entry);
+        let pods: Vec<&Pod> = pods.iter().collect();
+        status::evaluation(&job, &pods, entry.record.as_deref(), now, self.stuck_after)
     }
 
     /// When evaluation `id`'s waiting pod will count as stuck, if it waits on something that does not clear.
     pub fn stuck_at(&self, id: Uuid) -> Option<OffsetDateTime> {
-        let pods: Vec<&Pod> = self.entries.get(&id)?.pods.values().map(|pod| &**pod).collect();
+        let pods = Self::pods(self.entries.get(&id)?);
+        let pods: Vec<&Pod> = pods.iter().collect();
         status::stuck_at(&pods, self.stuck_after)
     }
 

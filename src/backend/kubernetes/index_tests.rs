@@ -59,7 +59,7 @@ fn record(n: u128, record: &RunRecord) -> ConfigMap {
 }
 
 fn complete() -> serde_json::Value {
-    json!({"completionTime": "2026-11-30T12:30:00Z", "conditions": [{"type": "Complete", "status": "True"}]})
+    json!({"completionTime": "2026-11-30T12:05:00Z", "conditions": [{"type": "Complete", "status": "True"}]})
 }
 
 fn succeeded_record() -> RunRecord {

@@ -39,7 +39,7 @@ use crate::lifecycle::CANCELLATION_REQUESTED;
 use crate::metrics::Metrics;
 use crate::model::{Evaluation, EvaluationList, State};
 use crate::validate::Policy;
-use views::Views;
+use views::{View, Views};
 
 /// Annotations are limited to 256 KiB in all; the Job's copy of the evaluation must fit with room to spare.
 const MAX_EVALUATION_ANNOTATION_BYTES: usize = 200 * 1024;
@@ -128,7 +128,7 @@ impl Shared {
     }
 
     fn evaluation(&self, namespace: &str, id: Uuid) -> ApiResult<Evaluation> {
-        self.views.read().view(namespace, id).map(|v| v.evaluation.clone())
+        self.views.read().view(namespace, id).and_then(View::evaluation)
     }
 }
 
@@ -320,7 +320,7 @@ impl Backend for KubernetesBackend {
         let (state, name) = {
             let views = shared.views.read();
             let view = views.view(namespace, id)?;
-            (view.evaluation.state, view.name.clone())
+            (view.state, view.name.clone())
         };
         ensure_cancellable(id, state)?;
         let patch = serde_json::json!({"metadata": {"annotations": {CANCEL_ANNOTATION: "true"}}});

@@ -21,27 +21,36 @@ use crate::lifecycle::admission::{Site, refused};
 use crate::model::{Evaluation, EvaluationList, EvaluationRequest, State};
 use crate::validate::Policy;
 
-/// One Evaluation as served.
+/// One Evaluation as served: its REST JSON, ready to send, and what lists filter on. The evaluation itself
+/// is read back from the JSON when asked for (a list page, a write's answer); every replica holds one of
+/// these per evaluation, so it holds nothing twice.
 pub struct View {
-    pub evaluation: Evaluation,
     pub json: Bytes,
+    pub state: State,
+    labels: BTreeMap<String, String>,
     /// The object's name, for writes.
     pub name: String,
     pub creator: Option<String>,
     key: SortKey,
 }
 
+impl View {
+    pub fn evaluation(&self) -> ApiResult<Evaluation> {
+        serde_json::from_slice(&self.json).map_err(ApiError::internal)
+    }
+}
+
 impl Listable for View {
     fn state(&self) -> State {
-        self.evaluation.state
+        self.state
     }
 
     fn has_label(&self, key: &str, value: &str) -> bool {
-        self.evaluation.labels.get(key).is_some_and(|v| v == value)
+        self.labels.get(key).is_some_and(|v| v == value)
     }
 
     fn evaluation(&self) -> ApiResult<Evaluation> {
-        Ok(self.evaluation.clone())
+        View::evaluation(self)
     }
 }
 
@@ -104,15 +113,16 @@ impl Views {
         let Some(evaluation) = evaluation_of(object, site, &self.policy) else { return };
         let Ok(json) = serde_json::to_vec(&evaluation).map(Bytes::from) else { return };
         let annotation = |key: &str| object.metadata.annotations.as_ref().and_then(|a| a.get(key)).cloned();
+        let id = evaluation.id;
         let view = View {
             key: sort_key(&evaluation),
             name: name.clone(),
             creator: annotation(CREATOR_ANNOTATION),
             json,
-            evaluation,
+            state: evaluation.state,
+            labels: evaluation.labels,
         };
         let ns = self.namespaces.entry(namespace.to_string()).or_default();
-        let id = view.evaluation.id;
         if let Some(old) = ns.views.remove(&id) {
             ns.order.remove(&old.key);
         }
@@ -151,14 +161,13 @@ impl Views {
 
     /// How many evaluations are pending, and how many of them `creator` submitted, in all served namespaces.
     pub fn pending(&self, creator: &str) -> (usize, usize) {
-        let pending =
-            self.namespaces.values().flat_map(|ns| ns.views.values()).filter(|v| v.evaluation.state == State::Pending);
+        let pending = self.namespaces.values().flat_map(|ns| ns.views.values()).filter(|v| v.state == State::Pending);
         pending
             .fold((0, 0), |(all, mine), view| (all + 1, mine + usize::from(view.creator.as_deref() == Some(creator))))
     }
 
     pub fn states(&self) -> impl Iterator<Item = State> + '_ {
-        self.namespaces.values().flat_map(|ns| ns.views.values()).map(|v| v.evaluation.state)
+        self.namespaces.values().flat_map(|ns| ns.views.values()).map(|v| v.state)
     }
 }
 

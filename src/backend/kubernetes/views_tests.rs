@@ -48,21 +48,22 @@ fn apply(views: &mut Views, object: EvaluationObject) {
 fn a_posted_evaluation_is_pending_with_its_command_until_the_controller_writes_its_status() {
     let mut views = views();
     apply(&mut views, posted(1, json!({"limit": 3})));
-    let view = views.view("team-a", Uuid::from_u128(1)).expect("view");
-    assert_eq!((view.evaluation.state, view.evaluation.reason), (State::Pending, None));
-    assert!(view.evaluation.command.windows(2).any(|w| w == ["--limit", "3"]), "{:?}", view.evaluation.command);
-    assert_eq!(view.evaluation.created_at, T0 + time::Duration::minutes(1));
-    assert_eq!(view.evaluation.links.self_, "/api/v1/evaluations/00000000-0000-0000-0000-000000000001");
-    assert_eq!(serde_json::from_slice::<Evaluation>(&view.json).expect("json"), view.evaluation);
+    let view = views.view("team-a", Uuid::from_u128(1)).expect("view").evaluation().expect("evaluation");
+    assert_eq!((view.state, view.reason), (State::Pending, None));
+    assert!(view.command.windows(2).any(|w| w == ["--limit", "3"]), "{:?}", view.command);
+    assert_eq!(view.created_at, T0 + time::Duration::minutes(1));
+    assert_eq!(view.links.self_, "/api/v1/evaluations/00000000-0000-0000-0000-000000000001");
 
     let mut running = posted(1, json!({"limit": 3}));
-    let mut evaluation = view.evaluation.clone();
+    let mut evaluation = view.clone();
     evaluation.state = State::Running;
     evaluation.progress = Some(Progress { percent: 50.0, completed: 1, total: 2 });
     running.status = Some(EvaluationStatus::of(&evaluation, "lmeval-x", Some(1), None, T0));
     apply(&mut views, running);
     let view = views.view("team-a", Uuid::from_u128(1)).expect("view");
-    assert_eq!((view.evaluation.state, view.evaluation.progress.map(|p| p.completed)), (State::Running, Some(1)));
+    assert_eq!(view.state, State::Running);
+    let view = view.evaluation().expect("evaluation");
+    assert_eq!((view.state, view.progress.map(|p| p.completed)), (State::Running, Some(1)));
     assert_eq!(views.pending("10.0.0.1"), (0, 0));
 }
 
@@ -72,7 +73,8 @@ fn a_kubectl_applied_evaluation_is_known_by_its_uid_and_its_labels() {
     apply(&mut views, applied(9, json!({"model": "dummy", "tasks": ["lmeval_aas_mc"]})));
     let view = views.view("team-a", Uuid::from_u128(9)).expect("known by its uid");
     assert_eq!(view.name, "mine-9");
-    assert_eq!(view.evaluation.labels.get("owner").map(String::as_str), Some("ana"), "its own labels count");
+    let evaluation = view.evaluation().expect("evaluation");
+    assert_eq!(evaluation.labels.get("owner").map(String::as_str), Some("ana"), "its own labels count");
     let by_label = ListQuery { page_size: 10, labels: vec![("owner".into(), "ana".into())], ..ListQuery::default() };
     assert_eq!(views.list("team-a", &by_label).expect("list").items.len(), 1);
     assert_eq!(views.name_of("team-a", Uuid::from_u128(9)).as_deref(), Some("mine-9"));
@@ -87,14 +89,14 @@ fn a_spec_the_validator_refuses_is_failed_with_the_same_problem_the_rest_api_giv
         (3, json!({"model": "dummy", "tasks": ["t"], "env": [{"name": "HF_TOKEN", "value": "hf_x"}]}), "env[0].value"),
     ] {
         apply(&mut views, applied(uid, spec.clone()));
-        let view = views.view("team-a", Uuid::from_u128(uid)).expect("view");
-        assert_eq!((view.evaluation.state, view.evaluation.reason), (State::Failed, Some(Reason::InvalidRequest)));
+        let view = views.view("team-a", Uuid::from_u128(uid)).expect("view").evaluation().expect("evaluation");
+        assert_eq!((view.state, view.reason), (State::Failed, Some(Reason::InvalidRequest)));
         let request = parse_json::<EvaluationRequest>(spec.to_string().as_bytes())
             .and_then(|r| crate::validate::ValidRequest::parse(r, &Policy::default()).map(|_| ()));
         let problem = request.expect_err("refused by REST too").problem();
-        assert_eq!(view.evaluation.message.as_deref(), Some(problem.detail.as_str()), "{field}");
+        assert_eq!(view.message.as_deref(), Some(problem.detail.as_str()), "{field}");
         assert_eq!(
-            view.evaluation.request.tasks,
+            view.request.tasks,
             spec["tasks"]
                 .as_array()
                 .expect("tasks")
