@@ -36,9 +36,10 @@ use crate::model::{Evaluation, EvaluationList, EvaluationRequest};
         (status = 404, description = "A namespace the server does not serve", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Idempotency-Key reused with another body", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 408, description = "The body did not arrive in time", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid value", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Too many pending evaluations; see Retry-After", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many pending evaluations (in all, or of this creator); see Retry-After", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Backend unavailable", body = Problem, content_type = "application/problem+json"),
     )
 )]
