@@ -119,7 +119,8 @@ fn phase<'a>(
         let ending = Ending { exit: Some(ExitStatus::SUCCESS), output: Some(Output::Found), ..Ending::default() };
         return Phase::Ended { ending, finished_at: finished.map(to_time) };
     }
-    if let Some(failed) = condition("Failed") {
+    // FailureTarget: the job controller has decided the Job fails and is ending its pods (Failed follows).
+    if let Some(failed) = condition("Failed").or_else(|| condition("FailureTarget")) {
         let ending = failed_job(failed.reason.as_deref(), failed.message.as_deref(), pod, record);
         return Phase::Ended { ending, finished_at: failed.last_transition_time.as_ref().map(to_time) };
     }
@@ -201,7 +202,18 @@ pub fn waiting_problem(pod: &Pod) -> Option<(Reason, String, Option<OffsetDateTi
 
 /// Whether the pod's container has been started (so it has a log).
 pub fn has_started(pod: &Pod) -> bool {
-    matches!(pod.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Running" | "Succeeded" | "Failed"))
+    let Some(status) = pod.status.as_ref() else { return false };
+    match status.phase.as_deref() {
+        Some("Running") => true,
+        // A pod that never ran ends as Failed too (the job controller fails the pods it deletes, scheduled or
+        // not): it started only if a container did.
+        Some("Succeeded" | "Failed") => status.container_statuses.iter().flatten().any(|c| {
+            c.state
+                .as_ref()
+                .is_some_and(|s| s.running.is_some() || s.terminated.as_ref().is_some_and(|t| t.started_at.is_some()))
+        }),
+        _ => false,
+    }
 }
 
 /// When the newest pod, waiting on something that does not clear by itself, will have waited `stuck_after`
@@ -319,6 +331,12 @@ mod tests {
 
     #[test]
     fn each_failure_names_its_reason() {
+        let failing = json!({"conditions": [{"type": "FailureTarget", "status": "True", "reason": "DeadlineExceeded", "lastTransitionTime": "2026-11-28T12:05:00Z"}]});
+        assert_eq!(
+            map(&job(failing, json!({})), &[], None).1,
+            Some(Reason::Timeout),
+            "decided before its pods are gone"
+        );
         let deadline = map(&job(failed("DeadlineExceeded"), json!({})), &[], None);
         assert_eq!((deadline.0, deadline.1), (State::Failed, Some(Reason::Timeout)));
         assert!(deadline.2.expect("message").contains("timeout_seconds=60"));
@@ -376,6 +394,17 @@ mod tests {
             map(&job(json!({}), json!({})), &[waiting("ImagePullBackOff", "")], None).1,
             Some(Reason::ImagePullBackOff)
         );
+    }
+
+    #[test]
+    fn a_pod_failed_before_it_was_ever_scheduled_never_started() {
+        let never_ran = pod(
+            json!({"phase": "Failed", "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}]}),
+        );
+        assert!(!has_started(&never_ran));
+        assert_eq!(map(&job(json!({}), json!({})), &[never_ran], None).0, State::Pending, "not running in between");
+        assert!(has_started(&terminated("Error", 1)));
+        assert!(has_started(&pod(json!({"phase": "Running"}))));
     }
 
     #[test]
