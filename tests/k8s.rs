@@ -238,6 +238,14 @@ async fn a_missing_secret_is_reported_then_fails_the_evaluation() {
     let done = wait_terminal(&service, &id).await;
     assert_eq!((done["state"].as_str(), done["reason"].as_str()), (Some("failed"), Some("CreateContainerConfigError")));
     assert!(!format!("{done}").contains("token\":\"s3cr"), "no secret value anywhere");
+    // The failure is recorded on the Job, which is suspended: final, whatever the pod does next.
+    let recorded = common::wait_for(Duration::from_secs(30), || {
+        let job = ns.kubectl_json(&["get", "job", &job_name(&id)]);
+        let failed = job["metadata"]["annotations"]["lm-eval-aas.io/failed"].as_str().map(str::to_string);
+        failed.filter(|_| job["spec"]["suspend"] == true)
+    });
+    let recorded = recorded.expect("the stuck failure recorded on a suspended Job");
+    assert!(recorded.contains("CreateContainerConfigError"), "{recorded}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -200,7 +200,7 @@ async fn reconcile(object: Arc<EvaluationObject>, ctx: Arc<Context>) -> Result<A
     write_status(&ctx, &object, &name, &evaluation).await
 }
 
-/// Carries out on the Job what the Evaluation and the facts ask (a cancel, a stuck pod's failure); the
+/// Carries out on the Job what the Evaluation and the facts ask (a cancel, a stuck pod's failure, each once); the
 /// evaluation as the facts then show it.
 async fn carry_out(
     ctx: &Context,
@@ -210,32 +210,25 @@ async fn carry_out(
 ) -> Result<Option<Evaluation>, ReconcileError> {
     let evaluation = ctx.index.read().evaluation(id, now());
     let Some(evaluation) = evaluation else { return Ok(None) };
-    if evaluation.state.is_terminal() {
-        return Ok(Some(evaluation));
-    }
-    let recorded = job.metadata.annotations.as_ref();
-    let patch = if object.cancel_requested() && recorded.and_then(|a| a.get(CANCELLED_AT_ANNOTATION)).is_none() {
+    let recorded = |key: &str| job.metadata.annotations.as_ref().is_some_and(|a| a.contains_key(key));
+    // A pod that waited too long makes the evaluation failed as of now; recording it on the Job (and suspending
+    // it) makes that final, whatever the pod does next.
+    let stuck = evaluation.state == State::Failed && evaluation.reason.is_some_and(|r| STUCK_REASONS.contains(&r));
+    let patch = if stuck && !recorded(FAILED_ANNOTATION) {
+        let failure = RecordedFailure {
+            reason: evaluation.reason.unwrap_or(crate::model::Reason::Unschedulable),
+            message: evaluation.message.clone().unwrap_or_default(),
+            at: now(),
+        };
+        json!({"metadata": {"annotations": {FAILED_ANNOTATION: serde_json::to_string(&failure).unwrap_or_default()}}, "spec": {"suspend": true}})
+    } else if !evaluation.state.is_terminal() && object.cancel_requested() && !recorded(CANCELLED_AT_ANNOTATION) {
         let at = now().format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
-        Some(json!({"metadata": {"annotations": {CANCELLED_AT_ANNOTATION: at}}, "spec": {"suspend": true}}))
+        json!({"metadata": {"annotations": {CANCELLED_AT_ANNOTATION: at}}, "spec": {"suspend": true}})
     } else {
-        let stuck = ctx
-            .index
-            .read()
-            .evaluation(id, now())
-            .filter(|e| e.state == State::Failed && e.reason.is_some_and(|r| STUCK_REASONS.contains(&r)));
-        stuck.filter(|_| recorded.and_then(|a| a.get(FAILED_ANNOTATION)).is_none()).map(|stuck| {
-            let failure = RecordedFailure {
-                reason: stuck.reason.unwrap_or(crate::model::Reason::Unschedulable),
-                message: stuck.message.unwrap_or_default(),
-                at: now(),
-            };
-            json!({"metadata": {"annotations": {FAILED_ANNOTATION: serde_json::to_string(&failure).unwrap_or_default()}}, "spec": {"suspend": true}})
-        })
+        return Ok(Some(evaluation));
     };
-    if let Some(patch) = patch {
-        let job = ctx.jobs.patch(&object_name(id), &PatchParams::default(), &Patch::Merge(&patch)).await?;
-        ctx.index.write().job_written(job);
-    }
+    let job = ctx.jobs.patch(&object_name(id), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    ctx.index.write().job_written(job);
     Ok(ctx.index.read().evaluation(id, now()))
 }
 
