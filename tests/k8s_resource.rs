@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::io::{BufReader, Read};
+use std::io::BufReader;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -421,18 +421,8 @@ async fn a_job_of_the_previous_release_is_adopted_and_served() {
     recorded.as_object_mut().expect("object").remove("namespace");
     annotations["lm-eval-aas.io/evaluation"] = Value::String(recorded.to_string());
     assert!(job["metadata"].get("ownerReferences").is_none());
-    let mut child = Command::new(&ns.env["KUBECTL"])
-        .env("KUBECONFIG", &ns.env["KUBECONFIG"])
-        .args(["-n", &ns.name, "create", "-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kubectl create");
-    std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), job.to_string().as_bytes()).expect("write");
-    let mut errors = String::new();
-    child.stderr.take().expect("stderr").read_to_string(&mut errors).expect("read");
-    assert!(child.wait().expect("kubectl").success(), "kubectl create the old Job: {errors}");
+    let created = ns.kubectl_with_input(&["create", "-f", "-"], &job.to_string());
+    assert!(created.status.success(), "kubectl create the old Job: {}", stderr(&created));
 
     let service = ns.service(&["--leader-lease-seconds", "2"]);
     let done = wait_terminal(&service, &id).await;

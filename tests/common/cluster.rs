@@ -64,16 +64,22 @@ impl TestNamespace {
 
     /// `kubectl -n <namespace> apply -f -` of `yaml` as the cluster admin.
     pub fn kubectl_apply(&self, yaml: &str) -> Output {
+        self.kubectl_with_input(&["apply", "-f", "-"], yaml)
+    }
+
+    /// `kubectl -n <namespace> …` as the cluster admin, with `input` on its standard input.
+    pub fn kubectl_with_input(&self, args: &[&str], input: &str) -> Output {
         let mut child = Command::new(&self.env["KUBECTL"])
             .env("KUBECONFIG", &self.env["KUBECONFIG"])
-            .args(["-n", &self.name, "apply", "-f", "-"])
+            .args(["-n", &self.name])
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("run kubectl apply");
-        child.stdin.take().expect("stdin").write_all(yaml.as_bytes()).expect("write manifest");
-        child.wait_with_output().expect("kubectl apply")
+            .expect("run kubectl");
+        child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write kubectl's input");
+        child.wait_with_output().expect("kubectl")
     }
 
     /// `kubectl … -o json` parsed; panics with kubectl's stderr on failure.
