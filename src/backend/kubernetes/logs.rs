@@ -1,5 +1,5 @@
 //! Evaluation logs on Kubernetes: `pods/log` of its newest started pod while there is one, else the copy in its
-//! run record. Following waits for the pod to start (re-asking when the evaluation's view changes, and every few
+//! run record. Following waits for the pod to start (re-asking when the evaluation's state changes, and every few
 //! seconds) and ends when the evaluation does. Pods and records are asked for, not cached: only the leader
 //! caches them, and any replica serves logs.
 
@@ -30,8 +30,8 @@ pub(super) async fn stream(
 ) {
     let mut changes = shared.changes.subscribe();
     loop {
-        let Ok(evaluation) = shared.evaluation(&namespace, id) else { return };
-        let terminal = evaluation.state.is_terminal();
+        let Some(state) = shared.state_of(&namespace, id) else { return };
+        let terminal = state.is_terminal();
         if let Some(pod) = started_pod(&shared, &namespace, id).await {
             let params = LogParams {
                 container: Some(CONTAINER.into()),
@@ -54,10 +54,18 @@ pub(super) async fn stream(
             send_recorded(&shared, &namespace, id, options, &tx).await;
             return;
         }
-        tokio::select! {
-            changed = changes.changed() => if changed.is_err() { return },
-            () = tokio::time::sleep(ASK_AGAIN) => {}
-            () = tx.closed() => return,
+        // Views change for every evaluation of every namespace: ask the API server again only once this one's
+        // state has moved (its pod started, or it ended), or after a while.
+        let asked = tokio::time::Instant::now();
+        loop {
+            tokio::select! {
+                changed = changes.changed() => if changed.is_err() { return },
+                () = tokio::time::sleep_until(asked + ASK_AGAIN) => break,
+                () = tx.closed() => return,
+            }
+            if shared.state_of(&namespace, id).is_none_or(|now| now != state) {
+                break;
+            }
         }
     }
 }

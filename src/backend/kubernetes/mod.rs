@@ -130,6 +130,11 @@ impl Shared {
     fn evaluation(&self, namespace: &str, id: Uuid) -> ApiResult<Evaluation> {
         self.views.read().view(namespace, id).and_then(View::evaluation)
     }
+
+    /// Where evaluation `id` stands, without reading back its whole view.
+    fn state_of(&self, namespace: &str, id: Uuid) -> Option<State> {
+        self.views.read().view(namespace, id).ok().map(|v| v.state)
+    }
 }
 
 impl KubernetesBackend {
@@ -306,7 +311,7 @@ impl Backend for KubernetesBackend {
 
     async fn results(&self, namespace: &str, id: Uuid) -> ApiResult<Bytes> {
         let shared = &self.shared;
-        ensure_succeeded(id, shared.evaluation(namespace, id)?.state)?;
+        ensure_succeeded(id, shared.views.read().view(namespace, id)?.state)?;
         let config_maps: Api<ConfigMap> = Api::namespaced(shared.client.clone(), namespace);
         let record = shared.call(config_maps.get_opt(&object_name(id))).await?;
         record.and_then(|r| RunRecord::from_config_map(&r).results).ok_or_else(|| ApiError::Unavailable {

@@ -175,11 +175,14 @@ impl Views {
 pub fn evaluation_of(object: &EvaluationObject, site: &Site, policy: &Policy) -> Option<Evaluation> {
     let id = object.id()?;
     let created_at = object.created_at().unwrap_or(OffsetDateTime::UNIX_EPOCH);
-    let admitted = object.admit(id, site, policy, created_at).map(|new| new.evaluation);
-    let mut evaluation = match (&admitted, &object.status) {
-        (_, Some(status)) if status.state.is_some() => from_status(id, status, object.request(), created_at),
-        (Ok(evaluation), _) => evaluation.clone(),
-        (Err(problem), _) => refused(id, object.request(), created_at, problem),
+    let mut evaluation = match &object.status {
+        Some(status) if status.state.is_some() => from_status(id, status, object.request(), created_at),
+        // Admitted only while the controller has written no status: a status write is not a reason to validate
+        // the spec again on every replica.
+        _ => match object.admit(id, site, policy, created_at) {
+            Ok(new) => new.evaluation,
+            Err(problem) => refused(id, object.request(), created_at, &problem),
+        },
     };
     evaluation = evaluation.in_namespace(&site.namespace, site.default_namespace);
     // The object's own labels count too (kubectl get -l and ?label= agree), ours aside.
