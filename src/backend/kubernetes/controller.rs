@@ -388,48 +388,58 @@ async fn publish(ctx: &Context, object: &EvaluationObject, type_: EventType, rea
 }
 
 /// Upgrade: Jobs made by a release without Evaluation objects get their Evaluation (from the evaluation their
-/// annotation holds) and are adopted by it, so they are listed, read and deleted as before.
+/// annotation holds) and are adopted by it, so they are listed, read and deleted as before. Read a page at a
+/// time: a new leader of a namespace with thousands of Jobs does not hold them all at once.
 async fn adopt_orphans(shared: &Shared, namespace: &str, evaluations: &Api<EvaluationObject>, jobs: &Api<Job>) {
-    let params = kube::api::ListParams::default().labels(&managed_selector());
-    let Ok(list) = jobs.list(&params).await else { return };
-    for job in list.items {
-        let owned = job.owner_references().iter().any(|o| o.kind == KIND && o.api_version == API_VERSION);
-        let annotations = job.metadata.annotations.clone().unwrap_or_default();
-        let Some(evaluation) =
-            annotations.get(EVALUATION_ANNOTATION).and_then(|e| serde_json::from_str::<Evaluation>(e).ok())
-        else {
-            continue;
-        };
-        if owned {
-            continue;
-        }
-        let Ok(mut object) = EvaluationObject::new(&evaluation, namespace) else { continue };
-        if let (Some(creator), Some(annotations)) =
-            (annotations.get(CREATOR_ANNOTATION), object.metadata.annotations.as_mut())
-        {
-            annotations.insert(CREATOR_ANNOTATION.into(), creator.clone());
-        }
-        let created = match evaluations.create(&PostParams::default(), &object).await {
-            Ok(created) => created,
-            Err(kube::Error::Api(status)) if status.code == 409 => {
-                match evaluations.get(&object_name(evaluation.id)).await {
-                    Ok(existing) => existing,
-                    Err(_) => continue,
-                }
+    let mut params = kube::api::ListParams::default().labels(&managed_selector()).limit(500);
+    loop {
+        let Ok(page) = jobs.list(&params).await else { return };
+        for job in page.items {
+            let owned = job.owner_references().iter().any(|o| o.kind == KIND && o.api_version == API_VERSION);
+            if !owned {
+                adopt(shared, namespace, evaluations, jobs, &job).await;
             }
-            Err(e) => {
-                tracing::warn!(error = %e, job = %job.name_any(), "could not adopt a Job of an earlier release");
-                continue;
-            }
-        };
-        let Some(owner) = created.owner_reference() else { continue };
-        let patch = json!({"metadata": {"ownerReferences": [owner]}});
-        match jobs.patch(&job.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
-            Ok(_) => tracing::info!(evaluation.id = %evaluation.id, "adopted a Job of an earlier release"),
-            Err(e) => tracing::warn!(error = %e, job = %job.name_any(), "could not adopt a Job of an earlier release"),
         }
-        shared.views.write().store(namespace, &created);
+        match page.metadata.continue_ {
+            Some(token) if !token.is_empty() => params = params.continue_token(&token),
+            _ => return,
+        }
     }
+}
+
+/// Gives one Job of an earlier release its Evaluation and makes that the Job's owner.
+async fn adopt(shared: &Shared, namespace: &str, evaluations: &Api<EvaluationObject>, jobs: &Api<Job>, job: &Job) {
+    let annotations = job.metadata.annotations.as_ref();
+    let Some(evaluation) =
+        annotations.and_then(|a| a.get(EVALUATION_ANNOTATION)).and_then(|e| serde_json::from_str::<Evaluation>(e).ok())
+    else {
+        return;
+    };
+    let Ok(mut object) = EvaluationObject::new(&evaluation, namespace) else { return };
+    if let (Some(creator), Some(object_annotations)) =
+        (annotations.and_then(|a| a.get(CREATOR_ANNOTATION)), object.metadata.annotations.as_mut())
+    {
+        object_annotations.insert(CREATOR_ANNOTATION.into(), creator.clone());
+    }
+    let created = match evaluations.create(&PostParams::default(), &object).await {
+        Ok(created) => created,
+        Err(kube::Error::Api(status)) if status.code == 409 => match evaluations.get(&object_name(evaluation.id)).await
+        {
+            Ok(existing) => existing,
+            Err(_) => return,
+        },
+        Err(e) => {
+            tracing::warn!(error = %e, job = %job.name_any(), "could not adopt a Job of an earlier release");
+            return;
+        }
+    };
+    let Some(owner) = created.owner_reference() else { return };
+    let patch = json!({"metadata": {"ownerReferences": [owner]}});
+    match jobs.patch(&job.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
+        Ok(_) => tracing::info!(evaluation.id = %evaluation.id, "adopted a Job of an earlier release"),
+        Err(e) => tracing::warn!(error = %e, job = %job.name_any(), "could not adopt a Job of an earlier release"),
+    }
+    shared.views.write().store(namespace, &created);
 }
 
 /// An Event's type.
