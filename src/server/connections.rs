@@ -152,13 +152,13 @@ async fn turn_away(stream: tokio::net::TcpStream) {
 
 /// A streak of failing `accept`s: logged when it starts and when it ends, waited out with back-off between.
 #[derive(Default)]
-struct AcceptFailures {
+pub(super) struct AcceptFailures {
     streak: u64,
     pause: Duration,
 }
 
 impl AcceptFailures {
-    fn failed(&mut self, error: &std::io::Error) -> Duration {
+    pub(super) fn failed(&mut self, error: &std::io::Error) -> Duration {
         if self.streak == 0 {
             tracing::warn!(error = %error, "accept failed; backing off until it works again (e.g. out of file descriptors)");
             self.pause = ACCEPT_BACKOFF.0;
@@ -169,7 +169,7 @@ impl AcceptFailures {
         self.pause
     }
 
-    fn recovered(&mut self) {
+    pub(super) fn recovered(&mut self) {
         if self.streak > 0 {
             tracing::info!(failures = self.streak, "accept works again");
             self.streak = 0;

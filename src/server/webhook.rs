@@ -14,6 +14,8 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::sync::Semaphore;
 
+use super::connections::AcceptFailures;
+
 /// The API server holds few connections to a webhook; anything beyond this waits its turn in the backlog.
 const MAX_CONNECTIONS: usize = 256;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -91,13 +93,16 @@ pub fn tls_config(cert_file: PathBuf, key_file: PathBuf) -> anyhow::Result<Arc<r
 pub async fn serve(listener: tokio::net::TcpListener, tls: Arc<rustls::ServerConfig>, router: axum::Router) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let places = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut failures = AcceptFailures::default();
     loop {
         let Ok(place) = Arc::clone(&places).acquire_owned().await else { return };
         let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
+            Ok(accepted) => {
+                failures.recovered();
+                accepted
+            }
             Err(e) => {
-                tracing::warn!(error = %e, "webhook accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                tokio::time::sleep(failures.failed(&e)).await;
                 continue;
             }
         };
