@@ -295,3 +295,28 @@ fn accept_failures_back_off_with_one_log_line_per_streak() {
     assert!(healthz.is_some());
     assert_healthy(&service, "running out of file descriptors");
 }
+
+/// A namespace that is not a Kubernetes name is refused at start, on the local backend too (it names every
+/// evaluation's namespace and its routes).
+#[test]
+fn a_namespace_that_is_not_a_name_is_refused_at_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for bad in ["A B", "../etc", "x".repeat(64).as_str()] {
+        let mut child = std::process::Command::new(common::BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--namespace", bad, "--data-dir"])
+            .arg(dir.path())
+            .env_remove("RUST_BACKTRACE")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run lm-eval-aas serve");
+        let exited = wait_for(Duration::from_secs(10), || child.try_wait().ok().flatten());
+        if exited.is_none() {
+            let _ = child.kill();
+        }
+        let output = child.wait_with_output().expect("its output");
+        assert!(exited.is_some_and(|status| !status.success()), "{bad:?} was accepted: the service is serving");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("--namespace") && stderr.contains("is not a namespace name"), "{bad:?}: {stderr}");
+    }
+}

@@ -171,7 +171,7 @@ pub async fn build_backend(args: &ServeArgs, metrics: &Arc<Metrics>) -> anyhow::
                 }),
                 kill_grace: Duration::from_secs_f64(args.kill_grace_seconds),
                 pending_limits: pending_limits(args),
-                namespace: args.namespace.clone().unwrap_or_else(|| "default".into()),
+                namespace: own_namespace(args)?,
             };
             tracing::info!(data_dir = %config.data_dir.display(), lm_eval = %config.lm_eval, max_running = config.max_running, "local backend");
             Ok(Arc::new(LocalBackend::open(config).await.context("opening the local backend's data directory")?))
