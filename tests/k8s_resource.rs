@@ -378,7 +378,7 @@ async fn two_hundred_evaluations_applied_at_once_all_end() {
     for i in 0..200 {
         let versions = watch.versions(&format!("many-{i:03}")).len();
         most = most.max(versions);
-        if versions > 6 {
+        if versions > 5 {
             let states: Vec<String> = watch
                 .versions(&format!("many-{i:03}"))
                 .iter()

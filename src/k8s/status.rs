@@ -119,10 +119,13 @@ fn phase<'a>(
         let ending = Ending { exit: Some(ExitStatus::SUCCESS), output: Some(Output::Found), ..Ending::default() };
         return Phase::Ended { ending, finished_at: finished.map(to_time) };
     }
-    // FailureTarget: the job controller has decided the Job fails and is ending its pods (Failed follows).
-    if let Some(failed) = condition("Failed").or_else(|| condition("FailureTarget")) {
+    // FailureTarget: the job controller has decided the Job fails and is ending its pods (Failed follows, the
+    // target stays). The decision's time is the end, so the evaluation's end does not move when Failed comes.
+    let target = condition("FailureTarget");
+    if let Some(failed) = condition("Failed").or(target) {
         let ending = failed_job(failed.reason.as_deref(), failed.message.as_deref(), pod, record);
-        return Phase::Ended { ending, finished_at: failed.last_transition_time.as_ref().map(to_time) };
+        let finished_at = target.unwrap_or(failed).last_transition_time.as_ref().map(to_time);
+        return Phase::Ended { ending, finished_at };
     }
     if let Some((reason, message, since)) = pod.and_then(waiting_problem) {
         let since = since.unwrap_or(now);
@@ -177,10 +180,12 @@ pub fn failed_job<'a>(
     }
 }
 
-/// A pod waiting for something that will not come by itself: `(reason, message, since)`.
+/// A pod waiting for something that will not come by itself: `(reason, message, since)`. A pod the job
+/// controller ended before it ever started still tells what it waited for, until the Job's end is seen.
 pub fn waiting_problem(pod: &Pod) -> Option<(Reason, String, Option<OffsetDateTime>)> {
     let status = pod.status.as_ref()?;
-    if status.phase.as_deref() != Some("Pending") {
+    let ended_unstarted = status.phase.as_deref() == Some("Failed") && !has_started(pod);
+    if status.phase.as_deref() != Some("Pending") && !ended_unstarted {
         return None;
     }
     let created = pod.metadata.creation_timestamp.as_ref().map(to_time);
@@ -337,6 +342,11 @@ mod tests {
             Some(Reason::Timeout),
             "decided before its pods are gone"
         );
+        let both = json!({"conditions": [
+            {"type": "FailureTarget", "status": "True", "reason": "DeadlineExceeded", "lastTransitionTime": "2026-11-28T12:05:00Z"},
+            {"type": "Failed", "status": "True", "reason": "DeadlineExceeded", "lastTransitionTime": "2026-11-28T12:05:05Z"}]});
+        let e = evaluation(&job(both, json!({})), &[], None, NOW, STUCK).expect("evaluation");
+        assert_eq!(e.finished_at, Some(time::macros::datetime!(2026-11-28 12:05 UTC)), "the end does not move");
         let deadline = map(&job(failed("DeadlineExceeded"), json!({})), &[], None);
         assert_eq!((deadline.0, deadline.1), (State::Failed, Some(Reason::Timeout)));
         assert!(deadline.2.expect("message").contains("timeout_seconds=60"));
@@ -399,10 +409,12 @@ mod tests {
     #[test]
     fn a_pod_failed_before_it_was_ever_scheduled_never_started() {
         let never_ran = pod(
-            json!({"phase": "Failed", "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}]}),
+            json!({"phase": "Failed", "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+            "lastTransitionTime": "2026-11-28T12:09:00Z"}]}),
         );
         assert!(!has_started(&never_ran));
-        assert_eq!(map(&job(json!({}), json!({})), &[never_ran], None).0, State::Pending, "not running in between");
+        let (state, reason, _) = map(&job(json!({}), json!({})), &[never_ran], None);
+        assert_eq!((state, reason), (State::Pending, Some(Reason::Unschedulable)), "as before it was ended");
         assert!(has_started(&terminated("Error", 1)));
         assert!(has_started(&pod(json!({"phase": "Running"}))));
     }

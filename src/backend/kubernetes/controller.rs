@@ -301,6 +301,14 @@ async fn write_status(
     if previous.is_some_and(|previous| previous.same_as(&status)) {
         return Ok(next);
     }
+    // A pod the job controller has ended and removed, seen before the Job's end (two watches): what it waited for
+    // is still the latest news, and the end follows.
+    let reason_lost = status.state == Some(State::Pending)
+        && status.reason.is_none()
+        && previous.is_some_and(|p| p.state == Some(State::Pending) && p.reason.is_some());
+    if reason_lost && !ctx.index.read().has_pod(evaluation.id) {
+        return Ok(next);
+    }
     let before = previous.and_then(|s| s.state);
     let only_progress = before == Some(State::Running) && status.state == Some(State::Running);
     if only_progress

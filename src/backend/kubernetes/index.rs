@@ -184,6 +184,11 @@ impl Index {
         status::evaluation(&job, &pods, entry.record.as_deref(), now, self.stuck_after)
     }
 
+    /// Whether the watches know a pod of evaluation `id`.
+    pub fn has_pod(&self, id: Uuid) -> bool {
+        self.entries.get(&id).is_some_and(|entry| !entry.pods.is_empty())
+    }
+
     /// When evaluation `id`'s waiting pod will count as stuck, if it waits on something that does not clear.
     pub fn stuck_at(&self, id: Uuid) -> Option<OffsetDateTime> {
         let pods = Self::pods(self.entries.get(&id)?);
