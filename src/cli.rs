@@ -142,6 +142,32 @@ pub struct ServeArgs {
     /// Kubernetes backend: seconds a write may wait for the API server before the client gets 503.
     #[arg(long, env = "LMEVAL_API_TIMEOUT_SECONDS", default_value_t = 10)]
     pub api_timeout_seconds: u64,
+    /// How requests are authenticated: `kubernetes` (TokenReview, then SubjectAccessReviews), `token-file`
+    /// (`--auth-token-file`), `none` (anonymous, allowed everything) [default: kubernetes on the kubernetes
+    /// backend; none for the local backend on a loopback address, else required].
+    #[arg(long, env = "LMEVAL_AUTH", value_enum)]
+    pub auth: Option<crate::auth::AuthMode>,
+    /// `--auth token-file`: the file of token hashes, users and groups (see the README).
+    #[arg(long, env = "LMEVAL_AUTH_TOKEN_FILE")]
+    pub auth_token_file: Option<PathBuf>,
+    /// `--auth kubernetes`: audiences a token must be meant for (TokenReview); comma-separated in the variable
+    /// [default: the API server's].
+    #[arg(long = "auth-audience", env = "LMEVAL_AUTH_AUDIENCES", value_delimiter = ',')]
+    pub auth_audiences: Vec<String>,
+    /// The header an authenticating proxy forwards the user's access token in (OpenShift's oauth-proxy);
+    /// reviewed as a bearer token.
+    #[arg(long, env = "LMEVAL_AUTH_FORWARDED_TOKEN_HEADER", default_value = "X-Forwarded-Access-Token")]
+    pub auth_forwarded_token_header: String,
+    /// Seconds a reviewed token is remembered (at most 60; never past the token's own expiry).
+    #[arg(long, env = "LMEVAL_AUTH_TOKEN_CACHE_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(0..=60))]
+    pub auth_token_cache_seconds: u64,
+    /// Seconds an authorization decision is remembered (at most 10).
+    #[arg(long, env = "LMEVAL_AUTH_DECISION_CACHE_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=10))]
+    pub auth_decision_cache_seconds: u64,
+    /// Serve `/metrics` without authentication on this separate address (else `/metrics` needs a token
+    /// allowed to `get` the non-resource URL `/metrics`).
+    #[arg(long, env = "LMEVAL_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     /// Log format.
     #[arg(long, env = "LMEVAL_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,

@@ -18,6 +18,12 @@ pub enum ApiError {
     /// The server's policy does not permit what was asked.
     #[error("{field}: {detail}")]
     Forbidden { field: String, detail: String },
+    /// No credentials, or credentials that are not valid.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The caller may not do this (RBAC), or may not use an object the request names (`field`).
+    #[error("{detail}")]
+    Denied { field: Option<String>, detail: String },
     #[error("evaluation {0} not found")]
     NotFound(String),
     #[error("namespace {0} is not served here; the server serves the namespaces it is configured for")]
@@ -60,7 +66,8 @@ impl ApiError {
         match self {
             Self::Malformed { .. } => StatusCode::BAD_REQUEST,
             Self::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::Forbidden { .. } => StatusCode::FORBIDDEN,
+            Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden { .. } | Self::Denied { .. } => StatusCode::FORBIDDEN,
             Self::NotFound(_) | Self::NamespaceNotServed(_) | Self::NoRoute => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) => StatusCode::CONFLICT,
@@ -78,6 +85,8 @@ impl ApiError {
             Self::Malformed { .. } => "malformed-request",
             Self::Invalid { .. } => "invalid-field",
             Self::Forbidden { .. } => "forbidden-by-policy",
+            Self::Unauthenticated(_) => "unauthenticated",
+            Self::Denied { .. } => "forbidden",
             Self::NotFound(_) | Self::NoRoute => "not-found",
             Self::NamespaceNotServed(_) => "namespace-not-served",
             Self::MethodNotAllowed => "method-not-allowed",
@@ -93,7 +102,7 @@ impl ApiError {
 
     pub fn field(&self) -> Option<&str> {
         match self {
-            Self::Malformed { field, .. } => field.as_deref(),
+            Self::Malformed { field, .. } | Self::Denied { field, .. } => field.as_deref(),
             Self::Invalid { field, .. } | Self::Forbidden { field, .. } => Some(field),
             _ => None,
         }
@@ -167,6 +176,9 @@ impl IntoResponse for ApiError {
         if let Self::Unavailable { retry_after_seconds, .. } | Self::TooManyRequests { retry_after_seconds, .. } = self
         {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_seconds));
+        }
+        if let Self::Unauthenticated(_) = self {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"lm-eval-aas\""));
         }
         response
     }

@@ -1,6 +1,7 @@
 //! lm-eval-aas: lm-evaluation-harness as a service.
 
 pub mod api;
+pub mod auth;
 pub mod backend;
 pub mod cli;
 pub mod command;

@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::extract::{JsonBody, PeerAddr, Query, creator, evaluation_id, flag, whole_number};
+use crate::auth::{Access, Caller, Verb, audit};
 use crate::backend::{Created, ListQuery, LogOptions, NewEvaluation};
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::lifecycle::admission::{self, Submission};
@@ -65,7 +66,7 @@ pub struct DryRun {
         (status = 202, description = "Accepted; the evaluation will run", body = Evaluation, headers(("Location" = String, description = "The evaluation's URL"))),
         (status = 200, description = "Dry run: what would run", body = DryRun),
         (status = 400, description = "Malformed JSON, wrong type or unknown field", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Refused by the server's policy", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Refused by the server's policy, or the caller may not create evaluations here or read a Secret or claim the request names (the field says which)", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Idempotency-Key reused with another body", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
         (status = 408, description = "The body did not arrive in time", body = Problem, content_type = "application/problem+json"),
@@ -76,16 +77,18 @@ pub struct DryRun {
     )
 )]
 pub async fn create_evaluation(
+    caller: Caller,
     State(state): State<AppState>,
     query: Query<CreateParams>,
     peer: Option<Extension<PeerAddr>>,
     headers: HeaderMap,
     body: JsonBody<EvaluationRequest>,
 ) -> ApiResult<Response> {
-    create_in(&state, state.default_namespace(), query, peer, headers, body).await
+    create_in(&caller, &state, state.default_namespace(), query, peer, headers, body).await
 }
 
 pub(super) async fn create_in(
+    caller: &Caller,
     state: &AppState,
     namespace: &str,
     Query(params): Query<CreateParams>,
@@ -93,6 +96,9 @@ pub(super) async fn create_in(
     headers: HeaderMap,
     JsonBody(request): JsonBody<EvaluationRequest>,
 ) -> ApiResult<Response> {
+    state.auth.authorize(caller, Access::evaluations(Verb::Create, namespace)).await?;
+    state.backend.site(namespace)?;
+    authorize_references(state, caller, namespace, &request).await?;
     if params.dry_run {
         let new = admit(state, namespace, Submission::anonymous(request))?;
         let objects = state.backend.dry_run_objects(&new)?;
@@ -101,10 +107,13 @@ pub(super) async fn create_in(
     let submission = Submission {
         request,
         idempotency_key: headers.get("idempotency-key").map(HeaderValue::as_bytes),
-        creator: creator(peer.as_deref()),
+        creator: creator(caller, peer.as_deref()),
     };
     let new = admit(state, namespace, submission)?;
-    let (evaluation, replayed) = match state.backend.create(new).await? {
+    let id = new.evaluation.id.to_string();
+    let created = state.backend.create(new).await;
+    audit(caller, "create", namespace, Some(&id), if created.is_ok() { "ok" } else { "failed" });
+    let (evaluation, replayed) = match created? {
         Created::New(evaluation) => {
             state.metrics.evaluation_created();
             tracing::info!(evaluation.id = %evaluation.id, model = %evaluation.request.model, "evaluation accepted");
@@ -137,6 +146,8 @@ pub struct ListParams {
     #[serde(default)]
     #[param(value_type = Option<Vec<String>>)]
     label: Vec<LabelSelector>,
+    /// Only evaluations this user submitted.
+    created_by: Option<String>,
 }
 
 /// `key=value`, as the list's `label` parameter takes it.
@@ -163,23 +174,32 @@ impl<'de> Deserialize<'de> for LabelSelector {
     )
 )]
 pub async fn list_evaluations(
+    caller: Caller,
     State(state): State<AppState>,
     query: Query<ListParams>,
 ) -> ApiResult<axum::Json<EvaluationList>> {
-    list_in(&state, state.default_namespace(), query).await
+    list_in(&caller, &state, state.default_namespace(), query).await
 }
 
 pub(super) async fn list_in(
+    caller: &Caller,
     state: &AppState,
     namespace: &str,
     Query(params): Query<ListParams>,
 ) -> ApiResult<axum::Json<EvaluationList>> {
+    state.auth.authorize(caller, Access::evaluations(Verb::List, namespace)).await?;
     let page_size = params.page_size.unwrap_or(DEFAULT_PAGE_SIZE);
     if !(1..=MAX_PAGE_SIZE).contains(&page_size) {
         return Err(ApiError::invalid("page_size", format!("must be between 1 and {MAX_PAGE_SIZE}")));
     }
     let labels = params.label.into_iter().map(|LabelSelector(key, value)| (key, value)).collect();
-    let query = ListQuery { page_size, page_token: params.page_token, state: params.state, labels };
+    let query = ListQuery {
+        page_size,
+        page_token: params.page_token,
+        state: params.state,
+        labels,
+        created_by: params.created_by,
+    };
     Ok(axum::Json(state.backend.list(namespace, &query).await?))
 }
 
@@ -195,11 +215,16 @@ pub(super) async fn list_in(
         (status = 404, description = "No such evaluation", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn get_evaluation(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
-    get_in(&state, state.default_namespace(), &id)
+pub async fn get_evaluation(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    get_in(&caller, &state, state.default_namespace(), &id).await
 }
 
-pub(super) fn get_in(state: &AppState, namespace: &str, id: &str) -> ApiResult<Response> {
+pub(super) async fn get_in(caller: &Caller, state: &AppState, namespace: &str, id: &str) -> ApiResult<Response> {
+    state.auth.authorize(caller, Access::evaluations(Verb::Get, namespace)).await?;
     let json = state.backend.get_json(namespace, evaluation_id(id)?)?;
     Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response())
 }
@@ -234,21 +259,24 @@ pub struct LogParams {
     )
 )]
 pub async fn get_evaluation_logs(
+    caller: Caller,
     State(state): State<AppState>,
     Path(id): Path<String>,
     query: Query<LogParams>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    logs_in(&state, state.default_namespace(), &id, query, headers).await
+    logs_in(&caller, &state, state.default_namespace(), &id, query, headers).await
 }
 
 pub(super) async fn logs_in(
+    caller: &Caller,
     state: &AppState,
     namespace: &str,
     id: &str,
     Query(params): Query<LogParams>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
+    state.auth.authorize(caller, Access::evaluation_part("log", namespace)).await?;
     let id = evaluation_id(id)?;
     let options = LogOptions { tail_lines: params.tail_lines, follow: params.follow };
     // A follower holds its place until its stream ends or its client goes.
@@ -302,11 +330,16 @@ pub(super) async fn logs_in(
         (status = 409, description = "Not succeeded (yet)", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn get_evaluation_results(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
-    results_in(&state, state.default_namespace(), &id).await
+pub async fn get_evaluation_results(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    results_in(&caller, &state, state.default_namespace(), &id).await
 }
 
-pub(super) async fn results_in(state: &AppState, namespace: &str, id: &str) -> ApiResult<Response> {
+pub(super) async fn results_in(caller: &Caller, state: &AppState, namespace: &str, id: &str) -> ApiResult<Response> {
+    state.auth.authorize(caller, Access::evaluation_part("results", namespace)).await?;
     let bytes = state.backend.results(namespace, evaluation_id(id)?).await?;
     Ok(([(header::CONTENT_TYPE, "application/json")], bytes).into_response())
 }
@@ -324,12 +357,19 @@ pub(super) async fn results_in(state: &AppState, namespace: &str, id: &str) -> A
         (status = 409, description = "Already finished", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn cancel_evaluation(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
-    cancel_in(&state, state.default_namespace(), &id).await
+pub async fn cancel_evaluation(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    cancel_in(&caller, &state, state.default_namespace(), &id).await
 }
 
-pub(super) async fn cancel_in(state: &AppState, namespace: &str, id: &str) -> ApiResult<Response> {
-    let evaluation = state.backend.cancel(namespace, evaluation_id(id)?).await?;
+pub(super) async fn cancel_in(caller: &Caller, state: &AppState, namespace: &str, id: &str) -> ApiResult<Response> {
+    state.auth.authorize(caller, Access::evaluations(Verb::Patch, namespace)).await?;
+    let cancelled = state.backend.cancel(namespace, evaluation_id(id)?).await;
+    audit(caller, "cancel", namespace, Some(id), outcome(&cancelled));
+    let evaluation = cancelled?;
     Ok((StatusCode::ACCEPTED, axum::Json(evaluation)).into_response())
 }
 
@@ -345,11 +385,51 @@ pub(super) async fn cancel_in(state: &AppState, namespace: &str, id: &str) -> Ap
         (status = 404, description = "No such evaluation", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn delete_evaluation(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
-    delete_in(&state, state.default_namespace(), &id).await
+pub async fn delete_evaluation(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    delete_in(&caller, &state, state.default_namespace(), &id).await
 }
 
-pub(super) async fn delete_in(state: &AppState, namespace: &str, id: &str) -> ApiResult<StatusCode> {
-    state.backend.delete(namespace, evaluation_id(id)?).await?;
+pub(super) async fn delete_in(caller: &Caller, state: &AppState, namespace: &str, id: &str) -> ApiResult<StatusCode> {
+    state.auth.authorize(caller, Access::evaluations(Verb::Delete, namespace)).await?;
+    let deleted = state.backend.delete(namespace, evaluation_id(id)?).await;
+    audit(caller, "delete", namespace, Some(id), outcome(&deleted));
+    deleted?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+fn outcome<T>(result: &ApiResult<T>) -> &'static str {
+    match result {
+        Ok(_) => "ok",
+        Err(ApiError::NotFound(_)) => "not-found",
+        Err(_) => "failed",
+    }
+}
+
+/// The Secrets and claims a request names are read on the caller's behalf: the caller must be allowed to `get`
+/// each of them itself, else the service would hand them what RBAC keeps from them.
+pub(crate) async fn authorize_references(
+    state: &AppState,
+    caller: &Caller,
+    namespace: &str,
+    request: &EvaluationRequest,
+) -> ApiResult<()> {
+    let secrets = request.env.iter().enumerate().filter_map(|(i, env)| {
+        env.secret
+            .as_ref()
+            .map(|secret| (format!("env[{i}].secret"), Access::object("secrets", namespace, &secret.name)))
+    });
+    let claims = request.volumes.iter().enumerate().map(|(i, volume)| {
+        (format!("volumes[{i}].pvc"), Access::object("persistentvolumeclaims", namespace, &volume.pvc))
+    });
+    for (field, access) in secrets.chain(claims) {
+        if !state.auth.allows(caller, &access).await? {
+            audit(caller, "create", namespace, None, "denied");
+            return Err(ApiError::Denied { field: Some(field), detail: access.denial(caller) });
+        }
+    }
+    Ok(())
 }

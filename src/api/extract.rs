@@ -14,6 +14,7 @@ use serde::de::{DeserializeOwned, Error as _};
 use serde::{Deserialize, Deserializer};
 use uuid::Uuid;
 
+use crate::auth::Caller;
 use crate::error::ApiError;
 pub use crate::validate::json::parse_json;
 
@@ -116,9 +117,21 @@ pub fn whole_number<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option
 #[derive(Debug, Clone, Copy)]
 pub struct PeerAddr(pub std::net::SocketAddr);
 
-/// Who submits: until requests carry identities, the client's IP address.
-pub fn creator(peer: Option<&PeerAddr>) -> String {
+/// Who submits: the caller's user name; for an anonymous caller (`--auth none`), the client's IP address.
+pub fn creator(caller: &Caller, peer: Option<&PeerAddr>) -> String {
+    if !caller.is_anonymous() {
+        return caller.user.clone();
+    }
     peer.map_or_else(|| "unknown".to_string(), |PeerAddr(addr)| addr.ip().to_string())
+}
+
+/// The caller, authenticated from the request's bearer token (`401` without a valid one).
+impl FromRequestParts<super::AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &super::AppState) -> Result<Self, Self::Rejection> {
+        state.auth.authenticate(&parts.headers).await
+    }
 }
 
 /// An evaluation id from the path; anything that is not a UUID names no evaluation (404).

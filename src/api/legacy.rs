@@ -13,6 +13,7 @@ use utoipa::ToSchema;
 use super::AppState;
 use super::evaluations::admit;
 use super::extract::{JsonBody, PeerAddr, Query, creator};
+use crate::auth::{Access, Caller, Verb, audit};
 use crate::backend::{Created, ListQuery};
 use crate::error::{ApiError, Problem};
 use crate::lifecycle::admission::Submission;
@@ -121,9 +122,12 @@ fn task_id(query: Result<Query<TaskIdParams>, ApiError>) -> Result<uuid::Uuid, B
 
 /// The evaluation `task_id` names, or the Flask service's answer when there is none.
 async fn lookup(
+    caller: &Caller,
     state: &AppState,
+    access: Access,
     query: Result<Query<TaskIdParams>, ApiError>,
 ) -> Result<crate::model::Evaluation, Box<Response>> {
+    state.auth.authorize(caller, access).await.map_err(|err| Box::new(legacy_error(&err)))?;
     let id = task_id(query)?;
     state.backend.get(state.default_namespace(), id).map_err(|err| match err {
         ApiError::NotFound(_) => Box::new(not_found()),
@@ -238,16 +242,22 @@ fn to_request(submission: LegacySubmission) -> Result<EvaluationRequest, ApiErro
     )
 )]
 pub async fn submit_job(
+    caller: Caller,
     State(state): State<AppState>,
     peer: Option<Extension<PeerAddr>>,
     body: Result<JsonBody<LegacySubmission>, ApiError>,
 ) -> Response {
     let result = async {
+        let namespace = state.default_namespace();
+        state.auth.authorize(&caller, Access::evaluations(Verb::Create, namespace)).await?;
         let JsonBody(submission) = body?;
         let submission =
-            Submission { creator: creator(peer.as_deref()), ..Submission::anonymous(to_request(submission)?) };
-        let new = admit(&state, state.default_namespace(), submission)?;
-        match state.backend.create(new).await? {
+            Submission { creator: creator(&caller, peer.as_deref()), ..Submission::anonymous(to_request(submission)?) };
+        let new = admit(&state, namespace, submission)?;
+        let id = new.evaluation.id.to_string();
+        let created = state.backend.create(new).await;
+        audit(&caller, "create", namespace, Some(&id), if created.is_ok() { "ok" } else { "failed" });
+        match created? {
             Created::New(evaluation) | Created::Existing(evaluation) => {
                 state.metrics.evaluation_created();
                 Ok::<_, ApiError>(evaluation)
@@ -273,8 +283,13 @@ pub async fn submit_job(
         (status = 404, description = "Unknown task id", body = LegacyStatus),
     )
 )]
-pub async fn poll_job(State(state): State<AppState>, query: Result<Query<TaskIdParams>, ApiError>) -> Response {
-    match lookup(&state, query).await {
+pub async fn poll_job(
+    caller: Caller,
+    State(state): State<AppState>,
+    query: Result<Query<TaskIdParams>, ApiError>,
+) -> Response {
+    let access = Access::evaluations(Verb::Get, state.default_namespace());
+    match lookup(&caller, &state, access, query).await {
         Ok(evaluation) => axum::Json(LegacyStatus { status: legacy_status(evaluation.state).into() }).into_response(),
         Err(response) => *response,
     }
@@ -292,8 +307,13 @@ pub async fn poll_job(State(state): State<AppState>, query: Result<Query<TaskIdP
         (status = 404, description = "Unknown task id", body = LegacyStatus),
     )
 )]
-pub async fn job_results(State(state): State<AppState>, query: Result<Query<TaskIdParams>, ApiError>) -> Response {
-    let evaluation = match lookup(&state, query).await {
+pub async fn job_results(
+    caller: Caller,
+    State(state): State<AppState>,
+    query: Result<Query<TaskIdParams>, ApiError>,
+) -> Response {
+    let access = Access::evaluation_part("results", state.default_namespace());
+    let evaluation = match lookup(&caller, &state, access, query).await {
         Ok(evaluation) => evaluation,
         Err(response) => return *response,
     };
@@ -321,7 +341,10 @@ pub async fn job_results(State(state): State<AppState>, query: Result<Query<Task
     tag = "legacy",
     responses((status = 200, description = "Every evaluation", body = Vec<LegacyJob>))
 )]
-pub async fn list_jobs(State(state): State<AppState>) -> Response {
+pub async fn list_jobs(caller: Caller, State(state): State<AppState>) -> Response {
+    if let Err(err) = state.auth.authorize(&caller, Access::evaluations(Verb::List, state.default_namespace())).await {
+        return legacy_error(&err);
+    }
     let mut jobs = Vec::new();
     let mut query = ListQuery { page_size: super::evaluations::MAX_PAGE_SIZE, ..ListQuery::default() };
     loop {
@@ -353,12 +376,22 @@ pub async fn list_jobs(State(state): State<AppState>) -> Response {
         (status = 409, description = "Already finished", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn cancel_job(State(state): State<AppState>, query: Result<Query<TaskIdParams>, ApiError>) -> Response {
+pub async fn cancel_job(
+    caller: Caller,
+    State(state): State<AppState>,
+    query: Result<Query<TaskIdParams>, ApiError>,
+) -> Response {
+    let namespace = state.default_namespace();
+    if let Err(err) = state.auth.authorize(&caller, Access::evaluations(Verb::Patch, namespace)).await {
+        return legacy_error(&err);
+    }
     let id = match task_id(query) {
         Ok(id) => id,
         Err(response) => return *response,
     };
-    match state.backend.cancel(state.default_namespace(), id).await {
+    let cancelled = state.backend.cancel(namespace, id).await;
+    audit(&caller, "cancel", namespace, Some(&id.to_string()), if cancelled.is_ok() { "ok" } else { "failed" });
+    match cancelled {
         Ok(_) => axum::Json(LegacyJob { task_id: id.to_string(), status: "cancelled".into() }).into_response(),
         Err(ApiError::NotFound(_)) => not_found(),
         Err(err) => legacy_error(&err),

@@ -60,6 +60,7 @@ pub struct App {
     /// Flips to true when the server shuts down, so long-lived log streams end.
     pub shutdown: watch::Receiver<bool>,
     pub limits: Limits,
+    pub auth: crate::auth::Auth,
 }
 
 /// What one request may cost: the size and arrival time of its body, and how many log streams may follow
@@ -120,7 +121,50 @@ fn ops_routes() -> OpenApiRouter<AppState> {
 pub fn openapi() -> utoipa::openapi::OpenApi {
     let (_, mut doc) = api_routes().split_for_parts();
     doc.merge(ops_routes().split_for_parts().1);
+    require_bearer_tokens(&mut doc);
     doc
+}
+
+/// Every operation but the probes takes a bearer token, and may answer 401 (none, or not valid) and 403 (not
+/// allowed).
+fn require_bearer_tokens(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, SecurityScheme};
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    let components = doc.components.get_or_insert_with(Default::default);
+    components.add_security_scheme(
+        "bearer",
+        SecurityScheme::Http(
+            Http::builder()
+                .scheme(HttpAuthScheme::Bearer)
+                .description(Some(
+                    "A Kubernetes token (TokenReview) or one listed in the server's token file; behind OpenShift's oauth-proxy, the forwarded access token",
+                ))
+                .build(),
+        ),
+    );
+    let problem = |description: &str| {
+        ResponseBuilder::new()
+            .description(description)
+            .content(
+                crate::error::PROBLEM_JSON,
+                ContentBuilder::new().schema(Some(Ref::from_schema_name("Problem"))).build(),
+            )
+            .build()
+    };
+    for (path, item) in &mut doc.paths.paths {
+        if path == "/healthz" || path == "/readyz" {
+            continue;
+        }
+        let operations = [&mut item.get, &mut item.post, &mut item.put, &mut item.patch, &mut item.delete];
+        for operation in operations.into_iter().flatten() {
+            operation.security = Some(vec![SecurityRequirement::new("bearer", Vec::<String>::new())]);
+            let responses = &mut operation.responses.responses;
+            responses
+                .entry("401".into())
+                .or_insert_with(|| problem("No bearer token, or one that is not valid").into());
+            responses.entry("403".into()).or_insert_with(|| problem("The caller may not do this").into());
+        }
+    }
 }
 
 /// The HTTP service: the router, and in front of it the hot status read (see `status_read`).
@@ -152,6 +196,11 @@ where
             None => futures::future::Either::Right(tower::Service::call(&mut self.router, request)),
         }
     }
+}
+
+/// `/metrics` alone, unauthenticated, for `--metrics-listen`.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new().route("/metrics", axum::routing::get(ops::open_metrics)).with_state(state)
 }
 
 pub fn router(state: impl Into<AppState>) -> Service {

@@ -11,6 +11,7 @@ use super::evaluations::{
     CreateParams, DryRun, ListParams, LogParams, cancel_in, create_in, delete_in, get_in, list_in, logs_in, results_in,
 };
 use super::extract::{JsonBody, PeerAddr, Query};
+use crate::auth::Caller;
 use crate::error::{ApiResult, Problem};
 use crate::model::{Evaluation, EvaluationList, EvaluationRequest};
 
@@ -32,7 +33,7 @@ use crate::model::{Evaluation, EvaluationList, EvaluationRequest};
         (status = 202, description = "Accepted; the evaluation will run", body = Evaluation, headers(("Location" = String, description = "The evaluation's URL"))),
         (status = 200, description = "Dry run: what would run", body = DryRun),
         (status = 400, description = "Malformed JSON, wrong type or unknown field", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Refused by the server's policy", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Refused by the server's policy, or the caller may not create evaluations here or read a Secret or claim the request names (the field says which)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "A namespace the server does not serve", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Idempotency-Key reused with another body", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
@@ -44,6 +45,7 @@ use crate::model::{Evaluation, EvaluationList, EvaluationRequest};
     )
 )]
 pub async fn create_namespaced_evaluation(
+    caller: Caller,
     State(state): State<AppState>,
     Path(namespace): Path<String>,
     query: Query<CreateParams>,
@@ -51,7 +53,7 @@ pub async fn create_namespaced_evaluation(
     headers: HeaderMap,
     body: JsonBody<EvaluationRequest>,
 ) -> ApiResult<Response> {
-    create_in(&state, &namespace, query, peer, headers, body).await
+    create_in(&caller, &state, &namespace, query, peer, headers, body).await
 }
 
 /// List the evaluations of a namespace, newest first.
@@ -68,11 +70,12 @@ pub async fn create_namespaced_evaluation(
     )
 )]
 pub async fn list_namespaced_evaluations(
+    caller: Caller,
     State(state): State<AppState>,
     Path(namespace): Path<String>,
     query: Query<ListParams>,
 ) -> ApiResult<axum::Json<EvaluationList>> {
-    list_in(&state, &namespace, query).await
+    list_in(&caller, &state, &namespace, query).await
 }
 
 /// Get one evaluation of a namespace.
@@ -88,10 +91,11 @@ pub async fn list_namespaced_evaluations(
     )
 )]
 pub async fn get_namespaced_evaluation(
+    caller: Caller,
     State(state): State<AppState>,
     Path((namespace, id)): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    get_in(&state, &namespace, &id)
+    get_in(&caller, &state, &namespace, &id).await
 }
 
 /// The log of an evaluation of a namespace.
@@ -109,12 +113,13 @@ pub async fn get_namespaced_evaluation(
     )
 )]
 pub async fn get_namespaced_evaluation_logs(
+    caller: Caller,
     State(state): State<AppState>,
     Path((namespace, id)): Path<(String, String)>,
     query: Query<LogParams>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    logs_in(&state, &namespace, &id, query, headers).await
+    logs_in(&caller, &state, &namespace, &id, query, headers).await
 }
 
 /// The results JSON of an evaluation of a namespace.
@@ -131,10 +136,11 @@ pub async fn get_namespaced_evaluation_logs(
     )
 )]
 pub async fn get_namespaced_evaluation_results(
+    caller: Caller,
     State(state): State<AppState>,
     Path((namespace, id)): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    results_in(&state, &namespace, &id).await
+    results_in(&caller, &state, &namespace, &id).await
 }
 
 /// Cancel an evaluation of a namespace.
@@ -151,10 +157,11 @@ pub async fn get_namespaced_evaluation_results(
     )
 )]
 pub async fn cancel_namespaced_evaluation(
+    caller: Caller,
     State(state): State<AppState>,
     Path((namespace, id)): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    cancel_in(&state, &namespace, &id).await
+    cancel_in(&caller, &state, &namespace, &id).await
 }
 
 /// Delete an evaluation of a namespace.
@@ -170,8 +177,9 @@ pub async fn cancel_namespaced_evaluation(
     )
 )]
 pub async fn delete_namespaced_evaluation(
+    caller: Caller,
     State(state): State<AppState>,
     Path((namespace, id)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    delete_in(&state, &namespace, &id).await
+    delete_in(&caller, &state, &namespace, &id).await
 }

@@ -7,6 +7,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::AppState;
+use crate::auth::{Access, Caller};
 use crate::error::{ApiError, ApiResult, Problem};
 
 #[derive(Serialize, ToSchema)]
@@ -37,8 +38,18 @@ pub async fn readyz(State(state): State<AppState>) -> ApiResult<axum::Json<Healt
 
 /// Prometheus metrics.
 #[utoipa::path(get, path = "/metrics", operation_id = "get_metrics", tag = "operations",
-    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain; version=0.0.4")))]
-pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    responses(
+        (status = 200, description = "Prometheus text format", body = String, content_type = "text/plain; version=0.0.4"),
+        (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not allowed to get the non-resource URL /metrics", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn metrics(caller: Caller, State(state): State<AppState>) -> ApiResult<impl IntoResponse> {
+    state.auth.authorize(&caller, Access::non_resource("/metrics")).await?;
+    Ok(open_metrics(State(state)).await)
+}
+
+/// `/metrics` on `--metrics-listen`, an address only the platform reaches: no token asked.
+pub async fn open_metrics(State(state): State<AppState>) -> impl IntoResponse {
     let by_state = state.backend.count_by_state().await;
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render(&by_state))
 }

@@ -1,7 +1,8 @@
 //! The read clients repeat most — polling `GET /api/v1/evaluations/{id}` — answered straight from the
 //! backend's memory: the bytes and headers the route gives, counted the same, without routing or per-route
-//! middleware. Only a read that succeeds is answered here; anything else (that read's 404 included, or any
-//! read while debug logging is on) goes through the router.
+//! middleware. Only a read that succeeds, by a caller whose token and permission are both remembered, is
+//! answered here; anything else (that read's 404 included, a caller not yet reviewed, or any read while debug
+//! logging is on) goes through the router.
 
 use axum::body::Body;
 use axum::http::header::CONTENT_TYPE;
@@ -9,6 +10,7 @@ use axum::http::{HeaderValue, Method, Request, Response, StatusCode};
 use uuid::Uuid;
 
 use super::AppState;
+use crate::auth::{Access, Verb};
 
 const PREFIX: &str = "/api/v1/evaluations/";
 const REQUEST_ID: &str = "x-request-id";
@@ -19,7 +21,10 @@ pub fn answer<B>(state: &AppState, request: &Request<B>) -> Option<Response<Body
         return None;
     }
     let id: Uuid = request.uri().path().strip_prefix(PREFIX)?.parse().ok()?;
-    let json = state.backend.get_json(state.default_namespace(), id).ok()?;
+    let namespace = state.default_namespace();
+    // Only a caller whose token and permission are both remembered; anyone else goes through the router.
+    state.auth.remembered(request.headers(), &Access::evaluations(Verb::Get, namespace))?;
+    let json = state.backend.get_json(namespace, id).ok()?;
     let request_id = match request.headers().get(REQUEST_ID) {
         Some(given) => given.clone(),
         None => new_request_id()?,

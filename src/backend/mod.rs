@@ -29,6 +29,7 @@ pub struct ListQuery {
     pub page_token: Option<String>,
     pub state: Option<State>,
     pub labels: Vec<(String, String)>,
+    pub created_by: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -176,6 +177,7 @@ pub fn sort_key(evaluation: &Evaluation) -> SortKey {
 pub trait Listable {
     fn state(&self) -> State;
     fn has_label(&self, key: &str, value: &str) -> bool;
+    fn created_by(&self) -> Option<&str>;
     fn evaluation(&self) -> ApiResult<Evaluation>;
 }
 
@@ -206,7 +208,8 @@ pub fn paginate<'a, T: Listable + 'a>(
     let matching = sorted
         .filter(|(key, _)| after.as_ref().is_none_or(|after| *key > after))
         .filter(|(_, item)| query.state.is_none_or(|s| item.state() == s))
-        .filter(|(_, item)| query.labels.iter().all(|(k, v)| item.has_label(k, v)));
+        .filter(|(_, item)| query.labels.iter().all(|(k, v)| item.has_label(k, v)))
+        .filter(|(_, item)| query.created_by.as_deref().is_none_or(|user| item.created_by() == Some(user)));
     for (key, item) in matching {
         if items.len() == query.page_size {
             next_page_token = last_key.map(encode_page_token);

@@ -170,11 +170,13 @@ pub fn admit(
     site.check(&valid)?;
     let request = valid.to_request();
     let idempotency = idempotency_key.map(|raw| IdempotencyKey::parse(raw, &request)).transpose()?;
-    let id = idempotency.as_ref().map_or(fresh_id, |key| key.evaluation_id(&site.namespace));
+    // A key names an evaluation only for its caller: another caller's same key is another evaluation.
+    let id = idempotency.as_ref().map_or(fresh_id, |key| key.evaluation_id(&format!("{}\0{creator}", site.namespace)));
     let command = command::build(&valid, &site.plan(id));
     check_command_size(&command.argv, &request.env)?;
-    let evaluation =
+    let mut evaluation =
         Evaluation::pending(id, request, command.argv, now).in_namespace(&site.namespace, site.default_namespace);
+    evaluation.created_by = Some(creator.clone());
     Ok(NewEvaluation { evaluation, config_yaml: command.config_yaml, idempotency, creator })
 }
 

@@ -266,6 +266,9 @@ pub struct Evaluation {
     pub progress: Option<Progress>,
     pub metrics: Option<Vec<MetricRow>>,
     pub labels: BTreeMap<String, String>,
+    /// Who submitted it: the caller's user name (with `--auth none`, the client's address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_by: Option<String>,
     pub links: Links,
 }
 
@@ -286,6 +289,7 @@ impl Evaluation {
             command,
             progress: None,
             metrics: None,
+            created_by: None,
             links: Links::for_id(id),
         }
     }

@@ -13,6 +13,8 @@ use anyhow::{Context, bail};
 use tokio::sync::watch;
 
 use crate::api::{self, App, BodyLimits, Limits};
+use crate::auth::token_file::TokenFile;
+use crate::auth::{Auth, AuthMode, Authenticator, Authorizer, CacheLimits, Reviewer};
 use crate::backend::kubernetes::{KubernetesBackend, KubernetesConfig};
 use crate::backend::local::{LocalBackend, LocalConfig};
 use crate::backend::{Backend, PendingLimits};
@@ -137,16 +139,13 @@ fn pending_limits(args: &ServeArgs) -> PendingLimits {
     PendingLimits { total: args.max_pending, per_creator: args.max_pending_per_creator }
 }
 
-pub async fn build_backend(args: &ServeArgs, metrics: &Arc<Metrics>) -> anyhow::Result<Arc<dyn Backend>> {
+pub async fn build_backend(args: &ServeArgs, client: Option<kube::Client>) -> anyhow::Result<Arc<dyn Backend>> {
     match args.backend {
         BackendKind::Kubernetes => {
             let config = kubernetes_config(args)?;
             tracing::info!(namespaces = ?config.namespaces, image = %config.runner.image, "kubernetes backend");
-            Ok(Arc::new(
-                KubernetesBackend::connect(config, Arc::clone(metrics))
-                    .await
-                    .context("connecting to the Kubernetes API server")?,
-            ))
+            let client = client.context("the kubernetes backend needs a client of the API server")?;
+            Ok(Arc::new(KubernetesBackend::connect(config, client)))
         }
         BackendKind::Local => {
             let data_dir = match &args.data_dir {
@@ -197,10 +196,79 @@ async fn webhook_listener(
     Ok(Some((listener, tls)))
 }
 
+/// Which `--auth`: the flag, else the default for the backend and listen address.
+fn auth_mode(args: &ServeArgs) -> anyhow::Result<AuthMode> {
+    let loopback = args.listen.ip().is_loopback();
+    match (args.auth, args.backend) {
+        (Some(AuthMode::None), _) if !loopback => {
+            tracing::warn!(address = %args.listen, "--auth none on a non-loopback address: anyone who reaches it may do anything");
+            Ok(AuthMode::None)
+        }
+        (Some(mode), _) => Ok(mode),
+        (None, BackendKind::Kubernetes) => Ok(AuthMode::Kubernetes),
+        (None, BackendKind::Local) if loopback => Ok(AuthMode::None),
+        (None, BackendKind::Local) => bail!(
+            "--auth (LMEVAL_AUTH): listening on {} (not loopback) needs an explicit --auth: token-file, kubernetes, or none to accept anyone",
+            args.listen
+        ),
+    }
+}
+
+/// Authentication and authorization as the flags ask.
+fn build_auth(args: &ServeArgs, client: Option<&kube::Client>) -> anyhow::Result<Auth> {
+    let mode = auth_mode(args)?;
+    let forwarded = axum::http::HeaderName::try_from(args.auth_forwarded_token_header.as_str())
+        .context("--auth-forwarded-token-header (LMEVAL_AUTH_FORWARDED_TOKEN_HEADER): not a header name")?;
+    let limits = CacheLimits {
+        token_ttl: Duration::from_secs(args.auth_token_cache_seconds),
+        access_ttl: Duration::from_secs(args.auth_decision_cache_seconds),
+        ..CacheLimits::default()
+    };
+    let reviewer = client.map(|client| {
+        Arc::new(Reviewer::new(
+            client.clone(),
+            args.auth_audiences.clone(),
+            limits,
+            Duration::from_secs(args.api_timeout_seconds.max(1)),
+        ))
+    });
+    let authorizer = match &reviewer {
+        Some(reviewer) if mode != AuthMode::None => Authorizer::Kubernetes(Arc::clone(reviewer)),
+        _ => Authorizer::AllowAll,
+    };
+    let authenticator = match mode {
+        AuthMode::None => Authenticator::Anonymous,
+        AuthMode::TokenFile => {
+            let path = args.auth_token_file.as_ref().context("--auth token-file needs --auth-token-file")?;
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("--auth-token-file (LMEVAL_AUTH_TOKEN_FILE): {}", path.display()))?;
+            let file = TokenFile::parse(&text)
+                .map_err(|e| anyhow::anyhow!("--auth-token-file (LMEVAL_AUTH_TOKEN_FILE): {}: {e}", path.display()))?;
+            tracing::info!(callers = file.len(), "authentication by token file");
+            Authenticator::TokenFile(file)
+        }
+        AuthMode::Kubernetes => {
+            let reviewer = reviewer.context("--auth kubernetes needs the kubernetes backend")?;
+            tracing::info!(audiences = ?args.auth_audiences, "authentication by TokenReview, authorization by SubjectAccessReview");
+            Authenticator::Kubernetes(reviewer)
+        }
+    };
+    Ok(Auth { authenticator, authorizer, forwarded_token_header: Some(forwarded) })
+}
+
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let webhook = webhook_listener(&args).await?;
     let metrics = Arc::new(Metrics::default());
-    let backend = build_backend(&args, &metrics).await?;
+    let client = match args.backend {
+        BackendKind::Kubernetes => Some(
+            crate::backend::kubernetes::counted_client(Arc::clone(&metrics))
+                .await
+                .context("connecting to the Kubernetes API server")?,
+        ),
+        BackendKind::Local => None,
+    };
+    let auth = build_auth(&args, client.as_ref())?;
+    let backend = build_backend(&args, client).await?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let read_timeout = Duration::from_secs(args.request_read_timeout_seconds.max(1));
     let app = App {
@@ -209,11 +277,20 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         metrics,
         shutdown: shutdown_rx,
         limits: Limits::new(BodyLimits { max_bytes: args.max_body_bytes, read_timeout }, args.max_log_followers),
+        auth,
     };
     let state = api::AppState::from(app);
     if let Some((listener, tls)) = webhook {
         tracing::info!(address = %listener.local_addr()?, path = api::webhook::PATH, "webhook listening");
         tokio::spawn(webhook::serve(listener, tls, api::webhook::router(state.clone())));
+    }
+    if let Some(address) = args.metrics_listen {
+        let metrics_state = state.clone();
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .with_context(|| format!("--metrics-listen (LMEVAL_METRICS_LISTEN): cannot bind {address}"))?;
+        tracing::info!(address = %listener.local_addr()?, "metrics listening");
+        tokio::spawn(async move { axum::serve(listener, api::metrics_router(metrics_state)).await });
     }
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

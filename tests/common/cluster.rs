@@ -132,6 +132,10 @@ impl TestNamespace {
 
     fn service_in(&self, dir: &Path, extra: &[&str]) -> Service {
         let mut args = vec!["--backend", "kubernetes", "--namespace", &self.name, "--kill-grace-seconds", "2"];
+        // Tests of what the service does run it anonymous; the tests of who may do it pass `--auth`.
+        if !extra.contains(&"--auth") {
+            args.extend(["--auth", "none"]);
+        }
         args.extend(extra);
         let kubeconfig = self.service_kubeconfig.to_string_lossy().into_owned();
         let service = Service::start_with_env(dir, &args, &[("KUBECONFIG", &kubeconfig)]);

@@ -10,6 +10,7 @@ use axum::body::Body;
 use axum::http::{Request, Response};
 use http_body_util::BodyExt;
 use lm_eval_aas::api::{self, App, BodyLimits, Limits};
+use lm_eval_aas::auth::Auth;
 use lm_eval_aas::backend::PendingLimits;
 use lm_eval_aas::backend::local::{LocalBackend, LocalConfig};
 use lm_eval_aas::metrics::Metrics;
@@ -36,6 +37,10 @@ pub async fn paused_app(data_dir: &Path) -> api::Service {
 }
 
 pub async fn app_with(data_dir: &Path, max_running: usize, max_body_bytes: usize) -> api::Service {
+    app_with_auth(data_dir, max_running, max_body_bytes, Auth::none()).await
+}
+
+pub async fn app_with_auth(data_dir: &Path, max_running: usize, max_body_bytes: usize, auth: Auth) -> api::Service {
     let backend = LocalBackend::open(LocalConfig {
         data_dir: data_dir.to_path_buf(),
         lm_eval: "lm_eval".into(),
@@ -56,6 +61,7 @@ pub async fn app_with(data_dir: &Path, max_running: usize, max_body_bytes: usize
         metrics: Arc::new(Metrics::default()),
         shutdown,
         limits: Limits::new(BodyLimits { max_bytes: max_body_bytes, read_timeout: Duration::from_secs(30) }, 1000),
+        auth,
     })
 }
 

@@ -49,6 +49,10 @@ impl Listable for View {
         self.labels.get(key).is_some_and(|v| v == value)
     }
 
+    fn created_by(&self) -> Option<&str> {
+        self.creator.as_deref()
+    }
+
     fn evaluation(&self) -> ApiResult<Evaluation> {
         View::evaluation(self)
     }
@@ -110,14 +114,14 @@ impl Views {
     /// Puts an object this replica just wrote (or read), so its next read sees it.
     pub fn store(&mut self, namespace: &str, object: &EvaluationObject) {
         let (Some(site), Some(name)) = (self.sites.get(namespace), object.metadata.name.clone()) else { return };
-        let Some(evaluation) = evaluation_of(object, site, &self.policy) else { return };
+        let Some(mut evaluation) = evaluation_of(object, site, &self.policy) else { return };
+        evaluation.created_by = object.metadata.annotations.as_ref().and_then(|a| a.get(CREATOR_ANNOTATION)).cloned();
         let Ok(json) = serde_json::to_vec(&evaluation).map(Bytes::from) else { return };
-        let annotation = |key: &str| object.metadata.annotations.as_ref().and_then(|a| a.get(key)).cloned();
         let id = evaluation.id;
         let view = View {
             key: sort_key(&evaluation),
             name: name.clone(),
-            creator: annotation(CREATOR_ANNOTATION),
+            creator: evaluation.created_by.clone(),
             json,
             state: evaluation.state,
             labels: evaluation.labels,

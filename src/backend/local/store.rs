@@ -50,6 +50,10 @@ impl Listable for Slot {
         self.labels.iter().any(|(k, v)| &**k == key && &**v == value)
     }
 
+    fn created_by(&self) -> Option<&str> {
+        self.control.creator.as_deref()
+    }
+
     fn evaluation(&self) -> ApiResult<Evaluation> {
         serde_json::from_slice(&self.json).map_err(ApiError::internal)
     }

@@ -1,0 +1,166 @@
+//! TokenReviews and SubjectAccessReviews: the API server says who a token is and what they may do.
+
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
+use k8s_openapi::api::authorization::v1::{
+    NonResourceAttributes, ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+};
+use kube::api::PostParams;
+use kube::{Api, Client};
+
+use super::cache::Remembered;
+use super::{Access, CacheLimits, Caller, token_hash};
+use crate::error::{ApiError, ApiResult};
+
+/// What a token was found to be: a caller, or why it is not one.
+type TokenAnswer = Result<Caller, String>;
+
+pub struct Reviewer {
+    client: Client,
+    audiences: Vec<String>,
+    limits: CacheLimits,
+    timeout: Duration,
+    tokens: Remembered<[u8; 32], TokenAnswer>,
+    decisions: Remembered<(Caller, Access), bool>,
+}
+
+impl Reviewer {
+    pub fn new(client: Client, audiences: Vec<String>, limits: CacheLimits, timeout: Duration) -> Self {
+        Self {
+            client,
+            audiences,
+            limits,
+            timeout,
+            tokens: Remembered::new(limits.entries),
+            decisions: Remembered::new(limits.entries),
+        }
+    }
+
+    pub async fn authenticate(&self, token: &str) -> ApiResult<Caller> {
+        let hash = token_hash(token);
+        let now = Instant::now();
+        let answer = match self.tokens.get(&hash, now) {
+            Some(answer) => answer,
+            None => {
+                let answer = self.review_token(token).await?;
+                let until = now + self.limits.token_ttl.min(remaining_life(token).unwrap_or(Duration::MAX));
+                self.tokens.insert(hash, answer.clone(), until, now);
+                answer
+            }
+        };
+        answer.map_err(ApiError::Unauthenticated)
+    }
+
+    pub fn remembered_caller(&self, token: &str) -> Option<Caller> {
+        self.tokens.get(&token_hash(token), Instant::now())?.ok()
+    }
+
+    pub async fn allows(&self, caller: &Caller, access: &Access) -> ApiResult<bool> {
+        let key = (caller.clone(), access.clone());
+        let now = Instant::now();
+        if let Some(allowed) = self.decisions.get(&key, now) {
+            return Ok(allowed);
+        }
+        let allowed = self.review_access(caller, access).await?;
+        self.decisions.insert(key, allowed, now + self.limits.access_ttl, now);
+        Ok(allowed)
+    }
+
+    pub fn remembered_allows(&self, caller: &Caller, access: &Access) -> Option<bool> {
+        self.decisions.get(&(caller.clone(), access.clone()), Instant::now())
+    }
+
+    async fn review_token(&self, token: &str) -> ApiResult<TokenAnswer> {
+        let review = TokenReview {
+            spec: TokenReviewSpec {
+                token: token.to_string(),
+                audiences: (!self.audiences.is_empty()).then(|| self.audiences.clone()),
+            },
+            ..TokenReview::default()
+        };
+        let api: Api<TokenReview> = Api::all(self.client.clone());
+        let reviewed = self.call(api.create(&PostParams::default(), &review)).await?;
+        let status = reviewed.status.unwrap_or_default();
+        let user = status.user.unwrap_or_default();
+        match (status.authenticated, user.username) {
+            (Some(true), Some(name)) => Ok(Ok(Caller { user: name, groups: user.groups.unwrap_or_default() })),
+            _ => Ok(Err(match status.error {
+                // The API server's reason names the token's defect, never the token.
+                Some(error) if !error.is_empty() => format!("the bearer token is not valid: {error}"),
+                _ => "the bearer token is not valid".to_string(),
+            })),
+        }
+    }
+
+    async fn review_access(&self, caller: &Caller, access: &Access) -> ApiResult<bool> {
+        let review = SubjectAccessReview {
+            spec: SubjectAccessReviewSpec {
+                user: Some(caller.user.clone()),
+                groups: Some(caller.groups.clone()),
+                non_resource_attributes: access.path.map(|path| NonResourceAttributes {
+                    path: Some(path.to_string()),
+                    verb: Some(access.verb.as_str().to_string()),
+                }),
+                resource_attributes: access.path.is_none().then(|| ResourceAttributes {
+                    namespace: Some(access.namespace.clone()),
+                    verb: Some(access.verb.as_str().to_string()),
+                    group: Some(access.group.to_string()),
+                    resource: Some(access.resource.to_string()),
+                    subresource: access.subresource.map(str::to_string),
+                    name: access.name.clone(),
+                    ..ResourceAttributes::default()
+                }),
+                ..SubjectAccessReviewSpec::default()
+            },
+            ..SubjectAccessReview::default()
+        };
+        let api: Api<SubjectAccessReview> = Api::all(self.client.clone());
+        let reviewed = self.call(api.create(&PostParams::default(), &review)).await?;
+        Ok(reviewed.status.is_some_and(|s| s.allowed && !s.denied.unwrap_or(false)))
+    }
+
+    async fn call<T>(&self, what: impl std::future::Future<Output = kube::Result<T>>) -> ApiResult<T> {
+        let unavailable = |detail: String| ApiError::Unavailable { detail, retry_after_seconds: 5 };
+        match tokio::time::timeout(self.timeout, what).await {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(kube::Error::Api(status))) if status.code == 403 => Err(ApiError::internal(format!(
+                "the service account may not review tokens or access (bind it to system:auth-delegator): {}",
+                status.message
+            ))),
+            Ok(Err(e)) => Err(unavailable(format!("the Kubernetes API server could not check the request: {e}"))),
+            Err(_) => Err(unavailable("the Kubernetes API server did not check the request in time".into())),
+        }
+    }
+}
+
+/// How long a JWT has left by its own `exp` claim (unverified: it only shortens how long an answer is kept).
+fn remaining_life(token: &str) -> Option<Duration> {
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
+    let exp = serde_json::from_slice::<serde_json::Value>(&bytes).ok()?.get("exp")?.as_i64()?;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    Some(Duration::from_secs(u64::try_from(exp - now).unwrap_or(0)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::remaining_life;
+    use base64::Engine;
+
+    fn jwt(claims: &serde_json::Value) -> String {
+        let encode = |v: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
+        format!("{}.{}.sig", encode(br#"{"alg":"RS256"}"#), encode(claims.to_string().as_bytes()))
+    }
+
+    #[test]
+    fn a_token_is_remembered_no_longer_than_it_lives() {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let life = remaining_life(&jwt(&serde_json::json!({"exp": now + 30}))).expect("life");
+        assert!((29..=30).contains(&life.as_secs()), "{life:?}");
+        assert_eq!(remaining_life(&jwt(&serde_json::json!({"exp": now - 5}))).map(|d| d.as_secs()), Some(0));
+        assert_eq!(remaining_life("opaque-token"), None);
+        assert_eq!(remaining_life(&jwt(&serde_json::json!({"sub": "x"}))), None);
+    }
+}
