@@ -66,6 +66,21 @@ def common(path, where, replicas):
             check(binding["subjects"] == [{"kind": "ServiceAccount", "name": name, "namespace": NAMESPACE}],
                   f"{where}: RoleBinding {name} subjects {binding['subjects']}")
 
+    # Users: the ClusterRoles operators bind, aggregated into view/edit/admin; the service may review tokens.
+    for role, aggregate in (("viewer", "view"), ("editor", "edit"), ("admin", "admin")):
+        cluster_role = one(k, "ClusterRole", f"lm-eval-aas-{role}", where)
+        if cluster_role:
+            labels = cluster_role["metadata"].get("labels", {})
+            check(labels.get(f"rbac.authorization.k8s.io/aggregate-to-{aggregate}") == "true",
+                  f"{where}: ClusterRole lm-eval-aas-{role} is not aggregated to {aggregate}")
+            verbs = {v for rule in cluster_role["rules"] for v in rule["verbs"]}
+            check(("create" in verbs) == (role != "viewer"), f"{where}: lm-eval-aas-{role} verbs {sorted(verbs)}")
+    delegator = one(k, "ClusterRoleBinding", "lm-eval-aas-auth-delegator", where)
+    if delegator:
+        check(delegator["roleRef"]["name"] == "system:auth-delegator", f"{where}: auth delegator {delegator['roleRef']}")
+        check(delegator["subjects"] == [{"kind": "ServiceAccount", "name": "lm-eval-aas", "namespace": NAMESPACE}],
+              f"{where}: auth delegator subjects {delegator['subjects']}")
+
     deployment = one(k, "Deployment", "lm-eval-aas", where)
     if not deployment:
         return k, None
