@@ -119,7 +119,7 @@ impl TestNamespace {
     }
 
     /// `scripts/k8s-dev ARGS…`'s output; panics if it fails.
-    fn k8s_dev(&self, args: &[&str]) -> String {
+    pub fn k8s_dev(&self, args: &[&str]) -> String {
         let output = Command::new(format!("{REPO}/scripts/k8s-dev"))
             .args(args)
             .env("LMEVAL_CLUSTER_DIR", &self.env["LMEVAL_CLUSTER_DIR"])

@@ -1,0 +1,220 @@
+//! Who may do what, on the real cluster: users are ServiceAccount tokens (`scripts/k8s-dev user`) bound to the
+//! shipped ClusterRoles in two tenant namespaces served by one service with `--auth kubernetes`; the service asks
+//! the API server (TokenReview, SubjectAccessReview) and answers 401, 403 or 404 as RBAC says.
+
+mod common;
+
+use std::time::Duration;
+
+use common::cluster::TestNamespace;
+use common::{client, wait_for_async};
+use serde_json::{Value, json};
+
+struct Call<'a> {
+    who: &'a str,
+    token: Option<&'a str>,
+    method: reqwest::Method,
+    path: String,
+    body: Option<Value>,
+}
+
+async fn call(service: &common::Service, call: &Call<'_>) -> (u16, Value) {
+    let mut request = client().request(call.method.clone(), service.url(&call.path));
+    if let Some(token) = call.token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(body) = &call.body {
+        request = request.json(body);
+    }
+    let response = request.send().await.expect("request");
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap_or_default();
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rbac_decides_every_request_and_tenants_stay_apart() {
+    let Some(a) = TestNamespace::create("team-a") else { return };
+    let b = TestNamespace::create("team-b").expect("second namespace");
+    a.k8s_dev(&["serve-in", &b.name, &a.name]);
+    let service = a.service(&[
+        "--auth",
+        "kubernetes",
+        "--namespaces",
+        &b.name,
+        "--auth-token-cache-seconds",
+        "2",
+        "--auth-decision-cache-seconds",
+        "2",
+    ]);
+    let tag = &a.name[a.name.len() - 6..];
+    let user = |name: &str, namespace: &str, role: &str| {
+        let name = format!("{name}-{tag}");
+        let token = a.k8s_dev(&["user", &name, namespace, role]);
+        assert!(token.len() > 20 && !token.contains('\n'), "one token on stdout: {token:?}");
+        (format!("system:serviceaccount:lm-eval-aas-users:{name}"), token)
+    };
+    let (_, alice) = user("alice", &a.name, "editor");
+    let (vera_name, vera) = user("vera", &a.name, "viewer");
+    let (_, bob) = user("bob", &b.name, "editor");
+    let (_, ada) = user("ada", &a.name, "admin");
+    let leak = |token: String| -> &'static str { Box::leak(token.into_boxed_str()) };
+    let (alice, vera, bob, ada) = (leak(alice), leak(vera), leak(bob), leak(ada));
+    let (_, ada_again) = user("ada", &b.name, "viewer");
+    assert!(!ada_again.is_empty());
+
+    let spec = json!({"model": "dummy", "tasks": ["lmeval_aas_mc"], "limit": 1});
+    let in_a = format!("/api/v1/namespaces/{}/evaluations", a.name);
+    let in_b = format!("/api/v1/namespaces/{}/evaluations", b.name);
+    let create = |who: &'static str, token: &'static str, at: &str| Call {
+        who,
+        token: Some(token),
+        method: reqwest::Method::POST,
+        path: at.to_string(),
+        body: Some(spec.clone()),
+    };
+    let (status, evaluation_a) = call(&service, &create("alice", alice, &in_a)).await;
+    assert_eq!(status, 202, "{evaluation_a}");
+    assert_eq!(evaluation_a["created_by"], format!("system:serviceaccount:lm-eval-aas-users:alice-{tag}"));
+    let (status, evaluation_b) = call(&service, &create("bob", bob, &in_b)).await;
+    assert_eq!(status, 202, "{evaluation_b}");
+    let (ea, eb) = (evaluation_a["id"].as_str().expect("id"), evaluation_b["id"].as_str().expect("id"));
+
+    use reqwest::Method as M;
+    let get = |who: &'static str, token: Option<&'static str>, path: String| Call {
+        who,
+        token,
+        method: M::GET,
+        path,
+        body: None,
+    };
+    let cases: Vec<(Call, u16)> = vec![
+        (get("nobody", None, in_a.clone()), 401),
+        (get("garbage", Some("not-a-token"), in_a.clone()), 401),
+        (get("garbage", Some("eyJhbGciOiJSUzI1NiJ9.e30.c2ln"), format!("{in_a}/{ea}")), 401),
+        (Call { token: None, ..create("nobody", "", &in_a) }, 401),
+        (get("nobody", None, "/list_jobs".into()), 401),
+        (get("nobody", None, "/metrics".into()), 401),
+        (get("nobody", None, "/healthz".into()), 200),
+        (get("alice", Some(alice), in_a.clone()), 200),
+        (get("alice", Some(alice), format!("{in_a}/{ea}")), 200),
+        (get("alice", Some(alice), format!("{in_a}/{ea}/results")), 409),
+        (get("alice", Some(alice), in_b.clone()), 403),
+        (get("alice", Some(alice), format!("{in_b}/{eb}")), 403),
+        (get("alice", Some(alice), format!("{in_a}/{eb}")), 404),
+        (get("alice", Some(alice), format!("/api/v1/evaluations/{eb}")), 404),
+        (get("alice", Some(alice), format!("{in_b}/{eb}/logs")), 403),
+        (create("alice", alice, &in_b), 403),
+        (get("alice", Some(alice), "/list_jobs".into()), 200),
+        (get("alice", Some(alice), "/metrics".into()), 403),
+        (get("vera", Some(vera), in_a.clone()), 200),
+        (get("vera", Some(vera), format!("{in_a}/{ea}")), 200),
+        (get("vera", Some(vera), format!("/api/v1/evaluations/{ea}")), 200),
+        (get("vera", Some(vera), format!("{in_a}/{ea}/results")), 409),
+        (create("vera", vera, &in_a), 403),
+        (Call { method: M::POST, ..get("vera", Some(vera), format!("{in_a}/{ea}/cancel")) }, 403),
+        (Call { method: M::DELETE, ..get("vera", Some(vera), format!("{in_a}/{ea}")) }, 403),
+        (Call { method: M::DELETE, ..get("vera", Some(vera), format!("/cancel_job?task_id={ea}")) }, 403),
+        (get("bob", Some(bob), format!("{in_b}/{eb}")), 200),
+        (get("bob", Some(bob), in_a.clone()), 403),
+        (get("bob", Some(bob), format!("{in_a}/{ea}")), 403),
+        (Call { method: M::POST, ..get("bob", Some(bob), format!("{in_a}/{ea}/cancel")) }, 403),
+        (get("bob", Some(bob), "/list_jobs".into()), 403),
+        (get("ada", Some(ada), in_b.clone()), 200),
+        (get("ada", Some(ada), format!("{in_b}/{eb}")), 200),
+        (create("ada", ada, &in_b), 403),
+        (create("ada", ada, &in_a), 202),
+    ];
+    assert!(cases.len() >= 25);
+    let mut wrong = Vec::new();
+    for (case, expected) in &cases {
+        let (status, body) = call(&service, case).await;
+        if status != *expected {
+            wrong.push(format!("{} {} {} → {status}, want {expected}: {body}", case.who, case.method, case.path));
+        }
+        if status == 401 {
+            assert_eq!(body["type"], "urn:lm-eval-aas:problem:unauthenticated", "{body}");
+        }
+    }
+    assert!(wrong.is_empty(), "{} of {} cases wrong:\n{}", wrong.len(), cases.len(), wrong.join("\n"));
+
+    // A denial names who, what and where; it is audited.
+    let (status, problem) = call(&service, &create("vera", vera, &in_a)).await;
+    assert_eq!(status, 403);
+    assert_eq!(
+        problem["detail"],
+        format!("user {vera_name} cannot create evaluations.lm-eval-aas.io in namespace {}", a.name)
+    );
+    let audited = common::wait_for(Duration::from_secs(5), || {
+        service
+            .log_text()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .any(|l| l["message"] == "audit" && l["user"] == vera_name.as_str() && l["outcome"] == "denied")
+            .then_some(())
+    });
+    assert!(audited.is_some(), "no audit line for the denial:\n{}", service.log_text());
+
+    // The writes the roles allow.
+    let (status, _) =
+        call(&service, &Call { method: M::POST, ..get("alice", Some(alice), format!("{in_a}/{ea}/cancel")) }).await;
+    assert_eq!(status, 202);
+    let (status, _) =
+        call(&service, &Call { method: M::DELETE, ..get("bob", Some(bob), format!("{in_b}/{eb}")) }).await;
+    assert_eq!(status, 204);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_secret_is_used_only_by_callers_who_may_read_it_and_a_revoked_token_stops_working() {
+    let Some(ns) = TestNamespace::create("secrets") else { return };
+    let service =
+        ns.service(&["--auth", "kubernetes", "--auth-token-cache-seconds", "2", "--auth-decision-cache-seconds", "2"]);
+    let tag = &ns.name[ns.name.len() - 6..];
+    let name = format!("carol-{tag}");
+    let carol = ns.k8s_dev(&["user", &name, &ns.name, "editor"]);
+    let created = ns.kubectl(&["create", "secret", "generic", "llm-key", "--from-literal=key=not-for-carol"]);
+    assert!(created.status.success());
+    let body = json!({"model": "dummy", "tasks": ["lmeval_aas_mc"], "limit": 1,
+        "env": [{"name": "OPENAI_API_KEY", "secret": {"name": "llm-key", "key": "key"}}]});
+    let path = format!("/api/v1/namespaces/{}/evaluations", ns.name);
+    let submit =
+        Call { who: "carol", token: Some(&carol), method: reqwest::Method::POST, path: path.clone(), body: Some(body) };
+    let (status, problem) = call(&service, &submit).await;
+    assert_eq!((status, problem["field"].as_str()), (403, Some("env[0].secret")), "{problem}");
+    assert!(problem["detail"].as_str().is_some_and(|d| d.contains("cannot get secrets \"llm-key\"")), "{problem}");
+
+    // Allowed to read that Secret, the same request is accepted and runs to the end.
+    let subject = format!("lm-eval-aas-users:{name}");
+    for args in [
+        vec!["create", "role", "read-llm-key", "--verb=get", "--resource=secrets", "--resource-name=llm-key"],
+        vec!["create", "rolebinding", "carol-reads-llm-key", "--role=read-llm-key", "--serviceaccount", &subject],
+    ] {
+        let output = ns.kubectl(&args);
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    }
+    let accepted = wait_for_async(Duration::from_secs(10), || async {
+        let (status, evaluation) = call(&service, &submit).await;
+        (status == 202).then_some(evaluation)
+    })
+    .await
+    .expect("accepted once the decision cache has let go of the denial");
+    let id = accepted["id"].as_str().expect("id");
+    let ended = wait_for_async(Duration::from_secs(240), || async {
+        let (_, e) =
+            call(&service, &Call { method: reqwest::Method::GET, body: None, path: format!("{path}/{id}"), ..submit })
+                .await;
+        matches!(e["state"].as_str(), Some("succeeded" | "failed" | "cancelled")).then_some(e)
+    })
+    .await
+    .expect("the evaluation ends");
+    assert_eq!(ended["state"], "succeeded", "{ended}");
+
+    // A token whose ServiceAccount is gone is refused within the token cache's time.
+    let deleted = ns.kubectl(&["delete", "serviceaccount", &name, "-n", "lm-eval-aas-users"]);
+    assert!(deleted.status.success());
+    let list = Call { method: reqwest::Method::GET, body: None, path: path.clone(), ..submit };
+    let refused =
+        wait_for_async(Duration::from_secs(10), || async { (call(&service, &list).await.0 == 401).then_some(()) })
+            .await;
+    assert!(refused.is_some(), "the revoked token still works");
+}
