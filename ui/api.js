@@ -9,12 +9,25 @@ export class ApiError extends Error {
   }
 }
 
+// The bearer token the service asked for, kept only for this browser session (never in localStorage).
+const TOKEN_KEY = 'lm-eval-aas-token';
+export const session = {
+  token: () => sessionStorage.getItem(TOKEN_KEY) || '',
+  setToken: (token) => (token ? sessionStorage.setItem(TOKEN_KEY, token) : sessionStorage.removeItem(TOKEN_KEY)),
+  authorization: () => (session.token() ? { Authorization: `Bearer ${session.token()}` } : {}),
+};
+
+// A 401 tells the page to ask for a token (app.js listens).
+function unauthenticated(status) {
+  if (status === 401) window.dispatchEvent(new CustomEvent('lm-eval-aas:unauthenticated'));
+}
+
 async function call(method, path, { body, headers = {} } = {}) {
   let response;
   try {
     response = await fetch(path, {
       method,
-      headers: { Accept: 'application/json', ...(body !== undefined ? { 'Content-Type': 'application/json' } : {}), ...headers },
+      headers: { Accept: 'application/json', ...(body !== undefined ? { 'Content-Type': 'application/json' } : {}), ...session.authorization(), ...headers },
       body: body !== undefined ? JSON.stringify(body) : undefined,
     });
   } catch (error) {
@@ -25,6 +38,7 @@ async function call(method, path, { body, headers = {} } = {}) {
   let data = null;
   try { data = text ? JSON.parse(text) : null; } catch { data = null; }
   if (!response.ok) {
+    unauthenticated(response.status);
     const problem = data && typeof data === 'object' ? data : { title: response.statusText, detail: text.slice(0, 500) };
     throw new ApiError(problem, response.status);
   }
@@ -47,6 +61,27 @@ export const api = {
   cancel: (id) => call('POST', `/api/v1/evaluations/${encodeURIComponent(id)}/cancel`),
   remove: (id) => call('DELETE', `/api/v1/evaluations/${encodeURIComponent(id)}`),
   resultsUrl: (id) => `/api/v1/evaluations/${encodeURIComponent(id)}/results`,
+  // The results file as a Blob (a plain link cannot carry the token).
+  async resultsBlob(id) {
+    const response = await fetch(api.resultsUrl(id), { headers: session.authorization() });
+    if (!response.ok) { unauthenticated(response.status); throw new ApiError({ title: response.statusText }, response.status); }
+    return response.blob();
+  },
+  // Follows the log with fetch (EventSource cannot send a token): calls onLine per line; resolves at its end.
+  async followLog(id, onLine, signal) {
+    const response = await fetch(api.logsUrl(id, { follow: true }), { headers: session.authorization(), signal });
+    if (!response.ok) { unauthenticated(response.status); throw new ApiError({ title: response.statusText }, response.status); }
+    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+    let rest = '';
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      const lines = (rest + value).split('\n');
+      rest = lines.pop();
+      for (const line of lines) onLine(line);
+    }
+    if (rest) onLine(rest);
+  },
   logsUrl: (id, { follow = true, tailLines } = {}) => {
     const query = new URLSearchParams({ follow: String(follow) });
     if (tailLines) query.set('tail_lines', String(tailLines));

@@ -5,6 +5,7 @@ import { submitView } from '/ui/submit.js';
 import { detailView } from '/ui/detail.js';
 import { compareView } from '/ui/compare.js';
 import { h } from '/ui/dom.js';
+import { session } from '/ui/api.js';
 
 const routes = [
   [/^\/?$/, 'list', listView],
@@ -52,5 +53,32 @@ async function render() {
   firstRender = false;
 }
 
+// The service asked for a bearer token (401): ask the user for one, keep it for this browser session only.
+function renderTokenSlot(asked) {
+  const slot = document.getElementById('token-slot');
+  if (!slot) return;
+  if (session.token() && !asked) {
+    slot.replaceChildren(h('button', { type: 'button', class: 'button secondary', id: 'forget-token', onclick: () => { session.setToken(''); renderTokenSlot(false); render(); } }, 'Forget token'));
+    return;
+  }
+  if (!asked) { slot.replaceChildren(); return; }
+  const input = h('input', { type: 'password', id: 'token-input', autocomplete: 'off', required: true, 'aria-describedby': 'token-help' });
+  const form = h('form', { class: 'token-form', id: 'token-form' },
+    h('label', { for: 'token-input' }, 'Bearer token'),
+    input,
+    h('button', { type: 'submit', class: 'button' }, 'Use token'),
+    h('p', { id: 'token-help', class: 'hint' }, 'This service needs a token (for example `kubectl create token NAME`); it is kept only for this browser session.'));
+  form.addEventListener('submit', (event) => {
+    event.preventDefault();
+    session.setToken(input.value.trim());
+    renderTokenSlot(false);
+    render();
+  });
+  slot.replaceChildren(form);
+  input.focus();
+}
+
+window.addEventListener('lm-eval-aas:unauthenticated', () => renderTokenSlot(true));
 window.addEventListener('hashchange', render);
+renderTokenSlot(false);
 render();

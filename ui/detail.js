@@ -1,5 +1,5 @@
 // One evaluation: state, timestamps, the exact command, the live log (SSE), actions and metrics.
-import { api } from '/ui/api.js';
+import { api, session } from '/ui/api.js';
 import { h, TERMINAL, stateBadge, progressBar, shortId, timestamp, duration, shellQuote, copyButton, formatNumber, announce } from '/ui/dom.js';
 
 const POLL_MS = 2000;
@@ -78,20 +78,36 @@ export function detailView(main, { args: [id] }) {
     requestAnimationFrame(flush);
   }
 
+  function logEnd() {
+    flush();
+    logEnded = true;
+    logStatus.textContent = 'Log ended';
+    logPre.dataset.ended = 'true';
+  }
+  function logBroke() {
+    if (stopped || logEnded) return;
+    logStatus.textContent = 'Disconnected; retrying…';
+    setTimeout(() => { if (!stopped && !logEnded) openLog(); }, 3000);
+  }
+
   function openLog() {
     if (source || stopped || logEnded) return;
     logStatus.textContent = 'Streaming…';
     pending = [];
     logPre.replaceChildren();
+    if (session.token()) {
+      // With a token the log comes through fetch, which can send it (EventSource cannot).
+      const aborter = new AbortController();
+      source = { close: () => aborter.abort() };
+      api.followLog(id, appendLine, aborter.signal).then(() => { source = null; logEnd(); }, () => { source = null; logBroke(); });
+      return;
+    }
     source = new EventSource(api.logsUrl(id, { follow: true }));
     source.onmessage = (event) => appendLine(event.data);
     source.addEventListener('end', () => {
-      flush();
       source.close();
       source = null;
-      logEnded = true;
-      logStatus.textContent = 'Log ended';
-      logPre.dataset.ended = 'true';
+      logEnd();
     });
     source.onerror = () => {
       // The stream broke before `end` (service restart, network): reopen from the start later
@@ -99,10 +115,18 @@ export function detailView(main, { args: [id] }) {
       if (!source) return;
       source.close();
       source = null;
-      if (stopped || logEnded) return;
-      logStatus.textContent = 'Disconnected; retrying…';
-      setTimeout(() => { if (!stopped && !logEnded) openLog(); }, 3000);
+      logBroke();
     };
+  }
+
+  // A link cannot carry the token: with one, the file is fetched and saved from memory.
+  async function downloadWithToken(event) {
+    if (!session.token()) return;
+    event.preventDefault();
+    const url = URL.createObjectURL(await api.resultsBlob(id));
+    const link = h('a', { href: url, download: `results-${id}.json` });
+    link.click();
+    setTimeout(() => URL.revokeObjectURL(url), 10_000);
   }
 
   function renderActions() {
@@ -111,7 +135,7 @@ export function detailView(main, { args: [id] }) {
       buttons.push(h('button', { type: 'button', class: 'button danger-outline', id: 'cancel-button', onclick: cancel }, 'Cancel'));
     }
     if (evaluation.state === 'succeeded') {
-      buttons.push(h('a', { class: 'button secondary', id: 'download-results', href: api.resultsUrl(id), download: `results-${id}.json` }, 'Download results JSON'));
+      buttons.push(h('a', { class: 'button secondary', id: 'download-results', href: api.resultsUrl(id), download: `results-${id}.json`, onclick: downloadWithToken }, 'Download results JSON'));
       buttons.push(h('a', { class: 'button secondary', href: `#/compare?ids=${id}` }, 'Compare…'));
     }
     buttons.push(h('button', { type: 'button', class: 'button danger', id: 'delete-button', onclick: remove }, 'Delete'));
