@@ -120,9 +120,6 @@ pub struct ServeArgs {
     /// Kubernetes backend: the runner's imagePullPolicy (Always, IfNotPresent, Never).
     #[arg(long, env = "LMEVAL_RUNNER_IMAGE_PULL_POLICY", default_value = "IfNotPresent")]
     pub runner_image_pull_policy: String,
-    /// Kubernetes backend: the ServiceAccount runner pods use (it may get/create/patch ConfigMaps).
-    #[arg(long, env = "LMEVAL_RUNNER_SERVICE_ACCOUNT", default_value = "lm-eval-aas-runner")]
-    pub runner_service_account: String,
     /// Kubernetes backend: node selector for runner pods, `key=value` (comma-separated in the variable).
     #[arg(long = "runner-node-selector", env = "LMEVAL_RUNNER_NODE_SELECTOR", value_delimiter = ',')]
     pub runner_node_selector: Vec<String>,

@@ -97,9 +97,11 @@ async fn reads_survive_an_api_server_outage_and_writes_recover() {
                 .send()
                 .await
                 .expect("POST answered");
-            assert_eq!(write.status(), 503, "writes are refused while the API server is away");
-            assert!(write.headers().contains_key("retry-after"));
-            assert_eq!(write.headers()["content-type"], "application/problem+json");
+            let (status, headers) = (write.status(), write.headers().clone());
+            let body = write.text().await.unwrap_or_default();
+            assert_eq!(status, 503, "writes are refused while the API server is away: {body}");
+            assert!(headers.contains_key("retry-after"));
+            assert_eq!(headers["content-type"], "application/problem+json");
             assert!(started.elapsed() < Duration::from_secs(5), "the refusal comes within the API timeout");
             let cancel = client()
                 .post(service.url(&format!("/api/v1/evaluations/{bystander}/cancel")))

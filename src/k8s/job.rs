@@ -6,16 +6,17 @@ use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, KeyToPath,
     ObjectFieldSelector, PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec,
-    ResourceRequirements, SeccompProfile, SecretKeySelector, SecurityContext, Toleration, Volume,
+    ResourceRequirements, SeccompProfile, SecretKeySelector, SecurityContext, ServiceAccount, Toleration, Volume,
     VolumeMount as K8sVolumeMount,
 };
+use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use uuid::Uuid;
 
 use super::{
     CREATOR_ANNOTATION, EVALUATION_ANNOTATION, EVALUATION_ID_LABEL, INPUT_KIND, KIND_LABEL, MANAGED_BY,
-    MANAGED_BY_LABEL, REQUEST_DIGEST_ANNOTATION, input_name, object_name,
+    MANAGED_BY_LABEL, REQUEST_DIGEST_ANNOTATION, RUN_RECORD_KIND, input_name, object_name,
 };
 use crate::lifecycle::admission::{Site, Workspace};
 use crate::model::Evaluation;
@@ -35,7 +36,6 @@ const JOB_UID_LABEL: &str = "batch.kubernetes.io/controller-uid";
 pub struct RunnerConfig {
     pub image: String,
     pub image_pull_policy: String,
-    pub service_account: String,
     pub node_selector: BTreeMap<String, String>,
     pub tolerations: Vec<Toleration>,
     pub backoff_limit: i32,
@@ -55,7 +55,6 @@ impl RunnerConfig {
         Self {
             image: "runner:1".into(),
             image_pull_policy: "IfNotPresent".into(),
-            service_account: "runner".into(),
             node_selector: BTreeMap::new(),
             tolerations: vec![],
             backoff_limit: 0,
@@ -86,12 +85,66 @@ pub fn site(config: &RunnerConfig, namespace: &str) -> Site {
     }
 }
 
-/// What to create for one evaluation.
+/// What to create for one evaluation, in this order; each owned by the evaluation.
 #[derive(Debug, Clone)]
 pub struct EvaluationObjects {
-    pub job: Job,
-    /// Inline tasks and the generated config file; created before the Job, then owned by it.
+    pub identity: RunnerIdentity,
+    /// The run record, empty: the driver may only change it, never make ConfigMaps.
+    pub record: ConfigMap,
+    /// Inline tasks and the generated config file.
     pub input: Option<ConfigMap>,
+    pub job: Job,
+}
+
+/// The runner pod's identity, one per evaluation: a ServiceAccount whose only right is to read and patch that
+/// evaluation's run record. Task files are code, and that code holds the pod's token: through the API it can
+/// change its own record and nothing else — no other evaluation's record, no configuration, no new objects.
+#[derive(Debug, Clone)]
+pub struct RunnerIdentity {
+    pub service_account: ServiceAccount,
+    pub role: Role,
+    pub binding: RoleBinding,
+}
+
+fn named(id: Uuid, name: String) -> ObjectMeta {
+    ObjectMeta { name: Some(name), labels: Some(identity_labels(id)), ..ObjectMeta::default() }
+}
+
+pub fn runner_identity(id: Uuid) -> RunnerIdentity {
+    let name = object_name(id);
+    RunnerIdentity {
+        service_account: ServiceAccount {
+            metadata: named(id, name.clone()),
+            automount_service_account_token: Some(false),
+            ..ServiceAccount::default()
+        },
+        role: Role {
+            metadata: named(id, name.clone()),
+            rules: Some(vec![PolicyRule {
+                api_groups: Some(vec![String::new()]),
+                resources: Some(vec!["configmaps".into()]),
+                resource_names: Some(vec![name.clone()]),
+                verbs: vec!["get".into(), "patch".into()],
+                ..PolicyRule::default()
+            }]),
+        },
+        binding: RoleBinding {
+            metadata: named(id, name.clone()),
+            role_ref: RoleRef {
+                api_group: Some("rbac.authorization.k8s.io".into()),
+                kind: "Role".into(),
+                name: name.clone(),
+            },
+            subjects: Some(vec![Subject { kind: "ServiceAccount".into(), name, ..Subject::default() }]),
+        },
+    }
+}
+
+/// The evaluation's run record before its driver has written anything.
+pub fn empty_run_record(id: Uuid) -> ConfigMap {
+    let mut metadata = named(id, object_name(id));
+    metadata.labels.get_or_insert_with(BTreeMap::new).insert(KIND_LABEL.into(), RUN_RECORD_KIND.into());
+    ConfigMap { metadata, ..ConfigMap::default() }
 }
 
 fn identity_labels(id: Uuid) -> BTreeMap<String, String> {
@@ -279,7 +332,7 @@ pub fn build(
     let pod = PodSpec {
         containers: vec![container],
         restart_policy: Some("Never".into()),
-        service_account_name: Some(config.service_account.clone()),
+        service_account_name: Some(object_name(id)),
         automount_service_account_token: Some(true),
         enable_service_links: Some(false),
         node_selector: (!config.node_selector.is_empty()).then(|| config.node_selector.clone()),
@@ -312,7 +365,7 @@ pub fn build(
         }),
         status: None,
     };
-    Ok(EvaluationObjects { job, input })
+    Ok(EvaluationObjects { identity: runner_identity(id), record: empty_run_record(id), input, job })
 }
 
 fn runtime_default() -> SeccompProfile {

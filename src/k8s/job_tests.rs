@@ -9,7 +9,6 @@ fn config() -> RunnerConfig {
     RunnerConfig {
         image: "registry.example/lm-eval-aas-runner:1".into(),
         image_pull_policy: "IfNotPresent".into(),
-        service_account: "lm-eval-aas-runner".into(),
         node_selector: BTreeMap::from([("pool".into(), "eval".into())]),
         tolerations: vec![],
         backoff_limit: 0,
@@ -86,4 +85,24 @@ fn offline_unless_allowed_and_no_input_without_inline_tasks() {
     let built = objects(json!({"model": "dummy", "tasks": ["t"], "allow_online": true}));
     let env = built.job.spec.expect("spec").template.spec.expect("pod").containers[0].env.clone().unwrap_or_default();
     assert!(!env.iter().any(|e| e.name.ends_with("_OFFLINE")));
+}
+
+#[test]
+fn each_runner_has_an_identity_that_may_touch_only_its_own_run_record() {
+    let built = objects(json!({"model": "dummy", "tasks": ["lmeval_aas_mc"]}));
+    let name = object_name(Uuid::from_u128(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef));
+    let pod = built.job.spec.expect("spec").template.spec.expect("pod");
+    assert_eq!(pod.service_account_name.as_deref(), Some(name.as_str()));
+    let identity = built.identity;
+    assert_eq!(identity.service_account.metadata.name.as_deref(), Some(name.as_str()));
+    let rules = identity.role.rules.expect("rules");
+    assert_eq!(rules.len(), 1, "{rules:?}");
+    assert_eq!(rules[0].resources.as_deref(), Some(&["configmaps".to_string()][..]));
+    assert_eq!(rules[0].resource_names.as_deref(), Some(&[name.clone()][..]), "its own record only");
+    assert_eq!(rules[0].verbs, ["get", "patch"], "no create, list, watch or delete");
+    assert_eq!(identity.binding.role_ref.name, name);
+    let subjects = identity.binding.subjects.expect("subjects");
+    assert_eq!((subjects[0].kind.as_str(), subjects[0].name.as_str()), ("ServiceAccount", name.as_str()));
+    assert_eq!(built.record.metadata.name.as_deref(), Some(name.as_str()));
+    assert_eq!(built.record.metadata.labels.expect("labels")[KIND_LABEL], RUN_RECORD_KIND);
 }

@@ -74,7 +74,7 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    fn failed(reason: Reason, message: String) -> Self {
+    pub fn failed(reason: Reason, message: String) -> Self {
         Self { state: State::Failed, reason: Some(reason), message: Some(message) }
     }
 }

@@ -117,7 +117,6 @@ fn kubernetes_config(args: &ServeArgs) -> anyhow::Result<KubernetesConfig> {
         runner: RunnerConfig {
             image: args.runner_image.clone(),
             image_pull_policy: args.runner_image_pull_policy.clone(),
-            service_account: args.runner_service_account.clone(),
             node_selector,
             tolerations,
             backoff_limit: args.backoff_limit,

@@ -56,7 +56,9 @@ def common(path, where, replicas):
               f"{where}: Namespace lacks pod-security.kubernetes.io/enforce: restricted")
 
     # RBAC: both identities, and the subjects in the namespace.
-    for name in ("lm-eval-aas", "lm-eval-aas-runner"):
+    check("lm-eval-aas-runner" not in k.get("ServiceAccount", {}),
+          f"{where}: a shared runner ServiceAccount (each evaluation's pod has its own identity)")
+    for name in ("lm-eval-aas",):
         one(k, "ServiceAccount", name, where)
         one(k, "Role", name, where)
         binding = one(k, "RoleBinding", name, where)
@@ -120,7 +122,6 @@ def common(path, where, replicas):
     if config:
         data = config["data"]
         check(data.get("LMEVAL_BACKEND") == "kubernetes", f"{where}: LMEVAL_BACKEND is {data.get('LMEVAL_BACKEND')!r}")
-        check(data.get("LMEVAL_RUNNER_SERVICE_ACCOUNT") == "lm-eval-aas-runner", f"{where}: runner ServiceAccount {data.get('LMEVAL_RUNNER_SERVICE_ACCOUNT')!r}")
         check("LMEVAL_NAMESPACE" not in data, f"{where}: LMEVAL_NAMESPACE is set (the pod's own namespace is meant)")
         shutdown = int(data.get("LMEVAL_SHUTDOWN_TIMEOUT_SECONDS", "20"))
         pre_stop = container.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)

@@ -184,7 +184,7 @@ service_pod() {
 }
 
 rbac() {
-  local sa=system:serviceaccount:$namespace:lm-eval-aas runner=system:serviceaccount:$namespace:lm-eval-aas-runner
+  local sa=system:serviceaccount:$namespace:lm-eval-aas
   local who verb resource want got
   while read -r who verb resource want; do
     got=$(k auth can-i "$verb" "$resource" -n "$namespace" --as="$who")
@@ -201,11 +201,10 @@ $sa get pods/log yes
 $sa delete configmaps yes
 $sa get secrets no
 $sa create pods no
-$runner patch configmaps yes
-$runner list configmaps no
-$runner create jobs.batch no
-$runner get secrets no
-$runner get evaluations.lm-eval-aas.io no
+$sa create serviceaccounts yes
+$sa create roles.rbac.authorization.k8s.io yes
+$sa create rolebindings.rbac.authorization.k8s.io yes
+$sa create clusterrolebindings.rbac.authorization.k8s.io no
 EOF
   got=$(k auth can-i create jobs.batch -n default --as="$sa")
   [[ $got == no ]] || fail "the service may create Jobs outside its namespace"

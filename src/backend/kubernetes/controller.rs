@@ -10,9 +10,10 @@ use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, ServiceAccount};
 use k8s_openapi::api::events::v1::Event;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, OwnerReference};
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::controller::{self, Action};
 use kube::runtime::reflector::{self, ObjectRef};
@@ -33,7 +34,7 @@ use crate::k8s::{
     CANCELLED_AT_ANNOTATION, CREATOR_ANNOTATION, EVALUATION_ANNOTATION, EVALUATION_ID_LABEL, FAILED_ANNOTATION,
     KIND_LABEL, MANAGED_BY, MANAGED_BY_LABEL, RUN_RECORD_KIND, managed_selector, object_name,
 };
-use crate::lifecycle::admission::refused;
+use crate::lifecycle::{self, admission::refused};
 use crate::model::{Evaluation, State, now};
 
 const FIELD_MANAGER: &str = "lm-eval-aas-controller";
@@ -67,6 +68,9 @@ struct Context {
     evaluations: Api<EvaluationObject>,
     jobs: Api<Job>,
     config_maps: Api<ConfigMap>,
+    service_accounts: Api<ServiceAccount>,
+    roles: Api<Role>,
+    role_bindings: Api<RoleBinding>,
     index: Arc<Guarded<Index>>,
     /// Where Events are published (events.k8s.io), and as whom.
     events: Api<Event>,
@@ -96,6 +100,9 @@ pub async fn run(shared: Arc<Shared>, namespace: String, mut stop: watch::Receiv
         evaluations: evaluations.clone(),
         jobs,
         config_maps,
+        service_accounts: Api::namespaced(shared.client.clone(), &namespace),
+        roles: Api::namespaced(shared.client.clone(), &namespace),
+        role_bindings: Api::namespaced(shared.client.clone(), &namespace),
         index,
         written: Mutex::new(HashMap::new()),
     });
@@ -189,10 +196,22 @@ async fn reconcile(object: Arc<EvaluationObject>, ctx: Arc<Context>) -> Result<A
                 None if object.status.as_ref().and_then(|s| s.state).is_some_and(State::is_terminal) => {
                     return Ok(Action::await_change());
                 }
-                // Not in the cache yet but already there (a new leader's cache still filling): its status is
-                // written once the cache shows it, never set back to pending meanwhile.
-                None if !create_job(&ctx, &object, &new).await? => return Ok(Action::requeue(Duration::from_secs(1))),
-                None => new.evaluation,
+                None => match create_job(&ctx, &object, &new).await? {
+                    JobCreation::Created => new.evaluation,
+                    // Not in the cache yet but already there (a new leader's cache still filling): its status is
+                    // written once the cache shows it, never set back to pending meanwhile.
+                    JobCreation::Existed => return Ok(Action::requeue(Duration::from_secs(1))),
+                    JobCreation::Taken(message) => {
+                        let mut failed = new.evaluation;
+                        lifecycle::conclude(
+                            &mut failed,
+                            lifecycle::Outcome::failed(crate::model::Reason::StartError, message),
+                            Some(now()),
+                            None,
+                        );
+                        failed
+                    }
+                },
                 Some(job) => carry_out(&ctx, &object, id, &job).await?.unwrap_or(new.evaluation),
             }
         }
@@ -232,12 +251,50 @@ async fn carry_out(
     Ok(ctx.index.read().evaluation(id, now()))
 }
 
-/// Creates the evaluation's Job (and its input ConfigMap); false when the Job already existed.
+/// What became of an evaluation's objects.
+enum JobCreation {
+    Created,
+    /// Its Job was there already (made by this or an earlier leader).
+    Existed,
+    /// An object of one of its names exists and is not the evaluation's: nothing of it is used.
+    Taken(String),
+}
+
+/// Creates `wanted`, owned by `owner` (its controller unless another object is to control it); an object of that
+/// name that `owner` does not own is named in the answer, never used (a name can be taken in advance by whoever
+/// may create objects in the namespace).
+async fn create_fresh<K>(
+    api: &Api<K>,
+    mut wanted: K,
+    owner: &EvaluationObject,
+    controller: bool,
+) -> Result<Option<String>, ReconcileError>
+where
+    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::Serialize + serde::de::DeserializeOwned,
+{
+    let reference = owner.owner_reference().map(|o| OwnerReference { controller: controller.then_some(true), ..o });
+    wanted.meta_mut().owner_references = reference.map(|o| vec![o]);
+    let name = wanted.meta().name.clone().unwrap_or_default();
+    match api.create(&PostParams::default(), &wanted).await {
+        Ok(_) => Ok(None),
+        Err(kube::Error::Api(status)) if status.code == 409 => {
+            let existing = api.get(&name).await?;
+            let uid = owner.metadata.uid.as_deref();
+            let ours = existing.meta().owner_references.iter().flatten().any(|o| Some(o.uid.as_str()) == uid);
+            Ok((!ours).then(|| {
+                format!("{} {name} already exists and is not this evaluation's; it is not used", K::kind(&()))
+            }))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Creates the evaluation's runner identity, run record, input and Job, each fresh.
 async fn create_job(
     ctx: &Context,
     object: &EvaluationObject,
     new: &crate::lifecycle::admission::NewEvaluation,
-) -> Result<bool, ReconcileError> {
+) -> Result<JobCreation, ReconcileError> {
     let annotations = object.metadata.annotations.as_ref();
     let provenance = Provenance {
         request_digest: None,
@@ -245,16 +302,22 @@ async fn create_job(
     };
     let mut objects = job::build(&new.evaluation, new.config_yaml.as_deref(), &ctx.shared.config.runner, provenance)
         .map_err(|e| ReconcileError(e.to_string()))?;
-    let owner = object.owner_reference();
-    objects.job.metadata.owner_references = owner.clone().map(|o| vec![o]);
-    if let Some(mut input) = objects.input {
-        input.metadata.owner_references = owner.map(|o| vec![o]);
-        match ctx.config_maps.create(&PostParams::default(), &input).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(status)) if status.code == 409 => {}
-            Err(e) => return Err(e.into()),
-        }
+    let identity = objects.identity;
+    let taken = [
+        create_fresh(&ctx.service_accounts, identity.service_account, object, true).await?,
+        create_fresh(&ctx.roles, identity.role, object, true).await?,
+        create_fresh(&ctx.role_bindings, identity.binding, object, true).await?,
+        // The driver makes its Job the record's controller.
+        create_fresh(&ctx.config_maps, objects.record, object, false).await?,
+    ];
+    let input_taken = match objects.input {
+        Some(input) => create_fresh(&ctx.config_maps, input, object, true).await?,
+        None => None,
+    };
+    if let Some(message) = taken.into_iter().flatten().chain(input_taken).next() {
+        return Ok(JobCreation::Taken(message));
     }
+    objects.job.metadata.owner_references = object.owner_reference().map(|o| vec![o]);
     match ctx.jobs.create(&PostParams::default(), &objects.job).await {
         Ok(job) => {
             ctx.index.write().job_written(job);
@@ -266,9 +329,9 @@ async fn create_job(
                 format!("created Job {}", object_name(new.evaluation.id)),
             )
             .await;
-            Ok(true)
+            Ok(JobCreation::Created)
         }
-        Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(JobCreation::Existed),
         Err(e) => Err(e.into()),
     }
 }
