@@ -79,9 +79,16 @@ pub struct ServeArgs {
     /// Evaluations that may wait to start, in all; more are answered 429 with Retry-After.
     #[arg(long, env = "LMEVAL_MAX_PENDING", default_value_t = 10_000)]
     pub max_pending: usize,
-    /// Evaluations that may wait to start per creator (for now: per client IP address).
+    /// Evaluations that may wait to start per creator (the caller; with `--auth none`, the client IP address).
     #[arg(long, env = "LMEVAL_MAX_PENDING_PER_CREATOR", default_value_t = 1_000)]
     pub max_pending_per_creator: usize,
+    /// Evaluations that may wait to start in one namespace; more are answered 429 with Retry-After.
+    #[arg(long, env = "LMEVAL_MAX_PENDING_PER_NAMESPACE", default_value_t = 1_000)]
+    pub max_pending_per_namespace: usize,
+    /// Kubernetes backend: evaluations running at once in one namespace; more wait, pending, for a slot
+    /// [default: no limit].
+    #[arg(long, env = "LMEVAL_MAX_RUNNING_PER_NAMESPACE")]
+    pub max_running_per_namespace: Option<usize>,
     /// Policy: environment variable names a request may set although they change how code is loaded or
     /// where traffic goes (`PYTHON*`, `LD_*`, `*_PROXY`, `BROWSER`, …); comma-separated in the variable.
     #[arg(long = "allow-env", env = "LMEVAL_ALLOW_ENV", value_delimiter = ',')]

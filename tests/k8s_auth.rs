@@ -218,3 +218,46 @@ async fn a_secret_is_used_only_by_callers_who_may_read_it_and_a_revoked_token_st
             .await;
     assert!(refused.is_some(), "the revoked token still works");
 }
+
+/// One namespace cannot take every slot: at most N of its evaluations run at once (the rest wait, pending, saying
+/// why) and at most M are pending (a started one whose pod waits for a node counts); beyond that a submission is
+/// refused 429 with Retry-After, naming the limit.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_namespace_runs_and_queues_at_most_its_limits() {
+    let Some(ns) = TestNamespace::create("limits") else { return };
+    let service = ns.service(&[
+        "--max-running-per-namespace",
+        "1",
+        "--max-pending-per-namespace",
+        "2",
+        "--runner-node-selector",
+        "lm-eval-aas.io/test=never",
+    ]);
+    let spec = json!({"model": "dummy", "tasks": ["lmeval_aas_mc"], "limit": 1});
+    let first = common::submit(&service, spec.clone()).await["id"].as_str().expect("id").to_string();
+    let job_of = |id: &str| format!("lmeval-{}", id.replace('-', ""));
+    let has_job = |id: &str| ns.kubectl(&["get", "job", &job_of(id)]).status.success();
+    assert!(common::wait_for(Duration::from_secs(30), || has_job(&first).then_some(())).is_some(), "the first runs");
+
+    let second = common::submit(&service, spec.clone()).await["id"].as_str().expect("id").to_string();
+    let waiting = common::wait_until(&service, &second, Duration::from_secs(30), "waiting for a slot", |e| {
+        e["message"].as_str().is_some_and(|m| m.contains("--max-running-per-namespace"))
+    })
+    .await;
+    assert_eq!(waiting["state"], "pending");
+    assert!(!has_job(&second), "no Job while the namespace's one slot is taken");
+
+    let refused = client().post(service.url("/api/v1/evaluations")).json(&spec).send().await.expect("POST");
+    assert_eq!(refused.status(), 429);
+    assert!(refused.headers().contains_key("retry-after"));
+    let problem: Value = refused.json().await.expect("problem");
+    assert!(problem["detail"].as_str().is_some_and(|d| d.contains("--max-pending-per-namespace")), "{problem}");
+
+    let cancelled =
+        client().post(service.url(&format!("/api/v1/evaluations/{first}/cancel"))).send().await.expect("cancel");
+    assert_eq!(cancelled.status(), 202);
+    assert!(
+        common::wait_for(Duration::from_secs(30), || has_job(&second).then_some(())).is_some(),
+        "the slot the first freed goes to the second"
+    );
+}

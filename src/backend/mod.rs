@@ -107,23 +107,38 @@ pub fn replay(key: &IdempotencyKey, stored_digest: Option<&str>, existing: Evalu
     }
 }
 
-/// How many evaluations may wait to start: in all, and of one creator.
+/// How many evaluations may wait to start: in all, of one creator, and in one namespace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PendingLimits {
     pub total: usize,
     pub per_creator: usize,
+    pub per_namespace: usize,
 }
 
 impl Default for PendingLimits {
     fn default() -> Self {
-        Self { total: 10_000, per_creator: 1_000 }
+        Self { total: 10_000, per_creator: 1_000, per_namespace: 1_000 }
     }
 }
 
+/// How many evaluations are waiting to start: in all, of the submission's creator, in its namespace.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Waiting {
+    pub all: usize,
+    pub of_creator: usize,
+    pub in_namespace: usize,
+}
+
 impl PendingLimits {
-    /// Refuses (429) one more pending evaluation when `pending` are waiting, `of_creator` of them its creator's.
-    pub fn admit_one_more(self, pending: usize, of_creator: usize) -> ApiResult<()> {
+    /// Refuses (429) one more pending evaluation when `waiting` already wait.
+    pub fn admit_one_more(self, waiting: Waiting, namespace: &str) -> ApiResult<()> {
+        let Waiting { all: pending, of_creator, in_namespace } = waiting;
         let refuse = |detail: String| Err(ApiError::TooManyRequests { detail, retry_after_seconds: 30 });
+        if in_namespace >= self.per_namespace {
+            return refuse(format!(
+                "{in_namespace} evaluations are pending in namespace {namespace}, the most one namespace may have (--max-pending-per-namespace); retry once some have started"
+            ));
+        }
         if of_creator >= self.per_creator {
             return refuse(format!(
                 "{of_creator} evaluations of this creator are pending, the most one creator may have (--max-pending-per-creator); retry once some have started"

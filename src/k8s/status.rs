@@ -180,6 +180,22 @@ pub fn failed_job<'a>(
     }
 }
 
+/// Whether a Job has ended or will run no more: complete, failed (or decided to fail), cancelled or failed by
+/// the service (which suspends it).
+pub fn job_is_over(job: &Job) -> bool {
+    let annotations = job.metadata.annotations.as_ref();
+    let decided =
+        annotations.is_some_and(|a| a.contains_key(CANCELLED_AT_ANNOTATION) || a.contains_key(FAILED_ANNOTATION));
+    let suspended = job.spec.as_ref().and_then(|s| s.suspend).unwrap_or(false);
+    let conditions = job.status.as_ref().and_then(|s| s.conditions.as_ref());
+    decided
+        || suspended
+        || conditions
+            .into_iter()
+            .flatten()
+            .any(|c| c.status == "True" && matches!(c.type_.as_str(), "Complete" | "Failed" | "FailureTarget"))
+}
+
 /// A pod waiting for something that will not come by itself: `(reason, message, since)`. A pod the job
 /// controller ended before it ever started still tells what it waited for, until the Job's end is seen.
 pub fn waiting_problem(pod: &Pod) -> Option<(Reason, String, Option<OffsetDateTime>)> {
@@ -432,6 +448,15 @@ mod tests {
         assert_eq!(stuck_at(&[], Duration::from_secs(60)), None, "no pod yet");
         let running = pod(json!({"phase": "Running"}));
         assert_eq!(stuck_at(&[&running], Duration::from_secs(60)), None);
+    }
+
+    #[test]
+    fn a_job_is_over_once_ended_or_decided() {
+        assert!(!job_is_over(&job(json!({"active": 1}), json!({}))));
+        assert!(job_is_over(&job(failed("DeadlineExceeded"), json!({}))));
+        assert!(job_is_over(&job(json!({}), json!({ CANCELLED_AT_ANNOTATION: "2026-11-28T12:02:00Z" }))));
+        let target = json!({"conditions": [{"type": "FailureTarget", "status": "True"}]});
+        assert!(job_is_over(&job(target, json!({}))));
     }
 
     #[test]

@@ -128,6 +128,7 @@ fn kubernetes_config(args: &ServeArgs) -> anyhow::Result<KubernetesConfig> {
         stuck_after: Duration::from_secs(args.stuck_after_seconds),
         api_timeout: Duration::from_secs(args.api_timeout_seconds.max(1)),
         pending_limits: pending_limits(args),
+        max_running_per_namespace: args.max_running_per_namespace,
         policy: policy(args),
         identity: identity(),
         lease_duration: Duration::from_secs(args.leader_lease_seconds.max(3)),
@@ -135,7 +136,11 @@ fn kubernetes_config(args: &ServeArgs) -> anyhow::Result<KubernetesConfig> {
 }
 
 fn pending_limits(args: &ServeArgs) -> PendingLimits {
-    PendingLimits { total: args.max_pending, per_creator: args.max_pending_per_creator }
+    PendingLimits {
+        total: args.max_pending,
+        per_creator: args.max_pending_per_creator,
+        per_namespace: args.max_pending_per_namespace,
+    }
 }
 
 pub async fn build_backend(args: &ServeArgs, client: Option<kube::Client>) -> anyhow::Result<Arc<dyn Backend>> {

@@ -77,6 +77,8 @@ struct Context {
     instance: String,
     /// When each evaluation's status was last written and the resourceVersion that write made, by object name.
     written: Mutex<HashMap<String, Written>>,
+    /// Held from counting the running Jobs to creating one, when their number is limited.
+    starting: tokio::sync::Mutex<()>,
 }
 
 /// Reconciles the Evaluations of `namespace` until `stop` flips.
@@ -105,6 +107,7 @@ pub async fn run(shared: Arc<Shared>, namespace: String, mut stop: watch::Receiv
         role_bindings: Api::namespaced(shared.client.clone(), &namespace),
         index,
         written: Mutex::new(HashMap::new()),
+        starting: tokio::sync::Mutex::new(()),
     });
     let owner_of = |shared: Arc<Shared>, namespace: String| {
         move |id: Option<Uuid>| -> Option<ObjectRef<EvaluationObject>> {
@@ -192,9 +195,24 @@ async fn reconcile(object: Arc<EvaluationObject>, ctx: Arc<Context>) -> Result<A
         Err(problem) => refused(id, object.request(), created_at, &problem),
         Ok(new) => {
             let job = ctx.index.read().job(id);
+            let limited = ctx.shared.config.max_running_per_namespace.filter(|_| job.is_none());
+            let _starting = match limited {
+                Some(_) => Some(ctx.starting.lock().await),
+                None => None,
+            };
             match job {
                 None if object.status.as_ref().and_then(|s| s.state).is_some_and(State::is_terminal) => {
                     return Ok(Action::await_change());
+                }
+                None if limited.is_some_and(|most| ctx.index.read().unfinished_jobs() >= most) => {
+                    let mut waiting = new.evaluation;
+                    let most = limited.unwrap_or_default();
+                    waiting.message = Some(format!(
+                        "waiting for a slot: {most} evaluations run at once in namespace {} (--max-running-per-namespace)",
+                        ctx.namespace
+                    ));
+                    write_status(&ctx, &object, &name, &waiting).await?;
+                    return Ok(Action::requeue(Duration::from_secs(3)));
                 }
                 None => match create_job(&ctx, &object, &new).await? {
                     JobCreation::Created => new.evaluation,

@@ -184,6 +184,15 @@ impl Index {
         status::evaluation(&job, &pods, entry.record.as_deref(), now, self.stuck_after)
     }
 
+    /// How many Jobs are still running or about to (not ended, not suspended by a cancel or a failure).
+    pub fn unfinished_jobs(&self) -> usize {
+        self.entries
+            .values()
+            .filter_map(|entry| serde_json::from_slice::<Job>(entry.job.as_ref()?).ok())
+            .filter(|job| !crate::k8s::status::job_is_over(job))
+            .count()
+    }
+
     /// Whether the watches know a pod of evaluation `id`.
     pub fn has_pod(&self, id: Uuid) -> bool {
         self.entries.get(&id).is_some_and(|entry| !entry.pods.is_empty())

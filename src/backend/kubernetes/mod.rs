@@ -56,6 +56,8 @@ pub struct KubernetesConfig {
     /// How long a write may wait for the API server before the client is told to retry (503).
     pub api_timeout: Duration,
     pub pending_limits: PendingLimits,
+    /// Evaluations whose Jobs run at once in one namespace; more wait, pending.
+    pub max_running_per_namespace: Option<usize>,
     /// The same policy the REST API admits with: the controller admits specs made with kubectl by it.
     pub policy: Policy,
     /// This replica, as the leader Lease names its holder.
@@ -268,8 +270,8 @@ impl Backend for KubernetesBackend {
         let shared = &self.shared;
         let namespace = new.evaluation.namespace.clone();
         ensure_served(&shared.config.namespaces, &namespace)?;
-        let (pending, of_creator) = shared.views.read().pending(&new.creator);
-        shared.config.pending_limits.admit_one_more(pending, of_creator)?;
+        let waiting = shared.views.read().pending(&new.creator, &namespace);
+        shared.config.pending_limits.admit_one_more(waiting, &namespace)?;
         let (object, _) = objects_of(&new, &shared.config.runner)?;
         let api = shared.evaluations(&namespace);
         match shared.call(api.create(&PostParams::default(), &object)).await {

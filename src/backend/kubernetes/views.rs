@@ -13,7 +13,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
-use crate::backend::{ListQuery, Listable, SortKey, paginate, sort_key};
+use crate::backend::{ListQuery, Listable, SortKey, Waiting, paginate, sort_key};
 use crate::error::{ApiError, ApiResult};
 use crate::k8s::CREATOR_ANNOTATION;
 use crate::k8s::resource::{EvaluationObject, EvaluationStatus};
@@ -163,11 +163,18 @@ impl Views {
         paginate(ns.order.iter().filter_map(|(key, id)| Some((key, ns.views.get(id)?))), query)
     }
 
-    /// How many evaluations are pending, and how many of them `creator` submitted, in all served namespaces.
-    pub fn pending(&self, creator: &str) -> (usize, usize) {
-        let pending = self.namespaces.values().flat_map(|ns| ns.views.values()).filter(|v| v.state == State::Pending);
-        pending
-            .fold((0, 0), |(all, mine), view| (all + 1, mine + usize::from(view.creator.as_deref() == Some(creator))))
+    /// How many evaluations are pending in all served namespaces, how many of them `creator` submitted, and how
+    /// many are in `namespace`.
+    pub fn pending(&self, creator: &str, namespace: &str) -> Waiting {
+        let mut waiting = Waiting::default();
+        for (name, ns) in &self.namespaces {
+            for view in ns.views.values().filter(|v| v.state == State::Pending) {
+                waiting.all += 1;
+                waiting.of_creator += usize::from(view.creator.as_deref() == Some(creator));
+                waiting.in_namespace += usize::from(name == namespace);
+            }
+        }
+        waiting
     }
 
     pub fn states(&self) -> impl Iterator<Item = State> + '_ {

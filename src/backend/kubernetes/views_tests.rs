@@ -3,6 +3,7 @@
 use serde_json::json;
 
 use super::*;
+use crate::backend::Waiting;
 use crate::k8s::job::{self, RunnerConfig};
 use crate::k8s::resource::EvaluationStatus;
 use crate::model::{Progress, Reason};
@@ -64,7 +65,7 @@ fn a_posted_evaluation_is_pending_with_its_command_until_the_controller_writes_i
     assert_eq!(view.state, State::Running);
     let view = view.evaluation().expect("evaluation");
     assert_eq!((view.state, view.progress.map(|p| p.completed)), (State::Running, Some(1)));
-    assert_eq!(views.pending("10.0.0.1"), (0, 0));
+    assert_eq!(views.pending("10.0.0.1", "team-a"), Waiting::default());
 }
 
 #[test]
@@ -116,8 +117,8 @@ fn lists_pending_counts_deletions_and_relists() {
     let all = ListQuery { page_size: 10, ..ListQuery::default() };
     let ids: Vec<u128> = views.list("team-a", &all).expect("list").items.iter().map(|e| e.id.as_u128()).collect();
     assert_eq!(ids, [3, 2, 1], "newest first");
-    assert_eq!(views.pending("10.0.0.1"), (3, 3));
-    assert_eq!(views.pending("10.0.0.2"), (3, 0));
+    assert_eq!(views.pending("10.0.0.1", "team-a"), Waiting { all: 3, of_creator: 3, in_namespace: 3 });
+    assert_eq!(views.pending("10.0.0.2", "team-b"), Waiting { all: 3, of_creator: 0, in_namespace: 0 });
     views.apply("team-a", watcher::Event::Delete(posted(2, json!({}))), &mut None);
     assert!(views.view("team-a", Uuid::from_u128(2)).is_err());
 

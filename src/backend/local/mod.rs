@@ -22,7 +22,7 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 use super::{
-    Backend, Created, Guarded, ListQuery, Listable, LogOptions, LogStream, NewEvaluation, PendingLimits, Site,
+    Backend, Created, Guarded, ListQuery, Listable, LogOptions, LogStream, NewEvaluation, PendingLimits, Site, Waiting,
     count_by_state, ensure_cancellable, ensure_served, ensure_succeeded, replay,
 };
 use crate::error::{ApiError, ApiResult};
@@ -233,7 +233,8 @@ impl Backend for LocalBackend {
                 return replay(key, stored, Listable::evaluation(existing)?);
             }
             let (pending, of_creator) = store.pending(&new.creator);
-            shared.config.pending_limits.admit_one_more(pending, of_creator)?;
+            let waiting = Waiting { all: pending, of_creator, in_namespace: pending };
+            shared.config.pending_limits.admit_one_more(waiting, &shared.config.namespace)?;
         }
         let mut evaluation = new.evaluation;
         evaluation.created_at = now();
