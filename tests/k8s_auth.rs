@@ -138,6 +138,30 @@ async fn rbac_decides_every_request_and_tenants_stay_apart() {
     }
     assert!(wrong.is_empty(), "{} of {} cases wrong:\n{}", wrong.len(), cases.len(), wrong.join("\n"));
 
+    // A list over every served namespace holds only the namespaces the caller may list.
+    let namespaces_seen = |token: &'static str| {
+        let service = &service;
+        async move {
+            let list = get("lister", Some(token), "/api/v1/evaluations?all_namespaces=true&page_size=500".into());
+            let (status, page) = call(service, &list).await;
+            assert_eq!(status, 200, "{page}");
+            let mut seen: Vec<String> = page["items"]
+                .as_array()
+                .expect("items")
+                .iter()
+                .map(|e| e["namespace"].as_str().expect("namespace").to_string())
+                .collect();
+            seen.sort();
+            seen.dedup();
+            seen
+        }
+    };
+    assert_eq!(namespaces_seen(alice).await, [a.name.clone()]);
+    assert_eq!(namespaces_seen(bob).await, [b.name.clone()]);
+    let mut both = vec![a.name.clone(), b.name.clone()];
+    both.sort();
+    assert_eq!(namespaces_seen(ada).await, both, "ada may list in both");
+
     // A denial names who, what and where; it is audited.
     let (status, problem) = call(&service, &create("vera", vera, &in_a)).await;
     assert_eq!(status, 403);

@@ -148,6 +148,10 @@ pub struct ListParams {
     label: Vec<LabelSelector>,
     /// Only evaluations this user submitted.
     created_by: Option<String>,
+    /// Instead of one namespace: every namespace the server serves in which the caller may list evaluations.
+    #[serde(default, deserialize_with = "flag")]
+    #[param(value_type = Option<bool>)]
+    all_namespaces: bool,
 }
 
 /// `key=value`, as the list's `label` parameter takes it.
@@ -187,20 +191,47 @@ pub(super) async fn list_in(
     namespace: &str,
     Query(params): Query<ListParams>,
 ) -> ApiResult<axum::Json<EvaluationList>> {
+    if params.all_namespaces {
+        return list_across(caller, state, params).await;
+    }
     state.auth.authorize(caller, Access::evaluations(Verb::List, namespace)).await?;
+    Ok(axum::Json(state.backend.list(namespace, &list_query(params)?).await?))
+}
+
+fn list_query(params: ListParams) -> ApiResult<ListQuery> {
     let page_size = params.page_size.unwrap_or(DEFAULT_PAGE_SIZE);
     if !(1..=MAX_PAGE_SIZE).contains(&page_size) {
         return Err(ApiError::invalid("page_size", format!("must be between 1 and {MAX_PAGE_SIZE}")));
     }
     let labels = params.label.into_iter().map(|LabelSelector(key, value)| (key, value)).collect();
-    let query = ListQuery {
+    Ok(ListQuery {
         page_size,
         page_token: params.page_token,
         state: params.state,
         labels,
         created_by: params.created_by,
-    };
-    Ok(axum::Json(state.backend.list(namespace, &query).await?))
+    })
+}
+
+/// The evaluations of every served namespace the caller may list; `403` when that is none of them.
+async fn list_across(caller: &Caller, state: &AppState, params: ListParams) -> ApiResult<axum::Json<EvaluationList>> {
+    let mut allowed = Vec::new();
+    for namespace in state.backend.namespaces() {
+        if state.auth.allows(caller, &Access::evaluations(Verb::List, namespace)).await? {
+            allowed.push(namespace.as_str());
+        }
+    }
+    if allowed.is_empty() {
+        audit(caller, "list", "", None, "denied");
+        return Err(ApiError::Denied {
+            field: None,
+            detail: format!(
+                "user {} cannot list evaluations.lm-eval-aas.io in any namespace this server serves",
+                caller.user
+            ),
+        });
+    }
+    Ok(axum::Json(state.backend.list_across(&allowed, &list_query(params)?).await?))
 }
 
 /// Get one evaluation.

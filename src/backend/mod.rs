@@ -59,6 +59,14 @@ pub trait Backend: Send + Sync + 'static {
     /// The evaluation as JSON, the hot read path: the bytes the backend keeps, not a copy of the evaluation.
     fn get_json(&self, namespace: &str, id: Uuid) -> ApiResult<Bytes>;
     async fn list(&self, namespace: &str, query: &ListQuery) -> ApiResult<EvaluationList>;
+    /// One list over several served namespaces, newest first; by default the one namespace a backend serves.
+    async fn list_across(&self, namespaces: &[&str], query: &ListQuery) -> ApiResult<EvaluationList> {
+        match namespaces {
+            [] => Ok(EvaluationList { items: Vec::new(), next_page_token: None }),
+            [namespace] => self.list(namespace, query).await,
+            _ => Err(ApiError::internal("this backend serves one namespace")),
+        }
+    }
     async fn logs(&self, namespace: &str, id: Uuid, options: LogOptions) -> ApiResult<LogStream>;
     /// The results JSON exactly as lm-eval wrote it.
     async fn results(&self, namespace: &str, id: Uuid) -> ApiResult<Bytes>;

@@ -307,6 +307,10 @@ impl Backend for KubernetesBackend {
         self.shared.views.read().list(namespace, query)
     }
 
+    async fn list_across(&self, namespaces: &[&str], query: &ListQuery) -> ApiResult<EvaluationList> {
+        self.shared.views.read().list_across(namespaces, query)
+    }
+
     async fn logs(&self, namespace: &str, id: Uuid, options: LogOptions) -> ApiResult<LogStream> {
         self.shared.views.read().view(namespace, id)?;
         let (tx, rx) = tokio::sync::mpsc::channel::<String>(256);

@@ -163,6 +163,17 @@ impl Views {
         paginate(ns.order.iter().filter_map(|(key, id)| Some((key, ns.views.get(id)?))), query)
     }
 
+    /// One list over `namespaces`, newest first (the page token is the same sort key, so pages run across them).
+    pub fn list_across(&self, namespaces: &[&str], query: &ListQuery) -> ApiResult<EvaluationList> {
+        let mut merged: Vec<(&SortKey, &View)> = namespaces
+            .iter()
+            .filter_map(|name| self.namespaces.get(*name))
+            .flat_map(|ns| ns.order.iter().filter_map(|(key, id)| Some((key, ns.views.get(id)?))))
+            .collect();
+        merged.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        paginate(merged.into_iter(), query)
+    }
+
     /// How many evaluations are pending in all served namespaces, how many of them `creator` submitted, and how
     /// many are in `namespace`.
     pub fn pending(&self, creator: &str, namespace: &str) -> Waiting {
