@@ -156,8 +156,8 @@ async fn rbac_decides_every_request_and_tenants_stay_apart() {
             seen
         }
     };
-    assert_eq!(namespaces_seen(alice).await, [a.name.clone()]);
-    assert_eq!(namespaces_seen(bob).await, [b.name.clone()]);
+    assert_eq!(namespaces_seen(alice).await, vec![a.name.clone()]);
+    assert_eq!(namespaces_seen(bob).await, vec![b.name.clone()]);
     let mut both = vec![a.name.clone(), b.name.clone()];
     both.sort();
     assert_eq!(namespaces_seen(ada).await, both, "ada may list in both");
