@@ -1,4 +1,4 @@
-//! The command line: `serve`, `openapi`, `driver`. Every `serve` flag can also come from an `LMEVAL_…` variable.
+//! The command line: `serve`, `openapi`, `crd`, `driver`, `sandbox`. Every `serve` flag can also come from an `LMEVAL_…` variable.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::driver::DriverArgs;
+use crate::sandbox::SandboxArgs;
 use crate::telemetry::LogFormat;
 
 #[derive(Debug, Parser)]
@@ -33,6 +34,8 @@ pub enum Command {
     },
     /// Run lm-eval as a child, recording its log, progress and exit status (used by the backends).
     Driver(Box<DriverArgs>),
+    /// Run a command confined by Landlock to one evaluation's directory (used by the local backend's driver).
+    Sandbox(Box<SandboxArgs>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

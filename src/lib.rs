@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod model;
 pub mod progress;
 pub mod results;
+pub mod sandbox;
 pub mod server;
 pub mod telemetry;
 pub mod validate;

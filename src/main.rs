@@ -1,10 +1,17 @@
 use clap::Parser;
 use lm_eval_aas::cli::{Cli, Command};
-use lm_eval_aas::{api, driver, k8s, server, telemetry};
+use lm_eval_aas::{api, driver, k8s, sandbox, server, telemetry};
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
+        // Confines itself and becomes lm_eval: no runtime, no other thread (Landlock restricts the calling thread).
+        Command::Sandbox(args) => std::process::exit(sandbox::run(*args)?),
+        command => tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(run(command)),
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Serve(args) => {
             telemetry::init(args.log_format);
             server::serve(*args).await
@@ -26,5 +33,6 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Driver(args) => std::process::exit(driver::run(*args).await?),
+        Command::Sandbox(args) => std::process::exit(sandbox::run(*args)?),
     }
 }

@@ -1,5 +1,5 @@
-//! The embedded default: each evaluation is an `lm_eval` subprocess (under our driver) with its
-//! state in a directory. The in-memory store answers reads; every change is written to disk
+//! The embedded default: each evaluation is an `lm_eval` subprocess (under our driver, confined by Landlock to
+//! its evaluation's directory: `crate::sandbox`) with its state in a directory. The in-memory store answers reads; every change is written to disk
 //! first (atomically), so a restarted service picks up where the last one stopped.
 //!
 //! `record` is what is kept per evaluation and the facts of its end, `store` the in-memory index and
@@ -30,6 +30,7 @@ use crate::fsutil::write_atomic;
 use crate::lifecycle::CANCELLATION_REQUESTED;
 use crate::lifecycle::admission::Workspace;
 use crate::model::{Evaluation, EvaluationList, State, now};
+use crate::sandbox::Confinement;
 use record::{Control, Record, StopReason};
 use store::{Adopted, Store};
 
@@ -95,6 +96,17 @@ impl LocalBackend {
             admitting: std::sync::Mutex::new(()),
             wake: Notify::new(),
         });
+        match crate::sandbox::probe_with(&shared.config.driver).await {
+            Ok(Confinement::Enforced { abi, partial }) => {
+                tracing::info!(landlock_abi = %abi, partial, "lm_eval runs confined by Landlock to its evaluation's directory");
+            }
+            Ok(Confinement::Unavailable { why }) => {
+                tracing::warn!(why = %why, "Landlock is not available: lm_eval runs unconfined and can read and write other evaluations' directories");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not learn whether Landlock is available; every evaluation's log says whether it was confined")
+            }
+        }
         let mut records = shared.load_records()?;
         records.sort_by_key(|r| r.evaluation.created_at);
         for record in records {

@@ -38,7 +38,8 @@ impl ProcessId {
 }
 
 impl Shared {
-    /// Starts a claimed evaluation's driver in its own process group, without a shell.
+    /// Starts a claimed evaluation's driver in its own process group, without a shell; the driver runs lm_eval
+    /// under `lm-eval-aas sandbox` (see `crate::sandbox`).
     pub(super) fn start(self: &Arc<Self>, record: Record) {
         let id = record.evaluation.id;
         let dir = self.dir(id);
@@ -51,8 +52,9 @@ impl Shared {
         for var in &request.env {
             command.arg("--keep-env").arg(&var.name);
         }
+        // lm_eval runs confined to its directory (our binary's `sandbox`, which then becomes lm_eval).
+        command.arg("--").arg(&self.config.driver).arg("sandbox").arg("--evaluation-dir").arg(&dir).arg("--");
         command
-            .arg("--")
             .args(&record.evaluation.command)
             .current_dir(&dir)
             .stdin(std::process::Stdio::null())
