@@ -136,6 +136,12 @@ pub struct ServeArgs {
     /// Kubernetes backend: tolerations for runner pods, as a JSON array of Kubernetes tolerations.
     #[arg(long, env = "LMEVAL_RUNNER_TOLERATIONS")]
     pub runner_tolerations: Option<String>,
+    /// Kubernetes backend: a ConfigMap of CA certificates (PEM) that runner pods trust for TLS to model
+    /// endpoints, `CONFIGMAP` or `CONFIGMAP/KEY` (default key `ca-bundle.crt`); it must exist in every served
+    /// namespace. Mounted read-only and named by `SSL_CERT_FILE`, `REQUESTS_CA_BUNDLE` and `CURL_CA_BUNDLE`,
+    /// it replaces the default trust store: include public CAs too if evaluations reach public endpoints.
+    #[arg(long, env = "LMEVAL_RUNNER_CA_BUNDLE")]
+    pub runner_ca_bundle: Option<String>,
     /// Kubernetes backend: the driver executable inside the runner image.
     #[arg(long, env = "LMEVAL_DRIVER", default_value = "lm-eval-aas")]
     pub driver: String,

@@ -58,7 +58,13 @@ async fn an_evaluation_runs_as_a_job_from_submit_to_delete() {
     let lag = seen_by_second.elapsed();
     assert!(visible.is_some() && lag < Duration::from_secs(1), "second replica saw it after {lag:?}");
 
-    let job = ns.kubectl_json(&["get", "job", &job_name(&id)]);
+    // The leader creates the Job after the evaluation's identity and run record: it may not be there yet.
+    let job = wait_for_async(Duration::from_secs(30), || async {
+        let output = ns.kubectl(&["get", "job", &job_name(&id), "-o", "json"]);
+        output.status.success().then(|| serde_json::from_slice::<Value>(&output.stdout).expect("kubectl JSON"))
+    })
+    .await
+    .unwrap_or_else(|| panic!("no Job within 30 s; service log:\n{}", first.log_text()));
     assert_eq!(job["metadata"]["labels"]["app.kubernetes.io/managed-by"], "lm-eval-aas");
     assert_eq!(job["metadata"]["labels"]["lm-eval-aas.io/evaluation-id"], id.as_str());
     assert_eq!(job["metadata"]["labels"]["team"], "nlp");

@@ -81,6 +81,7 @@ fn accepted() -> Evaluation {
         resources: true,
         namespace: "ns".into(),
         default_namespace: true,
+        service_env: vec![],
     };
     let request =
         serde_json::from_value(json!({"model": "dummy", "tasks": ["t"], "timeout_seconds": 60})).expect("request");

@@ -26,6 +26,13 @@ pub const OUTPUT_DIR: &str = "/lmeval/output";
 pub const CACHE_DIR: &str = "/lmeval/cache";
 pub const TASKS_DIR: &str = "/lmeval/tasks";
 pub const CONFIG_DIR: &str = "/lmeval/config";
+/// Where the runner's CA bundle (`--runner-ca-bundle`) is mounted, and the file in it.
+pub const CA_DIR: &str = "/lmeval/ca";
+const CA_FILE_NAME: &str = "ca-bundle.crt";
+pub const CA_FILE: &str = "/lmeval/ca/ca-bundle.crt";
+/// The variables that make lm-eval's HTTP clients trust the CA bundle: OpenSSL's (Python's `ssl`, so aiohttp
+/// and httpx), `requests`' (which otherwise uses certifi's) and curl's (which `requests` also reads).
+pub const CA_BUNDLE_ENV: [&str; 3] = ["SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"];
 const CONFIG_FILE: &str = "config.yaml";
 pub const GPU_RESOURCE: &str = "nvidia.com/gpu";
 /// The label the job controller puts on its pods, read by the driver through the downward API.
@@ -46,6 +53,32 @@ pub struct RunnerConfig {
     /// Task directories inside the runner image, always included.
     pub task_dirs: Vec<String>,
     pub termination_grace_seconds: i64,
+    /// CA certificates runner pods trust for TLS to model endpoints.
+    pub ca_bundle: Option<CaBundle>,
+}
+
+/// A key of a ConfigMap (in each served namespace) holding PEM CA certificates: `--runner-ca-bundle`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaBundle {
+    pub config_map: String,
+    pub key: String,
+}
+
+impl CaBundle {
+    /// The key of OpenShift's injected trusted CA bundle (`config.openshift.io/inject-trusted-cabundle`).
+    pub const DEFAULT_KEY: &str = "ca-bundle.crt";
+
+    /// `CONFIGMAP` or `CONFIGMAP/KEY`.
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let (config_map, key) = raw.split_once('/').unwrap_or((raw, Self::DEFAULT_KEY));
+        if !crate::validate::names::is_dns_subdomain(config_map) {
+            return Err(format!("{config_map:?} is not a ConfigMap name"));
+        }
+        if !crate::validate::names::is_data_key(key) || key == "." || key.starts_with("..") {
+            return Err(format!("{key:?} is not a ConfigMap key"));
+        }
+        Ok(Self { config_map: config_map.into(), key: key.into() })
+    }
 }
 
 #[cfg(test)]
@@ -62,6 +95,7 @@ impl RunnerConfig {
             lm_eval: "lm_eval".into(),
             task_dirs: vec![],
             termination_grace_seconds: 1,
+            ca_bundle: None,
         }
     }
 }
@@ -82,6 +116,7 @@ pub fn site(config: &RunnerConfig, namespace: &str) -> Site {
         resources: true,
         namespace: namespace.into(),
         default_namespace: true,
+        service_env: if config.ca_bundle.is_some() { CA_BUNDLE_ENV.to_vec() } else { Vec::new() },
     }
 }
 
@@ -214,6 +249,9 @@ pub fn build(
         env_value("HOME", CACHE_DIR),
         env_value("HF_HOME", format!("{CACHE_DIR}/huggingface")),
     ];
+    if config.ca_bundle.is_some() {
+        env.extend(CA_BUNDLE_ENV.iter().map(|name| env_value(name, CA_FILE)));
+    }
     if !request.allow_online {
         for offline in ["HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"] {
             env.push(env_value(offline, "1"));
@@ -283,6 +321,28 @@ pub fn build(
             });
         }
     }
+    if let Some(bundle) = &config.ca_bundle {
+        volumes.push(Volume {
+            name: "ca-bundle".into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: bundle.config_map.clone(),
+                items: Some(vec![KeyToPath {
+                    key: bundle.key.clone(),
+                    path: CA_FILE_NAME.into(),
+                    ..KeyToPath::default()
+                }]),
+                optional: Some(false),
+                ..ConfigMapVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+        mounts.push(K8sVolumeMount {
+            name: "ca-bundle".into(),
+            mount_path: CA_DIR.into(),
+            read_only: Some(true),
+            ..K8sVolumeMount::default()
+        });
+    }
     for (i, volume) in request.volumes.iter().enumerate() {
         let read_only = volume.read_only.unwrap_or(true);
         let volume_name = format!("pvc-{i}");
@@ -304,8 +364,10 @@ pub fn build(
     }
 
     let mut driver_command = vec![literal(&config.driver), "driver".into(), "--echo".into()];
-    for var in &request.env {
-        driver_command.extend(["--keep-env".into(), literal(&var.name)]);
+    // The driver passes lm_eval only the sealed basics and the variables it is told to keep.
+    let ca_env = config.ca_bundle.as_ref().map_or(&[][..], |_| &CA_BUNDLE_ENV[..]);
+    for name in request.env.iter().map(|var| var.name.as_str()).chain(ca_env.iter().copied()) {
+        driver_command.extend(["--keep-env".into(), literal(name)]);
     }
     driver_command.push("--".into());
     driver_command.extend(evaluation.command.iter().map(|arg| literal(arg)));

@@ -16,25 +16,29 @@ fn config() -> RunnerConfig {
         lm_eval: "lm_eval".into(),
         task_dirs: vec![],
         termination_grace_seconds: 30,
+        ca_bundle: Some(CaBundle { config_map: "model-ca".into(), key: "ca.pem".into() }),
     }
 }
 
 fn objects(request: Value) -> EvaluationObjects {
+    objects_with(request, &config())
+}
+
+fn objects_with(request: Value, config: &RunnerConfig) -> EvaluationObjects {
     let policy =
         Policy { allow_online: true, allow_code_execution: true, allow_trust_remote_code: true, allowed_env: vec![] };
-    let config = config();
     let id = Uuid::from_u128(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef);
     let request = serde_json::from_value(request).expect("request");
     let new = admit(
         Submission::anonymous(request),
         &policy,
-        &site(&config, "ns"),
+        &site(config, "ns"),
         id,
         time::macros::datetime!(2026-11-28 12:00 UTC),
     )
     .expect("admitted");
     let provenance = Provenance { request_digest: Some("digest"), creator: Some("10.0.0.7") };
-    build(&new.evaluation, new.config_yaml.as_deref(), &config, provenance).expect("build")
+    build(&new.evaluation, new.config_yaml.as_deref(), config, provenance).expect("build")
 }
 
 /// The whole Job of a request that uses every feature, as YAML: review the diff when it changes.
@@ -80,7 +84,8 @@ fn offline_unless_allowed_and_no_input_without_inline_tasks() {
     let pod = built.job.spec.expect("spec").template.spec.expect("pod");
     let env = pod.containers[0].env.clone().unwrap_or_default();
     assert!(env.iter().any(|e| e.name == "HF_HUB_OFFLINE" && e.value.as_deref() == Some("1")));
-    assert_eq!(pod.volumes.expect("volumes").len(), 2);
+    let volumes: Vec<String> = pod.volumes.expect("volumes").into_iter().map(|v| v.name).collect();
+    assert_eq!(volumes, ["output", "cache", "ca-bundle"]);
 
     let built = objects(json!({"model": "dummy", "tasks": ["t"], "allow_online": true}));
     let env = built.job.spec.expect("spec").template.spec.expect("pod").containers[0].env.clone().unwrap_or_default();
@@ -105,4 +110,50 @@ fn each_runner_has_an_identity_that_may_touch_only_its_own_run_record() {
     assert_eq!((subjects[0].kind.as_str(), subjects[0].name.as_str()), ("ServiceAccount", name.as_str()));
     assert_eq!(built.record.metadata.name.as_deref(), Some(name.as_str()));
     assert_eq!(built.record.metadata.labels.expect("labels")[KIND_LABEL], RUN_RECORD_KIND);
+}
+
+#[test]
+fn the_ca_bundle_is_mounted_read_only_and_named_to_lm_evals_http_clients() {
+    assert_eq!(CA_FILE, format!("{CA_DIR}/{CA_FILE_NAME}"));
+    let request = json!({"model": "dummy", "tasks": ["t"], "env": [{"name": "MODE", "value": "x"}]});
+    let pod = |config: &RunnerConfig| {
+        objects_with(request.clone(), config).job.spec.expect("spec").template.spec.expect("pod")
+    };
+
+    let with = pod(&config());
+    let container = &with.containers[0];
+    let env = container.env.clone().unwrap_or_default();
+    for name in CA_BUNDLE_ENV {
+        assert!(env.iter().any(|e| e.name == name && e.value.as_deref() == Some(CA_FILE)), "{name}");
+    }
+    let volume = with.volumes.iter().flatten().find(|v| v.name == "ca-bundle").expect("ca-bundle volume");
+    let source = volume.config_map.as_ref().expect("a ConfigMap volume");
+    assert_eq!(source.name, "model-ca");
+    let items = source.items.clone().unwrap_or_default();
+    assert_eq!((items.len(), items[0].key.as_str(), items[0].path.as_str()), (1, "ca.pem", CA_FILE_NAME));
+    let mount = container.volume_mounts.iter().flatten().find(|m| m.name == "ca-bundle").expect("mounted");
+    assert_eq!((mount.mount_path.as_str(), mount.read_only), (CA_DIR, Some(true)));
+    // The driver seals lm_eval's environment: the variables must be passed on by name.
+    let command = container.command.clone().unwrap_or_default();
+    let kept: Vec<&str> =
+        command.windows(2).filter(|pair| pair[0] == "--keep-env").map(|pair| pair[1].as_str()).collect();
+    assert_eq!(kept, ["MODE", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"]);
+    assert_eq!(site(&config(), "ns").service_env, CA_BUNDLE_ENV);
+
+    let without = pod(&RunnerConfig { ca_bundle: None, ..config() });
+    let env = without.containers[0].env.clone().unwrap_or_default();
+    assert!(!env.iter().any(|e| CA_BUNDLE_ENV.contains(&e.name.as_str())));
+    assert!(!without.volumes.iter().flatten().any(|v| v.name == "ca-bundle"));
+    assert!(!without.containers[0].command.iter().flatten().any(|arg| arg == "SSL_CERT_FILE"));
+    assert!(site(&RunnerConfig { ca_bundle: None, ..config() }, "ns").service_env.is_empty());
+}
+
+#[test]
+fn a_ca_bundle_is_a_config_map_and_a_key() {
+    let parsed = |raw: &str| CaBundle::parse(raw).map(|b| (b.config_map, b.key));
+    assert_eq!(parsed("model-ca"), Ok(("model-ca".into(), "ca-bundle.crt".into())));
+    assert_eq!(parsed("trusted-ca/ca.crt"), Ok(("trusted-ca".into(), "ca.crt".into())));
+    for bad in ["", "Model_CA", "ca/", "ca/a/b", "ca/..data", "ca/."] {
+        assert!(CaBundle::parse(bad).is_err(), "{bad:?}");
+    }
 }

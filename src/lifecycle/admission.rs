@@ -31,6 +31,9 @@ pub struct Site {
     pub namespace: String,
     /// Whether it is the server's default namespace (served by the un-namespaced routes too).
     pub default_namespace: bool,
+    /// Environment variables the site sets itself for lm_eval (the runner's CA bundle): never a request's,
+    /// whatever `--allow-env` says.
+    pub service_env: Vec<&'static str>,
 }
 
 /// Where lm-eval's own files go.
@@ -64,6 +67,14 @@ impl Site {
     /// Refuses (422) what the request asks of the site that it cannot give.
     fn check(&self, valid: &ValidRequest) -> ApiResult<()> {
         let backend = self.backend;
+        if let Some((i, var)) =
+            valid.env.iter().enumerate().find(|(_, v)| self.service_env.iter().any(|s| s.eq_ignore_ascii_case(&v.name)))
+        {
+            return Err(ApiError::invalid(
+                format!("env[{i}].name"),
+                format!("{} is set by the service (the runner's CA bundle) and cannot be overridden", var.name),
+            ));
+        }
         if !self.secrets
             && let Some(i) = valid.env.iter().position(|v| v.secret.is_some())
         {
@@ -243,6 +254,7 @@ fn argument_field(argv: &[String], i: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::StatusCode;
     use serde_json::json;
 
     fn site(workspace: Workspace, capable: bool) -> Site {
@@ -256,6 +268,7 @@ mod tests {
             resources: capable,
             namespace: "ns".into(),
             default_namespace: true,
+            service_env: vec![],
         }
     }
 
@@ -311,5 +324,20 @@ mod tests {
             admit_to(&local, json!({}), Some("")).err().and_then(|e| e.field().map(str::to_string)).as_deref(),
             Some("Idempotency-Key")
         );
+    }
+
+    #[test]
+    fn a_variable_the_site_sets_is_never_a_requests_even_when_the_policy_allows_it() {
+        let mut pod =
+            site(Workspace::Fixed { output: "/o".into(), inline_tasks: "/t".into(), config: "/c".into() }, true);
+        let policy = Policy { allowed_env: vec!["ssl_cert_file".into()], ..Policy::default() };
+        let body = request(json!({"env": [{"name": "MODE", "value": "x"}, {"name": "ssl_cert_file", "value": "/x"}]}));
+        let admit_with = |site: &Site| {
+            admit(Submission::anonymous(body.clone()), &policy, site, Uuid::from_u128(1), OffsetDateTime::UNIX_EPOCH)
+        };
+        assert!(admit_with(&pod).is_ok(), "the policy allows it where the site sets nothing");
+        pod.service_env = vec!["SSL_CERT_FILE", "REQUESTS_CA_BUNDLE"];
+        let refused = admit_with(&pod).expect_err("refused");
+        assert_eq!((refused.status(), refused.field()), (StatusCode::UNPROCESSABLE_ENTITY, Some("env[1].name")));
     }
 }

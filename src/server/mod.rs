@@ -19,7 +19,7 @@ use crate::backend::kubernetes::{KubernetesBackend, KubernetesConfig};
 use crate::backend::local::{LocalBackend, LocalConfig};
 use crate::backend::{Backend, PendingLimits};
 use crate::cli::{BackendKind, ServeArgs};
-use crate::k8s::job::RunnerConfig;
+use crate::k8s::job::{CaBundle, RunnerConfig};
 use crate::metrics::Metrics;
 use crate::validate::Policy;
 use connections::{ConnectionLimits, ShutdownTiming};
@@ -110,6 +110,9 @@ fn kubernetes_config(args: &ServeArgs) -> anyhow::Result<KubernetesConfig> {
             .context("--runner-tolerations (LMEVAL_RUNNER_TOLERATIONS): not a JSON array of tolerations")?,
         None => Vec::new(),
     };
+    let ca_bundle = args.runner_ca_bundle.as_deref().map(CaBundle::parse).transpose().map_err(|e| {
+        anyhow::anyhow!("--runner-ca-bundle (LMEVAL_RUNNER_CA_BUNDLE): {e}; want CONFIGMAP or CONFIGMAP/KEY")
+    })?;
     #[allow(clippy::cast_possible_truncation)]
     let termination_grace_seconds = args.kill_grace_seconds.ceil() as i64;
     Ok(KubernetesConfig {
@@ -124,6 +127,7 @@ fn kubernetes_config(args: &ServeArgs) -> anyhow::Result<KubernetesConfig> {
             lm_eval: args.lm_eval.as_ref().map_or_else(|| "lm_eval".into(), |p| p.to_string_lossy().into_owned()),
             task_dirs: args.task_dirs.iter().map(|d| d.to_string_lossy().into_owned()).collect(),
             termination_grace_seconds,
+            ca_bundle,
         },
         stuck_after: Duration::from_secs(args.stuck_after_seconds),
         api_timeout: Duration::from_secs(args.api_timeout_seconds.max(1)),
@@ -133,6 +137,29 @@ fn kubernetes_config(args: &ServeArgs) -> anyhow::Result<KubernetesConfig> {
         identity: identity(),
         lease_duration: Duration::from_secs(args.leader_lease_seconds.max(3)),
     })
+}
+
+/// Warns about a served namespace without the runner's CA bundle: its runner pods would wait for the volume.
+async fn check_ca_bundle(client: kube::Client, namespaces: Vec<String>, bundle: CaBundle) {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    for namespace in namespaces {
+        let found = kube::Api::<ConfigMap>::namespaced(client.clone(), &namespace).get_opt(&bundle.config_map).await;
+        let problem = match found {
+            Ok(Some(map)) => {
+                let present = map.data.as_ref().is_some_and(|d| d.contains_key(&bundle.key))
+                    || map.binary_data.as_ref().is_some_and(|d| d.contains_key(&bundle.key));
+                (!present).then(|| format!("ConfigMap {} has no key {}", bundle.config_map, bundle.key))
+            }
+            Ok(None) => Some(format!("no ConfigMap {}", bundle.config_map)),
+            Err(e) => Some(format!("cannot read ConfigMap {}: {e}", bundle.config_map)),
+        };
+        if let Some(problem) = problem {
+            tracing::warn!(
+                namespace,
+                "--runner-ca-bundle: {problem}; runner pods there wait for it in ContainerCreating until it exists"
+            );
+        }
+    }
 }
 
 fn pending_limits(args: &ServeArgs) -> PendingLimits {
@@ -149,6 +176,9 @@ pub async fn build_backend(args: &ServeArgs, client: Option<kube::Client>) -> an
             let config = kubernetes_config(args)?;
             tracing::info!(namespaces = ?config.namespaces, image = %config.runner.image, "kubernetes backend");
             let client = client.context("the kubernetes backend needs a client of the API server")?;
+            if let Some(bundle) = config.runner.ca_bundle.clone() {
+                tokio::spawn(check_ca_bundle(client.clone(), config.namespaces.clone(), bundle));
+            }
             Ok(Arc::new(KubernetesBackend::connect(config, client)))
         }
         BackendKind::Local => {

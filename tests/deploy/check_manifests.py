@@ -40,7 +40,7 @@ def one(by_kind, kind, name, where):
     return obj
 
 
-def common(path, where, replicas):
+def common(path, where, replicas, model_endpoints):
     docs, k = load(path)
     for d in docs:
         ns = d["metadata"].get("namespace")
@@ -178,18 +178,76 @@ def common(path, where, replicas):
               f"{where}: service ingress opens more than the webhook port to all: {others}")
         check(any(p.get("port") in (443, 6443) for rule in service_policy["spec"].get("egress", []) for p in rule.get("ports", [])),
               f"{where}: the service may not reach the API server")
-    runner_policy = one(k, "NetworkPolicy", "lm-eval-aas-runner", where)
-    if runner_policy:
-        check(runner_policy["spec"]["podSelector"].get("matchLabels") == RUNNER_SELECTOR, f"{where}: runner NetworkPolicy selector")
-        check(not runner_policy["spec"].get("ingress"), f"{where}: runner pods admit ingress")
-        check(any("ipBlock" in peer for rule in runner_policy["spec"].get("egress", []) for peer in rule.get("to", [])),
-              f"{where}: runner pods may not reach model endpoints")
-    check(len(policies) >= 2, f"{where}: NetworkPolicies {sorted(policies)}")
+    check_runner_egress(k, where, model_endpoints)
+    check(len(policies) >= 3, f"{where}: NetworkPolicies {sorted(policies)}")
     return k, pod
 
 
+def selects_runner_pods(policy):
+    """Whether `policy` applies to runner pods (labelled RUNNER_SELECTOR plus their evaluation id)."""
+    selector = policy["spec"].get("podSelector", {})
+    if selector.get("matchExpressions"):
+        return True  # not worth evaluating: count it as applying, so its rules are checked
+    return all(RUNNER_SELECTOR.get(key) == value for key, value in selector.get("matchLabels", {}).items())
+
+
+def narrow_peer(peer):
+    """Why `peer` lets runner pods reach too much, or None: every address, every namespace, or pods of this
+    namespace (the service's)."""
+    if "ipBlock" in peer:
+        prefix = int(peer["ipBlock"]["cidr"].rsplit("/", 1)[1])
+        return "every address" if prefix == 0 else None
+    selector = peer.get("namespaceSelector")
+    if selector is None:
+        return "this namespace's pods"
+    if not selector.get("matchLabels") and not selector.get("matchExpressions"):
+        return "every namespace"
+    return None
+
+
+def check_runner_egress(k, where, model_endpoints):
+    """Runner pods run code that comes with requests: out only to the cluster DNS, the API server (addresses,
+    ports 443/6443) and the model endpoints of NetworkPolicy lm-eval-aas-runner-model-endpoints, which must be
+    exactly `model_endpoints`; nothing in."""
+    runner = [p for p in k.get("NetworkPolicy", {}).values() if selects_runner_pods(p)]
+    for policy in runner:
+        name = policy["metadata"]["name"]
+        check(not policy["spec"].get("ingress"), f"{where}: NetworkPolicy {name} admits ingress to runner pods")
+        for rule in policy["spec"].get("egress", []):
+            if not check(rule.get("to"), f"{where}: NetworkPolicy {name} lets runner pods reach every address: {rule}"):
+                continue
+            for peer in rule["to"]:
+                why = narrow_peer(peer)
+                check(why is None, f"{where}: NetworkPolicy {name} lets runner pods reach {why}: {peer}")
+            if name == "lm-eval-aas-runner-model-endpoints":
+                continue
+            ports = {p.get("port") for p in rule.get("ports", [])}
+            dns = bool(ports) and ports <= {53, 5353} and all("podSelector" in peer for peer in rule["to"])
+            api_server = bool(ports) and ports <= {443, 6443} and all(
+                "ipBlock" in peer and peer["ipBlock"]["cidr"].endswith(("/32", "/128")) and not peer["ipBlock"].get("except")
+                for peer in rule["to"])
+            check(dns or api_server,
+                  f"{where}: NetworkPolicy {name} lets runner pods reach more than DNS, the API server and the model "
+                  f"endpoints' list: {rule}")
+    policy = one(k, "NetworkPolicy", "lm-eval-aas-runner", where)
+    if policy:
+        check(policy["spec"]["podSelector"].get("matchLabels") == RUNNER_SELECTOR, f"{where}: runner NetworkPolicy selector")
+        check(set(policy["spec"]["policyTypes"]) == {"Ingress", "Egress"}, f"{where}: runner NetworkPolicy policyTypes")
+        check(any({"protocol": "UDP", "port": 53} in rule.get("ports", []) and rule.get("to")
+                  for rule in policy["spec"].get("egress", [])),
+              f"{where}: runner pods may not resolve names (no UDP 53 to the cluster DNS)")
+    endpoints = one(k, "NetworkPolicy", "lm-eval-aas-runner-model-endpoints", where)
+    if endpoints:
+        check(endpoints["spec"]["podSelector"].get("matchLabels") == RUNNER_SELECTOR,
+              f"{where}: model endpoints NetworkPolicy selector")
+        check(endpoints["spec"].get("policyTypes") == ["Egress"], f"{where}: model endpoints NetworkPolicy policyTypes")
+        check(endpoints["spec"].get("egress", []) == model_endpoints,
+              f"{where}: model endpoints {endpoints['spec'].get('egress')}, want the documented list {model_endpoints}")
+
+
 def main(base, dev, openshift):
-    k, _ = common(base, "base", 2)
+    # The model endpoints' list is the operator's (k8s/README.md): empty as shipped, loopback in dev.
+    k, _ = common(base, "base", 2, [])
     ingress = one(k, "Ingress", "lm-eval-aas", "base")
     if ingress:
         backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
@@ -201,9 +259,9 @@ def main(base, dev, openshift):
         check(peers == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}],
               f"base: service ingress peers {peers}")
 
-    common(dev, "dev", 1)
+    common(dev, "dev", 1, [{"to": [{"ipBlock": {"cidr": "127.0.0.1/32"}}]}])
 
-    k, pod = common(openshift, "openshift", 2)
+    k, pod = common(openshift, "openshift", 2, [])
     check("Ingress" not in k, "openshift: still has the Ingress")
     route = one(k, "Route", "lm-eval-aas", "openshift")
     if route:

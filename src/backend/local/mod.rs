@@ -87,6 +87,7 @@ impl LocalBackend {
             resources: false,
             namespace: config.namespace.clone(),
             default_namespace: true,
+            service_env: vec![],
         };
         let shared = Arc::new(Shared {
             namespaces: vec![config.namespace.clone()],
