@@ -5,6 +5,7 @@
                                            changed (verb resource/subresource code) series, largest first
     k8s_apimetrics.py service PORT         print the lm-eval-aas replica's own get/list requests of evaluations,
                                            jobs, pods and configmaps so far (its lmeval_kube_api_requests_total)
+    k8s_apimetrics.py reviews PORT         print the replica's TokenReview and SubjectAccessReview requests so far
     k8s_apimetrics.py quiet SECONDS LIMIT  wait until no client has sent a service-style read for SECONDS (at most
                                            LIMIT s); print the seconds waited. The cluster's own controllers read
                                            new objects' owners for a while (the garbage collector GETs an
@@ -64,16 +65,20 @@ def main():
         with open(sys.argv[2], "wb") as f:
             f.write(scrape(k8s_api.apiserver()))
         return
-    if sys.argv[1] == "service":
+    if sys.argv[1] in ("service", "reviews"):
         status, payload, _ = k8s_api.call(k8s_api.service(sys.argv[2]), "GET", "/metrics")
         if status != 200:
             raise SystemExit(f"GET /metrics of the service: {status}")
-        reads = 0
+        counted = 0
         for line in payload.decode().splitlines():
             match = SERVICE_SERIES.match(line.strip())
-            if match and match["verb"] in ("get", "list") and match["resource"] in CACHED_RESOURCES:
-                reads += int(float(match["value"]))
-        print(reads)
+            if not match:
+                continue
+            if sys.argv[1] == "service" and match["verb"] in ("get", "list") and match["resource"] in CACHED_RESOURCES:
+                counted += int(float(match["value"]))
+            if sys.argv[1] == "reviews" and match["resource"] in ("tokenreviews", "subjectaccessreviews"):
+                counted += int(float(match["value"]))
+        print(counted)
         return
     if sys.argv[1] == "quiet":
         quiet, limit = float(sys.argv[2]), float(sys.argv[3])

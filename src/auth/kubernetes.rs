@@ -1,5 +1,6 @@
 //! TokenReviews and SubjectAccessReviews: the API server says who a token is and what they may do.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -15,7 +16,7 @@ use super::{Access, CacheLimits, Caller, token_hash};
 use crate::error::{ApiError, ApiResult};
 
 /// What a token was found to be: a caller, or why it is not one.
-type TokenAnswer = Result<Caller, String>;
+type TokenAnswer = Result<Arc<Caller>, String>;
 
 pub struct Reviewer {
     client: Client,
@@ -23,7 +24,7 @@ pub struct Reviewer {
     limits: CacheLimits,
     timeout: Duration,
     tokens: Remembered<[u8; 32], TokenAnswer>,
-    decisions: Remembered<(Caller, Access), bool>,
+    decisions: Remembered<(Arc<Caller>, Access), bool>,
 }
 
 impl Reviewer {
@@ -38,41 +39,32 @@ impl Reviewer {
         }
     }
 
-    pub async fn authenticate(&self, token: &str) -> ApiResult<Caller> {
-        let hash = token_hash(token);
-        let now = Instant::now();
-        let answer = match self.tokens.get(&hash, now) {
-            Some(answer) => answer,
-            None => {
-                let answer = self.review_token(token).await?;
-                let until = now + self.limits.token_ttl.min(remaining_life(token).unwrap_or(Duration::MAX));
-                self.tokens.insert(hash, answer.clone(), until, now);
-                answer
-            }
-        };
-        answer.map_err(ApiError::Unauthenticated)
-    }
-
-    pub fn remembered_caller(&self, token: &str) -> Option<Caller> {
-        self.tokens.get(&token_hash(token), Instant::now())?.ok()
+    pub async fn authenticate(&self, token: &[u8]) -> ApiResult<Caller> {
+        // Never remembered past the token's own expiry (read only when it is reviewed).
+        let lifetime = |_: &TokenAnswer| self.limits.token_ttl.min(remaining_life(token).unwrap_or(Duration::MAX));
+        let answer = self.tokens.get_or_fetch(&token_hash(token), || self.review_token(token), lifetime).await?;
+        answer.map(|caller| Caller::clone(&caller)).map_err(ApiError::Unauthenticated)
     }
 
     pub async fn allows(&self, caller: &Caller, access: &Access) -> ApiResult<bool> {
-        let key = (caller.clone(), access.clone());
-        let now = Instant::now();
-        if let Some(allowed) = self.decisions.get(&key, now) {
-            return Ok(allowed);
-        }
-        let allowed = self.review_access(caller, access).await?;
-        self.decisions.insert(key, allowed, now + self.limits.access_ttl, now);
-        Ok(allowed)
+        let key = (Arc::new(caller.clone()), access.clone());
+        let ttl = self.limits.access_ttl;
+        self.decisions.get_or_fetch(&key, || self.review_access(caller, access), |_| ttl).await
     }
 
-    pub fn remembered_allows(&self, caller: &Caller, access: &Access) -> Option<bool> {
-        self.decisions.get(&(caller.clone(), access.clone()), Instant::now())
+    /// Whether `caller` may do `access`, when that is remembered (no I/O).
+    pub fn remembered_decision(&self, caller: &Caller, access: Access) -> Option<bool> {
+        self.decisions.get(&(Arc::new(caller.clone()), access), Instant::now())
     }
 
-    async fn review_token(&self, token: &str) -> ApiResult<TokenAnswer> {
+    /// Whether the caller of `token` may do `access`, when both answers are remembered (no I/O).
+    pub fn remembered_allows(&self, token: &[u8], access: Access) -> Option<bool> {
+        let caller = self.tokens.get(&token_hash(token), Instant::now())?.ok()?;
+        self.decisions.get(&(caller, access), Instant::now())
+    }
+
+    async fn review_token(&self, token: &[u8]) -> ApiResult<TokenAnswer> {
+        let Ok(token) = std::str::from_utf8(token) else { return Ok(Err("the bearer token is not text".into())) };
         let review = TokenReview {
             spec: TokenReviewSpec {
                 token: token.to_string(),
@@ -85,7 +77,9 @@ impl Reviewer {
         let status = reviewed.status.unwrap_or_default();
         let user = status.user.unwrap_or_default();
         match (status.authenticated, user.username) {
-            (Some(true), Some(name)) => Ok(Ok(Caller { user: name, groups: user.groups.unwrap_or_default() })),
+            (Some(true), Some(name)) => {
+                Ok(Ok(Arc::new(Caller { user: name, groups: user.groups.unwrap_or_default() })))
+            }
             _ => Ok(Err(match status.error {
                 // The API server's reason names the token's defect, never the token.
                 Some(error) if !error.is_empty() => format!("the bearer token is not valid: {error}"),
@@ -136,8 +130,8 @@ impl Reviewer {
 }
 
 /// How long a JWT has left by its own `exp` claim (unverified: it only shortens how long an answer is kept).
-fn remaining_life(token: &str) -> Option<Duration> {
-    let payload = token.split('.').nth(1)?;
+fn remaining_life(token: &[u8]) -> Option<Duration> {
+    let payload = std::str::from_utf8(token).ok()?.split('.').nth(1)?;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
     let exp = serde_json::from_slice::<serde_json::Value>(&bytes).ok()?.get("exp")?.as_i64()?;
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
@@ -157,10 +151,10 @@ mod tests {
     #[test]
     fn a_token_is_remembered_no_longer_than_it_lives() {
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        let life = remaining_life(&jwt(&serde_json::json!({"exp": now + 30}))).expect("life");
+        let life = remaining_life(jwt(&serde_json::json!({"exp": now + 30})).as_bytes()).expect("life");
         assert!((29..=30).contains(&life.as_secs()), "{life:?}");
-        assert_eq!(remaining_life(&jwt(&serde_json::json!({"exp": now - 5}))).map(|d| d.as_secs()), Some(0));
-        assert_eq!(remaining_life("opaque-token"), None);
-        assert_eq!(remaining_life(&jwt(&serde_json::json!({"sub": "x"}))), None);
+        assert_eq!(remaining_life(jwt(&serde_json::json!({"exp": now - 5})).as_bytes()).map(|d| d.as_secs()), Some(0));
+        assert_eq!(remaining_life(b"opaque-token"), None);
+        assert_eq!(remaining_life(jwt(&serde_json::json!({"sub": "x"})).as_bytes()), None);
     }
 }

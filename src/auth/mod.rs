@@ -223,45 +223,44 @@ impl Auth {
         }
     }
 
-    /// The caller, when the request's token and its permission to do `access` are both remembered and good:
-    /// the hot read path answers from memory only then.
-    pub fn remembered(&self, headers: &HeaderMap, access: &Access) -> Option<Caller> {
-        let caller = match &self.authenticator {
-            Authenticator::Anonymous => Caller::anonymous(),
-            Authenticator::TokenFile(file) => {
-                file.caller(&token_hash(bearer_token(headers, self.forwarded_token_header.as_ref()).ok()?))?.clone()
+    /// Whether the request's caller may do `access`, answered from memory: `Some(true)` only when the token and
+    /// the permission are both remembered and good; the hot read path answers by itself only then.
+    pub fn remembered_allows(&self, headers: &HeaderMap, access: Access) -> Option<bool> {
+        let token = || bearer_token(headers, self.forwarded_token_header.as_ref()).ok();
+        match (&self.authenticator, &self.authorizer) {
+            (Authenticator::Anonymous, _) => Some(true),
+            (Authenticator::TokenFile(file), Authorizer::AllowAll) => {
+                Some(file.caller(&token_hash(token()?)).is_some())
             }
-            Authenticator::Kubernetes(reviewer) => {
-                reviewer.remembered_caller(bearer_token(headers, self.forwarded_token_header.as_ref()).ok()?)?
+            (Authenticator::TokenFile(file), Authorizer::Kubernetes(reviewer)) => {
+                let caller = file.caller(&token_hash(token()?))?;
+                reviewer.remembered_decision(caller, access)
             }
-        };
-        match &self.authorizer {
-            Authorizer::AllowAll => Some(caller),
-            Authorizer::Kubernetes(reviewer) => reviewer.remembered_allows(&caller, access)?.then_some(caller),
+            (Authenticator::Kubernetes(reviewer), _) => reviewer.remembered_allows(token()?, access),
         }
     }
 }
 
-/// The request's bearer token: `Authorization: Bearer …`, else the forwarded access token header.
-pub fn bearer_token<'h>(headers: &'h HeaderMap, forwarded: Option<&HeaderName>) -> ApiResult<&'h str> {
+/// The request's bearer token: `Authorization: Bearer …`, else the forwarded access token header. Bytes: a
+/// token is only hashed on the hot path, and checking a kilobyte of JWT for text on every read costs.
+pub fn bearer_token<'h>(headers: &'h HeaderMap, forwarded: Option<&HeaderName>) -> ApiResult<&'h [u8]> {
     let missing = || ApiError::Unauthenticated("send a bearer token: Authorization: Bearer <token>".into());
     if let Some(value) = headers.get(header::AUTHORIZATION) {
-        let value =
-            value.to_str().map_err(|_| ApiError::Unauthenticated("the Authorization header is not text".into()))?;
-        let (scheme, token) = value.split_once(' ').ok_or_else(missing)?;
-        let token = token.trim();
-        if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
+        let value = value.as_bytes();
+        let scheme_ok = value.len() > 7 && value[..7].eq_ignore_ascii_case(b"bearer ");
+        let token = if scheme_ok { value[7..].trim_ascii() } else { &[][..] };
+        if token.is_empty() {
             return Err(ApiError::Unauthenticated("the Authorization header must be Bearer <token>".into()));
         }
         return Ok(token);
     }
-    let forwarded = forwarded.and_then(|name| headers.get(name)).and_then(|v| v.to_str().ok()).map(str::trim);
+    let forwarded = forwarded.and_then(|name| headers.get(name)).map(|v| v.as_bytes().trim_ascii());
     forwarded.filter(|t| !t.is_empty()).ok_or_else(missing)
 }
 
 /// The SHA-256 of a token: what is remembered and what a token file lists, never the token.
-pub fn token_hash(token: &str) -> [u8; 32] {
-    Sha256::digest(token.as_bytes()).into()
+pub fn token_hash(token: impl AsRef<[u8]>) -> [u8; 32] {
+    Sha256::digest(token.as_ref()).into()
 }
 
 /// One audit line (a JSON log line with `--log-format json`): who did what to which evaluation, and how it went.
@@ -306,10 +305,10 @@ mod tests {
         let mut headers = HeaderMap::new();
         assert!(matches!(bearer_token(&headers, Some(&forwarded)), Err(ApiError::Unauthenticated(_))));
         headers.insert(&forwarded, HeaderValue::from_static("from-proxy"));
-        assert_eq!(bearer_token(&headers, Some(&forwarded)).ok(), Some("from-proxy"));
+        assert_eq!(bearer_token(&headers, Some(&forwarded)).ok(), Some(&b"from-proxy"[..]));
         assert!(bearer_token(&headers, None).is_err(), "only when the header is configured");
         headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer  abc "));
-        assert_eq!(bearer_token(&headers, Some(&forwarded)).ok(), Some("abc"));
+        assert_eq!(bearer_token(&headers, Some(&forwarded)).ok(), Some(&b"abc"[..]));
         headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic abc"));
         assert!(bearer_token(&headers, None).is_err());
         headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer "));
