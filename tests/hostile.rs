@@ -320,3 +320,49 @@ fn a_namespace_that_is_not_a_name_is_refused_at_start() {
         assert!(stderr.contains("--namespace") && stderr.contains("is not a namespace name"), "{bad:?}: {stderr}");
     }
 }
+
+/// Reachable from other machines, the local backend does not start without an explicit `--auth`; `--auth none`
+/// given explicitly there is taken, with a warning that anyone may do anything. (The address is TEST-NET-1, which
+/// no interface here has: both are decided before the listener binds, so nothing ever listens beyond loopback.)
+#[test]
+fn a_non_loopback_address_needs_an_explicit_auth() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let start = |extra: &[&str]| {
+        std::process::Command::new(common::BIN)
+            .args(["serve", "--listen", "192.0.2.1:0", "--log-format", "json", "--lm-eval", &common::lm_eval()])
+            .args(extra)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run lm-eval-aas serve")
+    };
+    let mut refused = start(&[]);
+    let exited = wait_for(Duration::from_secs(10), || refused.try_wait().ok().flatten());
+    if exited.is_none() {
+        let _ = refused.kill();
+    }
+    let output = refused.wait_with_output().expect("its output");
+    assert!(exited.is_some_and(|status| !status.success()), "started without --auth on a non-loopback address");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--auth") && stderr.contains("not loopback"), "{stderr}");
+
+    let mut anonymous = start(&["--auth", "none"]);
+    let mut stderr = anonymous.stderr.take().expect("stderr");
+    let (lines, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(&mut stderr).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let warned = wait_for(Duration::from_secs(10), || {
+        received.try_iter().find(|l| l.contains("\"level\":\"WARN\"") && l.contains("--auth none")).map(|_| ())
+    });
+    let _ = anonymous.kill();
+    let _ = anonymous.wait();
+    assert!(warned.is_some(), "no warning for --auth none on a non-loopback address");
+}

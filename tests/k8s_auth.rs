@@ -138,6 +138,14 @@ async fn rbac_decides_every_request_and_tenants_stay_apart() {
     }
     assert!(wrong.is_empty(), "{} of {} cases wrong:\n{}", wrong.len(), cases.len(), wrong.join("\n"));
 
+    // Behind OpenShift's oauth-proxy the user's token comes in X-Forwarded-Access-Token, reviewed the same way.
+    let forwarded = |token: &str, path: &str| {
+        client().get(service.url(path)).header("X-Forwarded-Access-Token", token.to_string()).send()
+    };
+    assert_eq!(forwarded(vera, &in_a).await.expect("GET").status(), 200);
+    assert_eq!(forwarded(vera, &in_b).await.expect("GET").status(), 403);
+    assert_eq!(forwarded("not-a-token", &in_a).await.expect("GET").status(), 401);
+
     // A list over every served namespace holds only the namespaces the caller may list.
     let namespaces_seen = |token: &'static str| {
         let service = &service;
