@@ -170,7 +170,11 @@ fn pending_limits(args: &ServeArgs) -> PendingLimits {
     }
 }
 
-pub async fn build_backend(args: &ServeArgs, client: Option<kube::Client>) -> anyhow::Result<Arc<dyn Backend>> {
+pub async fn build_backend(
+    args: &ServeArgs,
+    client: Option<kube::Client>,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<Arc<dyn Backend>> {
     match args.backend {
         BackendKind::Kubernetes => {
             let config = kubernetes_config(args)?;
@@ -179,7 +183,10 @@ pub async fn build_backend(args: &ServeArgs, client: Option<kube::Client>) -> an
             if let Some(bundle) = config.runner.ca_bundle.clone() {
                 tokio::spawn(check_ca_bundle(client.clone(), config.namespaces.clone(), bundle));
             }
-            Ok(Arc::new(KubernetesBackend::connect(config, client)))
+            let controller_client = crate::backend::kubernetes::counted_client(Arc::clone(metrics))
+                .await
+                .context("connecting to the Kubernetes API server")?;
+            Ok(Arc::new(KubernetesBackend::connect(config, client, controller_client)))
         }
         BackendKind::Local => {
             let data_dir = match &args.data_dir {
@@ -302,7 +309,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         BackendKind::Local => None,
     };
     let auth = build_auth(&args, client.as_ref())?;
-    let backend = build_backend(&args, client).await?;
+    let backend = build_backend(&args, client, &metrics).await?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let read_timeout = Duration::from_secs(args.request_read_timeout_seconds.max(1));
     let app = App {

@@ -83,7 +83,7 @@ struct Context {
 
 /// Reconciles the Evaluations of `namespace` until `stop` flips.
 pub async fn run(shared: Arc<Shared>, namespace: String, mut stop: watch::Receiver<bool>) {
-    let client = shared.client.clone();
+    let client = shared.controller_client.clone();
     let evaluations: Api<EvaluationObject> = Api::namespaced(client.clone(), &namespace);
     let jobs: Api<Job> = Api::namespaced(client.clone(), &namespace);
     let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
@@ -102,9 +102,9 @@ pub async fn run(shared: Arc<Shared>, namespace: String, mut stop: watch::Receiv
         evaluations: evaluations.clone(),
         jobs,
         config_maps,
-        service_accounts: Api::namespaced(shared.client.clone(), &namespace),
-        roles: Api::namespaced(shared.client.clone(), &namespace),
-        role_bindings: Api::namespaced(shared.client.clone(), &namespace),
+        service_accounts: Api::namespaced(shared.controller_client.clone(), &namespace),
+        roles: Api::namespaced(shared.controller_client.clone(), &namespace),
+        role_bindings: Api::namespaced(shared.controller_client.clone(), &namespace),
         index,
         written: Mutex::new(HashMap::new()),
         starting: tokio::sync::Mutex::new(()),

@@ -73,6 +73,9 @@ pub struct KubernetesBackend {
 struct Shared {
     config: KubernetesConfig,
     client: Client,
+    /// The controller's own connections: its bursts (an evaluation's identity, record, input and Job) never
+    /// queue ahead of a client's write.
+    controller_client: Client,
     sites: HashMap<String, Site>,
     views: Guarded<Views>,
     synced: HashMap<String, AtomicBool>,
@@ -152,7 +155,7 @@ pub async fn counted_client(metrics: Arc<Metrics>) -> anyhow::Result<Client> {
 impl KubernetesBackend {
     /// Starts the watches of the served namespaces' Evaluations and the leader election; `ready` waits for the
     /// watches.
-    pub fn connect(config: KubernetesConfig, client: Client) -> Self {
+    pub fn connect(config: KubernetesConfig, client: Client, controller_client: Client) -> Self {
         let sites: HashMap<String, Site> = config
             .namespaces
             .iter()
@@ -169,6 +172,7 @@ impl KubernetesBackend {
             changes: watch::channel(0).0,
             sites,
             client,
+            controller_client,
             config,
         });
         for namespace in &shared.config.namespaces {
