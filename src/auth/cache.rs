@@ -74,12 +74,9 @@ impl<K: Eq + Hash + Clone, V: Clone> Remembered<K, V> {
         entries.insert(key, (value, until));
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.entries.read().unwrap_or_else(std::sync::PoisonError::into_inner).len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 

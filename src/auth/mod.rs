@@ -182,33 +182,22 @@ impl Auth {
         Self { authenticator: Authenticator::Anonymous, authorizer: Authorizer::AllowAll, forwarded_token_header: None }
     }
 
-    pub fn is_none(&self) -> bool {
-        matches!(self.authenticator, Authenticator::Anonymous)
-    }
-
     /// The caller a request's headers identify; `401` without a token, or with one that is not valid.
     pub async fn authenticate(&self, headers: &HeaderMap) -> ApiResult<Caller> {
-        let token = match &self.authenticator {
-            Authenticator::Anonymous => return Ok(Caller::anonymous()),
-            _ => bearer_token(headers, self.forwarded_token_header.as_ref())?,
-        };
+        let token = || bearer_token(headers, self.forwarded_token_header.as_ref());
         match &self.authenticator {
             Authenticator::Anonymous => Ok(Caller::anonymous()),
             Authenticator::TokenFile(file) => file
-                .caller(&token_hash(token))
+                .caller(&token_hash(token()?))
                 .cloned()
                 .ok_or_else(|| ApiError::Unauthenticated("the bearer token is not valid".into())),
-            Authenticator::Kubernetes(reviewer) => reviewer.authenticate(token).await,
+            Authenticator::Kubernetes(reviewer) => reviewer.authenticate(token()?).await,
         }
     }
 
     /// `Ok` when `caller` may do `access`; `403` naming what is missing otherwise (and an audit line).
     pub async fn authorize(&self, caller: &Caller, access: Access) -> ApiResult<()> {
-        let allowed = match &self.authorizer {
-            Authorizer::AllowAll => true,
-            Authorizer::Kubernetes(reviewer) => reviewer.allows(caller, &access).await?,
-        };
-        if allowed {
+        if self.allows(caller, &access).await? {
             return Ok(());
         }
         audit(caller, access.verb.as_str(), &access.namespace, access.name.as_deref(), "denied");
