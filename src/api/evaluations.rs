@@ -97,22 +97,24 @@ pub(super) async fn create_in(
     JsonBody(request): JsonBody<EvaluationRequest>,
 ) -> ApiResult<Response> {
     state.auth.authorize(caller, Access::evaluations(Verb::Create, namespace)).await?;
-    state.backend.site(namespace)?;
-    authorize_references(state, caller, namespace, &request).await?;
+    let submission = if params.dry_run {
+        Submission::anonymous(request)
+    } else {
+        Submission {
+            request,
+            idempotency_key: headers.get("idempotency-key").map(HeaderValue::as_bytes),
+            creator: creator(caller, peer.as_deref()),
+        }
+    };
+    let new = admit(state, namespace, submission)?;
+    authorize_references(state, caller, &new.evaluation).await?;
     if params.dry_run {
-        let new = admit(state, namespace, Submission::anonymous(request))?;
         let objects = state.backend.dry_run_objects(&new)?;
         return Ok((StatusCode::OK, axum::Json(DryRun { evaluation: new.evaluation, objects })).into_response());
     }
-    let submission = Submission {
-        request,
-        idempotency_key: headers.get("idempotency-key").map(HeaderValue::as_bytes),
-        creator: creator(caller, peer.as_deref()),
-    };
-    let new = admit(state, namespace, submission)?;
     let id = new.evaluation.id.to_string();
     let created = state.backend.create(new).await;
-    audit(caller, "create", namespace, Some(&id), if created.is_ok() { "ok" } else { "failed" });
+    audit(caller, "create", namespace, Some(&id), outcome(&created));
     let (evaluation, replayed) = match created? {
         Created::New(evaluation) => {
             state.metrics.evaluation_created();
@@ -432,7 +434,8 @@ pub(super) async fn delete_in(caller: &Caller, state: &AppState, namespace: &str
     Ok(StatusCode::NO_CONTENT)
 }
 
-fn outcome<T>(result: &ApiResult<T>) -> &'static str {
+/// An audit line's outcome of a write.
+pub(crate) fn outcome<T>(result: &ApiResult<T>) -> &'static str {
     match result {
         Ok(_) => "ok",
         Err(ApiError::NotFound(_)) => "not-found",
@@ -442,12 +445,8 @@ fn outcome<T>(result: &ApiResult<T>) -> &'static str {
 
 /// The Secrets and claims a request names are read on the caller's behalf: the caller must be allowed to `get`
 /// each of them itself, else the service would hand them what RBAC keeps from them.
-pub(crate) async fn authorize_references(
-    state: &AppState,
-    caller: &Caller,
-    namespace: &str,
-    request: &EvaluationRequest,
-) -> ApiResult<()> {
+async fn authorize_references(state: &AppState, caller: &Caller, evaluation: &Evaluation) -> ApiResult<()> {
+    let (namespace, request) = (evaluation.namespace.as_str(), &evaluation.request);
     let secrets = request.env.iter().enumerate().filter_map(|(i, env)| {
         env.secret
             .as_ref()

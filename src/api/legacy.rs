@@ -11,7 +11,7 @@ use serde_json::{Map, Value, json};
 use utoipa::ToSchema;
 
 use super::AppState;
-use super::evaluations::admit;
+use super::evaluations::{admit, outcome};
 use super::extract::{JsonBody, PeerAddr, Query, creator};
 use crate::auth::{Access, Caller, Verb, audit};
 use crate::backend::{Created, ListQuery};
@@ -256,7 +256,7 @@ pub async fn submit_job(
         let new = admit(&state, namespace, submission)?;
         let id = new.evaluation.id.to_string();
         let created = state.backend.create(new).await;
-        audit(&caller, "create", namespace, Some(&id), if created.is_ok() { "ok" } else { "failed" });
+        audit(&caller, "create", namespace, Some(&id), outcome(&created));
         match created? {
             Created::New(evaluation) | Created::Existing(evaluation) => {
                 state.metrics.evaluation_created();
@@ -390,7 +390,7 @@ pub async fn cancel_job(
         Err(response) => return *response,
     };
     let cancelled = state.backend.cancel(namespace, id).await;
-    audit(&caller, "cancel", namespace, Some(&id.to_string()), if cancelled.is_ok() { "ok" } else { "failed" });
+    audit(&caller, "cancel", namespace, Some(&id.to_string()), outcome(&cancelled));
     match cancelled {
         Ok(_) => axum::Json(LegacyJob { task_id: id.to_string(), status: "cancelled".into() }).into_response(),
         Err(ApiError::NotFound(_)) => not_found(),
