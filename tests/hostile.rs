@@ -302,7 +302,7 @@ fn accept_failures_back_off_with_one_log_line_per_streak() {
 fn a_namespace_that_is_not_a_name_is_refused_at_start() {
     let dir = tempfile::tempdir().expect("tempdir");
     for bad in ["A B", "../etc", "x".repeat(64).as_str()] {
-        let mut child = std::process::Command::new(common::BIN)
+        let child = std::process::Command::new(common::BIN)
             .args(["serve", "--listen", "127.0.0.1:0", "--namespace", bad, "--data-dir"])
             .arg(dir.path())
             .env_remove("RUST_BACKTRACE")
@@ -310,15 +310,21 @@ fn a_namespace_that_is_not_a_name_is_refused_at_start() {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .expect("run lm-eval-aas serve");
-        let exited = wait_for(Duration::from_secs(10), || child.try_wait().ok().flatten());
-        if exited.is_none() {
-            let _ = child.kill();
-        }
-        let output = child.wait_with_output().expect("its output");
+        let (exited, stderr) = exit_of(child);
         assert!(exited.is_some_and(|status| !status.success()), "{bad:?} was accepted: the service is serving");
-        let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains("--namespace") && stderr.contains("is not a namespace name"), "{bad:?}: {stderr}");
     }
+}
+
+/// How a service that should refuse to start ended (`None`: it was still running after 10 s, and is killed), and
+/// what it said on standard error.
+fn exit_of(mut child: std::process::Child) -> (Option<std::process::ExitStatus>, String) {
+    let exited = wait_for(Duration::from_secs(10), || child.try_wait().ok().flatten());
+    if exited.is_none() {
+        let _ = child.kill();
+    }
+    let output = child.wait_with_output().expect("its output");
+    (exited, String::from_utf8_lossy(&output.stderr).into_owned())
 }
 
 /// Reachable from other machines, the local backend does not start without an explicit `--auth`; `--auth none`
@@ -338,31 +344,14 @@ fn a_non_loopback_address_needs_an_explicit_auth() {
             .spawn()
             .expect("run lm-eval-aas serve")
     };
-    let mut refused = start(&[]);
-    let exited = wait_for(Duration::from_secs(10), || refused.try_wait().ok().flatten());
-    if exited.is_none() {
-        let _ = refused.kill();
-    }
-    let output = refused.wait_with_output().expect("its output");
+    let (exited, stderr) = exit_of(start(&[]));
     assert!(exited.is_some_and(|status| !status.success()), "started without --auth on a non-loopback address");
-    let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("--auth") && stderr.contains("not loopback"), "{stderr}");
 
-    let mut anonymous = start(&["--auth", "none"]);
-    let mut stderr = anonymous.stderr.take().expect("stderr");
-    let (lines, received) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(&mut stderr).lines().map_while(Result::ok) {
-            if lines.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let warned = wait_for(Duration::from_secs(10), || {
-        received.try_iter().find(|l| l.contains("\"level\":\"WARN\"") && l.contains("--auth none")).map(|_| ())
-    });
-    let _ = anonymous.kill();
-    let _ = anonymous.wait();
-    assert!(warned.is_some(), "no warning for --auth none on a non-loopback address");
+    // Taken, warned about, and then the listener cannot bind an address no interface has.
+    let (exited, stderr) = exit_of(start(&["--auth", "none"]));
+    assert!(exited.is_some_and(|status| !status.success()), "{stderr}");
+    assert!(stderr.contains("cannot bind 192.0.2.1:0"), "it got as far as binding: {stderr}");
+    let warned = stderr.lines().any(|l| l.contains("\"level\":\"WARN\"") && l.contains("--auth none"));
+    assert!(warned, "no warning for --auth none on a non-loopback address: {stderr}");
 }

@@ -122,15 +122,7 @@ fn pod_env(ns: &TestNamespace, id: &str) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_private_ca_endpoint_verifies_with_the_runner_ca_bundle_and_fails_clearly_without() {
-    let Ok(llama) = std::env::var("LLAMA_BASE_URL") else {
-        assert_eq!(
-            std::env::var("LMEVAL_SKIP_LLAMA").as_deref(),
-            Ok("1"),
-            "LLAMA_BASE_URL must be set (scripts/test starts the server)"
-        );
-        println!("skipped: LMEVAL_SKIP_LLAMA=1");
-        return;
-    };
+    let Some(llama) = common::llama_base_url() else { return };
     let llama = reqwest::Url::parse(&llama).expect("LLAMA_BASE_URL");
     let upstream = llama.socket_addrs(|| None).expect("LLAMA_BASE_URL's address")[0];
     let started = Instant::now();

@@ -11,15 +11,7 @@ use serde_json::{Value, json};
 
 #[tokio::test]
 async fn local_completions_against_a_real_model_succeeds_with_metrics() {
-    let Ok(base_url) = std::env::var("LLAMA_BASE_URL") else {
-        assert_eq!(
-            std::env::var("LMEVAL_SKIP_LLAMA").as_deref(),
-            Ok("1"),
-            "LLAMA_BASE_URL must be set (scripts/test starts the server)"
-        );
-        println!("skipped: LMEVAL_SKIP_LLAMA=1");
-        return;
-    };
+    let Some(base_url) = common::llama_base_url() else { return };
     let dir = tempfile::tempdir().expect("tempdir");
     let service = Service::start(&dir.path().join("data"), &[]);
     let client = reqwest::Client::new();

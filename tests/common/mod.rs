@@ -26,6 +26,21 @@ pub fn tasks_dir() -> String {
     concat!(env!("CARGO_MANIFEST_DIR"), "/tasks").to_string()
 }
 
+/// The llama.cpp server scripts/test starts (LLAMA_BASE_URL); `None`, the test skipped, only with
+/// LMEVAL_SKIP_LLAMA=1.
+pub fn llama_base_url() -> Option<String> {
+    let Ok(url) = std::env::var("LLAMA_BASE_URL") else {
+        assert_eq!(
+            std::env::var("LMEVAL_SKIP_LLAMA").as_deref(),
+            Ok("1"),
+            "LLAMA_BASE_URL must be set (scripts/test starts the server)"
+        );
+        println!("skipped: LMEVAL_SKIP_LLAMA=1");
+        return None;
+    };
+    Some(url)
+}
+
 /// The pinned lm_eval (scripts/test exports LMEVAL_LM_EVAL).
 pub fn lm_eval() -> String {
     std::env::var("LMEVAL_LM_EVAL").expect("LMEVAL_LM_EVAL must name the pinned lm_eval (scripts/test sets it)")
