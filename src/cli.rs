@@ -1,5 +1,6 @@
 //! The command line: `serve`, `openapi`, `crd`, `driver`, `sandbox`. Every `serve` flag can also come from an `LMEVAL_…` variable.
 
+use crate::outputs::store::StoreKind;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -142,6 +143,29 @@ pub struct ServeArgs {
     /// it replaces the default trust store: include public CAs too if evaluations reach public endpoints.
     #[arg(long, env = "LMEVAL_RUNNER_CA_BUNDLE")]
     pub runner_ca_bundle: Option<String>,
+    /// Kubernetes backend: where output sets (results, per-sample files, the whole log, the manifest) are kept:
+    /// `configmap` (the run record: results up to ~1 MiB, the log's last 256 KiB), `s3://BUCKET/PREFIX` (any
+    /// S3-compatible store; credentials from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY) or `pvc:NAME` (a
+    /// ReadWriteMany claim, mounted in this service's pod at --output-store-mount).
+    #[arg(long, env = "LMEVAL_OUTPUT_STORE", default_value = "configmap", value_parser = parse_store)]
+    pub output_store: StoreKind,
+    /// `s3://`: the store's endpoint URL (IBM COS, MinIO, Ceph RGW…); AWS when not given. Runner pods upload to
+    /// it too, so it must be an address they reach.
+    #[arg(long, env = "LMEVAL_OUTPUT_STORE_ENDPOINT")]
+    pub output_store_endpoint: Option<String>,
+    /// `s3://`: the region requests are signed for.
+    #[arg(long, env = "LMEVAL_OUTPUT_STORE_REGION", default_value = "us-east-1")]
+    pub output_store_region: String,
+    /// `s3://`: address buckets as `BUCKET.ENDPOINT` rather than `ENDPOINT/BUCKET` (path style, the default).
+    #[arg(long, env = "LMEVAL_OUTPUT_STORE_VIRTUAL_HOSTED")]
+    pub output_store_virtual_hosted: bool,
+    /// `pvc:`: where the claim is mounted in this service's pod.
+    #[arg(long, env = "LMEVAL_OUTPUT_STORE_MOUNT", default_value = "/var/lib/lm-eval-aas/outputs")]
+    pub output_store_mount: PathBuf,
+    /// Seconds a run keeps retrying to write its output set (with back-off) before it fails
+    /// `OutputUploadFailed`.
+    #[arg(long, env = "LMEVAL_OUTPUT_UPLOAD_PATIENCE_SECONDS", default_value_t = 300)]
+    pub output_upload_patience_seconds: u64,
     /// Kubernetes backend: the driver executable inside the runner image.
     #[arg(long, env = "LMEVAL_DRIVER", default_value = "lm-eval-aas")]
     pub driver: String,
@@ -191,6 +215,10 @@ pub struct ServeArgs {
     /// Seconds in-flight requests get to finish after SIGTERM (after the delay).
     #[arg(long, env = "LMEVAL_SHUTDOWN_TIMEOUT_SECONDS", default_value_t = 20)]
     pub shutdown_timeout_seconds: u64,
+}
+
+fn parse_store(raw: &str) -> Result<StoreKind, String> {
+    raw.parse()
 }
 
 fn non_negative_seconds(raw: &str) -> Result<f64, String> {

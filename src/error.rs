@@ -26,6 +26,12 @@ pub enum ApiError {
     Denied { field: Option<String>, detail: String },
     #[error("evaluation {0} not found")]
     NotFound(String),
+    /// Something a request names inside an evaluation is not there (`field` names what).
+    #[error("{detail}")]
+    Missing { field: String, detail: String },
+    /// A `Range` that the artifact's `0` bytes do not satisfy.
+    #[error("the requested range is not within the artifact's {0} bytes")]
+    RangeNotSatisfiable(u64),
     #[error("namespace {0} is not served here; the server serves the namespaces it is configured for")]
     NamespaceNotServed(String),
     #[error("no such route")]
@@ -68,7 +74,10 @@ impl ApiError {
             Self::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden { .. } | Self::Denied { .. } => StatusCode::FORBIDDEN,
-            Self::NotFound(_) | Self::NamespaceNotServed(_) | Self::NoRoute => StatusCode::NOT_FOUND,
+            Self::NotFound(_) | Self::Missing { .. } | Self::NamespaceNotServed(_) | Self::NoRoute => {
+                StatusCode::NOT_FOUND
+            }
+            Self::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -87,7 +96,8 @@ impl ApiError {
             Self::Forbidden { .. } => "forbidden-by-policy",
             Self::Unauthenticated(_) => "unauthenticated",
             Self::Denied { .. } => "forbidden",
-            Self::NotFound(_) | Self::NoRoute => "not-found",
+            Self::NotFound(_) | Self::NoRoute | Self::Missing { .. } => "not-found",
+            Self::RangeNotSatisfiable(_) => "range-not-satisfiable",
             Self::NamespaceNotServed(_) => "namespace-not-served",
             Self::MethodNotAllowed => "method-not-allowed",
             Self::Conflict(_) => "conflict",
@@ -103,7 +113,7 @@ impl ApiError {
     pub fn field(&self) -> Option<&str> {
         match self {
             Self::Malformed { field, .. } | Self::Denied { field, .. } => field.as_deref(),
-            Self::Invalid { field, .. } | Self::Forbidden { field, .. } => Some(field),
+            Self::Invalid { field, .. } | Self::Forbidden { field, .. } | Self::Missing { field, .. } => Some(field),
             _ => None,
         }
     }
@@ -176,6 +186,11 @@ impl IntoResponse for ApiError {
         if let Self::Unavailable { retry_after_seconds, .. } | Self::TooManyRequests { retry_after_seconds, .. } = self
         {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_seconds));
+        }
+        if let Self::RangeNotSatisfiable(size) = self
+            && let Ok(value) = HeaderValue::from_str(&format!("bytes */{size}"))
+        {
+            headers.insert(header::CONTENT_RANGE, value);
         }
         if let Self::Unauthenticated(_) = self {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"lm-eval-aas\""));

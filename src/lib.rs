@@ -12,6 +12,7 @@ pub mod k8s;
 pub mod lifecycle;
 pub mod metrics;
 pub mod model;
+pub mod outputs;
 pub mod progress;
 pub mod results;
 pub mod sandbox;

@@ -373,7 +373,11 @@ pub async fn get_evaluation_results(
 
 pub(super) async fn results_in(caller: &Caller, state: &AppState, namespace: &str, id: &str) -> ApiResult<Response> {
     state.auth.authorize(caller, Access::evaluation_part("results", namespace)).await?;
-    let bytes = state.backend.results(namespace, evaluation_id(id)?).await?;
+    let id = evaluation_id(id)?;
+    if let Some(response) = super::outputs::stored_results(state, namespace, id).await? {
+        return Ok(response);
+    }
+    let bytes = state.backend.results(namespace, id).await?;
     Ok(([(header::CONTENT_TYPE, "application/json")], bytes).into_response())
 }
 

@@ -6,6 +6,7 @@ mod layers;
 pub mod legacy;
 pub mod namespaced;
 pub mod ops;
+pub mod outputs;
 mod status_read;
 pub mod ui;
 pub mod webhook;
@@ -94,6 +95,20 @@ impl Limits {
 )]
 struct ApiDoc;
 
+/// Routes whose last parameter may hold slashes (`{*path}` for axum), documented with a plain `{path}`.
+#[derive(OpenApi)]
+#[openapi(paths(outputs::get_evaluation_artifact, namespaced::get_namespaced_evaluation_artifact))]
+struct WildcardRoutes;
+
+fn wildcard_routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/evaluations/{id}/artifacts/{*path}", axum::routing::get(outputs::get_evaluation_artifact))
+        .route(
+            "/api/v1/namespaces/{namespace}/evaluations/{id}/artifacts/{*path}",
+            axum::routing::get(namespaced::get_namespaced_evaluation_artifact),
+        )
+}
+
 fn api_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(evaluations::create_evaluation, evaluations::list_evaluations))
@@ -101,11 +116,19 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(evaluations::get_evaluation_logs))
         .routes(routes!(evaluations::get_evaluation_results))
         .routes(routes!(evaluations::cancel_evaluation))
+        .routes(routes!(outputs::get_evaluation_samples))
+        .routes(routes!(outputs::list_evaluation_artifacts))
+        .routes(routes!(outputs::get_evaluation_archive))
+        .routes(routes!(outputs::get_evaluation_manifest))
         .routes(routes!(namespaced::create_namespaced_evaluation, namespaced::list_namespaced_evaluations))
         .routes(routes!(namespaced::get_namespaced_evaluation, namespaced::delete_namespaced_evaluation))
         .routes(routes!(namespaced::get_namespaced_evaluation_logs))
         .routes(routes!(namespaced::get_namespaced_evaluation_results))
         .routes(routes!(namespaced::cancel_namespaced_evaluation))
+        .routes(routes!(namespaced::get_namespaced_evaluation_samples))
+        .routes(routes!(namespaced::list_namespaced_evaluation_artifacts))
+        .routes(routes!(namespaced::get_namespaced_evaluation_archive))
+        .routes(routes!(namespaced::get_namespaced_evaluation_manifest))
         .routes(routes!(legacy::submit_job))
         .routes(routes!(legacy::poll_job))
         .routes(routes!(legacy::job_results))
@@ -120,6 +143,7 @@ fn ops_routes() -> OpenApiRouter<AppState> {
 /// The OpenAPI document, generated from the routes.
 pub fn openapi() -> utoipa::openapi::OpenApi {
     let (_, mut doc) = api_routes().split_for_parts();
+    doc.merge(WildcardRoutes::openapi());
     doc.merge(ops_routes().split_for_parts().1);
     require_bearer_tokens(&mut doc);
     doc
@@ -213,7 +237,7 @@ pub fn router(state: impl Into<AppState>) -> Service {
 fn routes(state: AppState) -> Router {
     let (api, _) = api_routes().split_for_parts();
     let (ops, _) = ops_routes().split_for_parts();
-    let api = api.layer(layers::ApiLayer::new(Arc::clone(&state.metrics)));
+    let api = api.merge(wildcard_routes()).layer(layers::ApiLayer::new(Arc::clone(&state.metrics)));
     Router::new()
         .merge(api)
         .merge(ops)

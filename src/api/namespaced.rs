@@ -11,9 +11,12 @@ use super::evaluations::{
     CreateParams, DryRun, ListParams, LogParams, cancel_in, create_in, delete_in, get_in, list_in, logs_in, results_in,
 };
 use super::extract::{JsonBody, PeerAddr, Query};
+use super::outputs::{SamplesParams, archive_in, artifact_in, artifacts_in, manifest_in, samples_in};
 use crate::auth::Caller;
 use crate::error::{ApiResult, Problem};
 use crate::model::{Evaluation, EvaluationList, EvaluationRequest};
+use crate::outputs::index::ArtifactList;
+use axum::extract::OriginalUri;
 
 /// Submit an evaluation in a namespace.
 ///
@@ -182,4 +185,121 @@ pub async fn delete_namespaced_evaluation(
     Path((namespace, id)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
     delete_in(&caller, &state, &namespace, &id).await
+}
+
+/// The per-sample records of one task of an evaluation of a namespace (see `get_evaluation_samples`).
+#[utoipa::path(
+    get,
+    path = "/api/v1/namespaces/{namespace}/evaluations/{id}/samples",
+    operation_id = "get_namespaced_evaluation_samples",
+    tag = "namespaced",
+    params(("namespace" = String, Path, description = "A namespace the server serves"), ("id" = uuid::Uuid, Path, description = "Evaluation id"), SamplesParams),
+    responses(
+        (status = 200, description = "One page of records, one JSON object per line", body = String, content_type = "application/x-ndjson", headers(("Link" = String, description = "`<URL>; rel=\"next\"` while more pages follow"))),
+        (status = 404, description = "No such evaluation, or no samples of that task", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The evaluation did not set log_samples, has not ended, or the service keeps no output sets", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A parameter is not valid", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn get_namespaced_evaluation_samples(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path((namespace, id)): Path<(String, String)>,
+    OriginalUri(uri): OriginalUri,
+    Query(params): Query<SamplesParams>,
+) -> ApiResult<Response> {
+    samples_in(&caller, &state, &namespace, &id, uri.path(), params).await
+}
+
+/// The files of the output set of an evaluation of a namespace.
+#[utoipa::path(
+    get,
+    path = "/api/v1/namespaces/{namespace}/evaluations/{id}/artifacts",
+    operation_id = "list_namespaced_evaluation_artifacts",
+    tag = "namespaced",
+    params(("namespace" = String, Path, description = "A namespace the server serves"), ("id" = uuid::Uuid, Path, description = "Evaluation id")),
+    responses(
+        (status = 200, description = "The output set's files", body = ArtifactList),
+        (status = 404, description = "No such evaluation", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not ended yet, or the service keeps no output sets", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn list_namespaced_evaluation_artifacts(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path((namespace, id)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    artifacts_in(&caller, &state, &namespace, &id).await
+}
+
+/// One file of the output set of an evaluation of a namespace (see `get_evaluation_artifact`).
+#[utoipa::path(
+    get,
+    path = "/api/v1/namespaces/{namespace}/evaluations/{id}/artifacts/{path}",
+    operation_id = "get_namespaced_evaluation_artifact",
+    tag = "namespaced",
+    params(
+        ("namespace" = String, Path, description = "A namespace the server serves"),
+        ("id" = uuid::Uuid, Path, description = "Evaluation id"),
+        ("path" = String, Path, description = "The artifact's path, as listed"),
+        ("Range" = Option<String>, Header, description = "`bytes=START-END`, `bytes=START-` or `bytes=-LAST`"),
+    ),
+    responses(
+        (status = 200, description = "The file", body = String, content_type = "application/octet-stream"),
+        (status = 206, description = "The requested range", body = String, content_type = "application/octet-stream"),
+        (status = 404, description = "No such evaluation or artifact", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not ended yet, or the service keeps no output sets", body = Problem, content_type = "application/problem+json"),
+        (status = 416, description = "The range is not within the file", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Not a path of an output set", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn get_namespaced_evaluation_artifact(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path((namespace, id, path)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    artifact_in(&caller, &state, &namespace, &id, &path, &headers).await
+}
+
+/// Every file of the output set of an evaluation of a namespace, in one tar.gz.
+#[utoipa::path(
+    get,
+    path = "/api/v1/namespaces/{namespace}/evaluations/{id}/artifacts.tar.gz",
+    operation_id = "get_namespaced_evaluation_archive",
+    tag = "namespaced",
+    params(("namespace" = String, Path, description = "A namespace the server serves"), ("id" = uuid::Uuid, Path, description = "Evaluation id")),
+    responses(
+        (status = 200, description = "A tar.gz of every artifact", body = String, content_type = "application/gzip"),
+        (status = 404, description = "No such evaluation", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not ended yet, or the service keeps no output sets", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn get_namespaced_evaluation_archive(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path((namespace, id)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    archive_in(&caller, &state, &namespace, &id).await
+}
+
+/// The reproducibility manifest of an evaluation of a namespace.
+#[utoipa::path(
+    get,
+    path = "/api/v1/namespaces/{namespace}/evaluations/{id}/manifest",
+    operation_id = "get_namespaced_evaluation_manifest",
+    tag = "namespaced",
+    params(("namespace" = String, Path, description = "A namespace the server serves"), ("id" = uuid::Uuid, Path, description = "Evaluation id")),
+    responses(
+        (status = 200, description = "The manifest", body = Object),
+        (status = 404, description = "No such evaluation", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not ended yet, or the service keeps no output sets", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn get_namespaced_evaluation_manifest(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path((namespace, id)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    manifest_in(&caller, &state, &namespace, &id).await
 }

@@ -68,6 +68,8 @@ pub trait Backend: Send + Sync + 'static {
         }
     }
     async fn logs(&self, namespace: &str, id: Uuid, options: LogOptions) -> ApiResult<LogStream>;
+    /// Where the evaluation's output set is kept; `None` where the backend keeps none (the ConfigMap store).
+    async fn outputs(&self, namespace: &str, id: Uuid) -> ApiResult<Option<crate::outputs::OutputSet>>;
     /// The results JSON exactly as lm-eval wrote it.
     async fn results(&self, namespace: &str, id: Uuid) -> ApiResult<Bytes>;
     async fn cancel(&self, namespace: &str, id: Uuid) -> ApiResult<Evaluation>;

@@ -20,6 +20,8 @@ use crate::fsutil::write_atomic;
 use crate::k8s::run_record::RunRecord;
 use crate::lifecycle::Output;
 use crate::model::{ExitStatus, Progress};
+use crate::outputs::manifest;
+use crate::outputs::upload::{self, Body, Destination, Gathered};
 use crate::progress::parse_tqdm_line;
 use crate::results::find_results;
 use lines::{LineSink, LineSplitter};
@@ -45,10 +47,55 @@ pub struct DriverArgs {
     pub keep_env: Vec<String>,
     #[command(flatten)]
     pub record: RecordTarget,
+    #[command(flatten)]
+    pub outputs: OutputArgs,
     /// The command to run, after `--`.
     #[arg(last = true, required = true)]
     pub command: Vec<String>,
 }
+
+/// Where the output set goes (see `crate::outputs`); all of it from the pod's environment on Kubernetes.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct OutputArgs {
+    /// Index the output set where it lies, in this directory (the local backend's evaluation directory).
+    #[arg(long, env = "LMEVAL_OUTPUTS_IN_PLACE", value_name = "DIR")]
+    pub outputs_in_place: Option<PathBuf>,
+    /// Write the output set into this directory (the evaluation's directory of a claim).
+    #[arg(long, env = "LMEVAL_UPLOAD_DIR", value_name = "DIR")]
+    pub upload_dir: Option<PathBuf>,
+    /// Upload the output set with the presigned URLs in this directory (a file per object).
+    #[arg(long, env = "LMEVAL_UPLOAD_URLS", value_name = "DIR")]
+    pub upload_urls: Option<PathBuf>,
+    /// How long writes of the output set are retried before the evaluation fails `OutputUploadFailed`.
+    #[arg(long, env = "LMEVAL_UPLOAD_PATIENCE_SECONDS", default_value_t = 300)]
+    pub upload_patience_seconds: u64,
+    /// The evaluation's request (JSON), for the manifest.
+    #[arg(long, env = "LMEVAL_REQUEST_FILE")]
+    pub request_file: Option<PathBuf>,
+    /// The runner image, for the manifest.
+    #[arg(long, env = "LMEVAL_RUNNER_IMAGE")]
+    pub runner_image: Option<String>,
+    /// The inline task files, hashed into the manifest.
+    #[arg(long, env = "LMEVAL_INLINE_TASKS_DIR")]
+    pub inline_tasks_dir: Option<PathBuf>,
+}
+
+impl OutputArgs {
+    fn destination(&self) -> anyhow::Result<Option<Destination>> {
+        Ok(if let Some(dir) = &self.outputs_in_place {
+            Some(Destination::InPlace { dir: dir.clone() })
+        } else if let Some(dir) = &self.upload_dir {
+            Some(Destination::Directory(dir.clone()))
+        } else if let Some(dir) = &self.upload_urls {
+            Some(Destination::presigned(dir)?)
+        } else {
+            None
+        })
+    }
+}
+
+/// How often the log is uploaded while it grows, so a pod that dies still leaves it.
+const LOG_UPLOAD_EVERY: Duration = Duration::from_secs(5);
 
 /// What lm_eval's environment starts from, whatever the driver's own holds (a service's credentials, the
 /// pod's API-server address, the driver's run-record settings): the process basics, the switches the
@@ -90,6 +137,8 @@ const PROGRESS_INTERVAL: Duration = Duration::from_millis(500);
 
 pub async fn run(args: DriverArgs) -> anyhow::Result<i32> {
     let (program, rest) = args.command.split_first().ok_or_else(|| anyhow::anyhow!("no command given after --"))?;
+    let started_at = crate::model::now();
+    let destination = args.outputs.destination()?.map(std::sync::Arc::new);
     let recorder = RecordWriter::connect(&args.record).await?;
     let log = match &args.log_file {
         Some(path) => Some(tokio::fs::OpenOptions::new().create(true).append(true).open(path).await?),
@@ -122,13 +171,42 @@ pub async fn run(args: DriverArgs) -> anyhow::Result<i32> {
     };
     let mut signals = Signals::new()?;
     let mut progress = ProgressFile { path: args.progress_file.clone(), latest: None, written: None };
+    let log_uploads = match (&destination, &args.log_file) {
+        (Some(destination), Some(log)) if !destination.keeps_files_in_place() => {
+            Some(tokio::spawn(upload_log_while_it_grows(std::sync::Arc::clone(destination), log.clone())))
+        }
+        _ => None,
+    };
     follow_output(&mut child, &mut sink, &mut progress, &mut signals).await?;
     let status = wait(&mut child, &mut signals).await?;
     sink.sync_log().await?;
+    if let Some(uploads) = log_uploads {
+        uploads.abort();
+        let _ = uploads.await;
+    }
+    let written = match &destination {
+        Some(destination) => Some(write_outputs(&args, destination, status, started_at).await),
+        None => None,
+    };
+    if let Some(Err(e)) = &written {
+        let line = format!("lm-eval-aas driver: the output set was not written: {e}");
+        eprintln!("{line}");
+    }
     write_exit(args.exit_file.as_deref(), status)?;
     let code = status.process_exit_code();
     let Some(recorder) = sink.recorder else { return Ok(code) };
-    let record = final_record(status, progress.latest, args.record.output_dir.as_deref());
+    let mut record = final_record(status, progress.latest, args.record.output_dir.as_deref());
+    match written {
+        Some(Ok(())) => {
+            record.stored_outputs = true;
+            record.results = record.results.as_deref().and_then(crate::k8s::run_record::results_summary);
+        }
+        Some(Err(e)) => {
+            record.results = record.results.as_deref().and_then(crate::k8s::run_record::results_summary);
+            record.failure = Some((crate::model::Reason::OutputUploadFailed, e));
+        }
+        None => {}
+    }
     match recorder.finish(record).await {
         Ok(Some((reason, message))) => {
             eprintln!("lm-eval-aas driver: {reason}: {message}");
@@ -224,6 +302,81 @@ pub(crate) fn final_record(status: ExitStatus, progress: Option<Progress>, outpu
         }
     }
     record
+}
+
+/// Uploads the log every `LOG_UPLOAD_EVERY` while it grows; a failed upload is tried again next time.
+async fn upload_log_while_it_grows(destination: std::sync::Arc<Destination>, log: PathBuf) {
+    let mut uploaded = 0;
+    loop {
+        tokio::time::sleep(LOG_UPLOAD_EVERY).await;
+        let Ok(size) = tokio::fs::metadata(&log).await.map(|m| m.len()) else { continue };
+        if size == uploaded {
+            continue;
+        }
+        match destination.put(crate::outputs::index::LOG, Body::Files(vec![(log.clone(), size)])).await {
+            Ok(()) => uploaded = size,
+            Err(e) => eprintln!("lm-eval-aas driver: {e}; trying again in {} s", LOG_UPLOAD_EVERY.as_secs()),
+        }
+    }
+}
+
+/// Names, hashes and writes what the run left, with its manifest.
+async fn write_outputs(
+    args: &DriverArgs,
+    destination: &Destination,
+    status: ExitStatus,
+    started_at: time::OffsetDateTime,
+) -> Result<(), String> {
+    let output_dir = args.record.output_dir.clone();
+    let log_file = args.log_file.clone();
+    let gathered = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
+        let files = match &output_dir {
+            Some(dir) => upload::gather(dir)?,
+            None => Vec::new(),
+        };
+        let log = match log_file {
+            Some(path) => {
+                Some(Gathered { artifact: upload::hashed(&path, crate::outputs::index::LOG, None)?, source: path })
+            }
+            None => None,
+        };
+        Ok((files, log))
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    let (files, log) = gathered.map_err(|e| format!("reading the run's outputs: {e}"))?;
+    let results: Option<serde_json::Value> = files
+        .iter()
+        .find(|f| f.artifact.path == crate::outputs::index::RESULTS)
+        .and_then(|f| std::fs::read(&f.source).ok())
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+    let outputs = &args.outputs;
+    let request =
+        outputs.request_file.as_ref().and_then(|p| std::fs::read(p).ok()).and_then(|b| serde_json::from_slice(&b).ok());
+    let argv = lm_eval_argv(&args.command);
+    let facts = manifest::RunFacts {
+        argv,
+        runner_image: outputs.runner_image.as_deref(),
+        request,
+        results: results.as_ref(),
+        inline_tasks: outputs.inline_tasks_dir.as_deref().map(upload::hashes_of_files_in).unwrap_or_default(),
+        started_at,
+        finished_at: crate::model::now(),
+        exit: status,
+    };
+    let manifest = serde_json::to_vec_pretty(&manifest::manifest(&facts)).map_err(|e| e.to_string())?;
+    let patience = Duration::from_secs(outputs.upload_patience_seconds);
+    destination.write_set(&files, log.as_ref(), manifest.into(), patience).await
+}
+
+/// lm_eval's own argv: the command without the sandbox that wraps it on the local backend.
+fn lm_eval_argv(command: &[String]) -> &[String] {
+    if command.get(1).is_some_and(|c| c == "sandbox")
+        && let Some(separator) = command.iter().position(|a| a == "--")
+    {
+        return &command[separator + 1..];
+    }
+    command
 }
 
 fn write_exit(path: Option<&Path>, status: ExitStatus) -> anyhow::Result<()> {

@@ -4,10 +4,10 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, KeyToPath,
-    ObjectFieldSelector, PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec,
-    ResourceRequirements, SeccompProfile, SecretKeySelector, SecurityContext, ServiceAccount, Toleration, Volume,
-    VolumeMount as K8sVolumeMount,
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, DownwardAPIVolumeFile, DownwardAPIVolumeSource,
+    EmptyDirVolumeSource, EnvVar, EnvVarSource, KeyToPath, ObjectFieldSelector, PersistentVolumeClaimVolumeSource,
+    PodSecurityContext, PodSpec, PodTemplateSpec, ResourceRequirements, SeccompProfile, SecretKeySelector,
+    SecretVolumeSource, SecurityContext, ServiceAccount, Toleration, Volume, VolumeMount as K8sVolumeMount,
 };
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -55,6 +55,35 @@ pub struct RunnerConfig {
     pub termination_grace_seconds: i64,
     /// CA certificates runner pods trust for TLS to model endpoints.
     pub ca_bundle: Option<CaBundle>,
+    /// Where runs write their output sets.
+    pub outputs: RunnerOutputs,
+    /// How long a run retries writing its output set.
+    pub upload_patience_seconds: u64,
+}
+
+/// Where a run writes its output set (see `crate::outputs`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum RunnerOutputs {
+    /// Results and the log's end in the run record only.
+    #[default]
+    RunRecord,
+    /// To a bucket, with the presigned URLs of the Secret `lmeval-<id>-upload`.
+    Presigned,
+    /// Into the evaluation's directory `<namespace>/<id>` of this claim.
+    Claim(String),
+}
+
+/// Where the output set's upload URLs are mounted, and the log the driver keeps for it.
+pub const UPLOAD_URLS_DIR: &str = "/lmeval/upload";
+pub const UPLOAD_DIR: &str = "/lmeval/outputs";
+pub const LOG_DIR: &str = "/lmeval/log";
+pub const META_DIR: &str = "/lmeval/meta";
+/// The pod's copy of the request, which the driver puts in the manifest (read through the downward API).
+pub const REQUEST_ANNOTATION: &str = "lm-eval-aas.io/request";
+
+/// The Secret holding a run's presigned upload URLs.
+pub fn upload_secret_name(id: Uuid) -> String {
+    format!("{}-upload", object_name(id))
 }
 
 /// A key of a ConfigMap (in each served namespace) holding PEM CA certificates: `--runner-ca-bundle`.
@@ -96,6 +125,8 @@ impl RunnerConfig {
             task_dirs: vec![],
             termination_grace_seconds: 1,
             ca_bundle: None,
+            outputs: RunnerOutputs::RunRecord,
+            upload_patience_seconds: 300,
         }
     }
 }
@@ -363,7 +394,87 @@ pub fn build(
         });
     }
 
+    let mut pod_annotations = None;
+    if config.outputs != RunnerOutputs::RunRecord {
+        env.extend([
+            env_value("LMEVAL_RUNNER_IMAGE", config.image.clone()),
+            env_value("LMEVAL_UPLOAD_PATIENCE_SECONDS", config.upload_patience_seconds.to_string()),
+            env_value("LMEVAL_REQUEST_FILE", format!("{META_DIR}/request.json")),
+            env_value("LMEVAL_INLINE_TASKS_DIR", TASKS_DIR),
+        ]);
+        pod_annotations = Some(BTreeMap::from([(REQUEST_ANNOTATION.to_string(), serde_json::to_string(request)?)]));
+        volumes.push(Volume {
+            name: "log".into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Volume::default()
+        });
+        mounts.push(K8sVolumeMount { name: "log".into(), mount_path: LOG_DIR.into(), ..K8sVolumeMount::default() });
+        volumes.push(Volume {
+            name: "meta".into(),
+            downward_api: Some(DownwardAPIVolumeSource {
+                items: Some(vec![DownwardAPIVolumeFile {
+                    path: "request.json".into(),
+                    field_ref: Some(ObjectFieldSelector {
+                        field_path: format!("metadata.annotations['{REQUEST_ANNOTATION}']"),
+                        ..ObjectFieldSelector::default()
+                    }),
+                    ..DownwardAPIVolumeFile::default()
+                }]),
+                ..DownwardAPIVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+        mounts.push(K8sVolumeMount {
+            name: "meta".into(),
+            mount_path: META_DIR.into(),
+            read_only: Some(true),
+            ..K8sVolumeMount::default()
+        });
+    }
+    match &config.outputs {
+        RunnerOutputs::RunRecord => {}
+        RunnerOutputs::Presigned => {
+            env.push(env_value("LMEVAL_UPLOAD_URLS", UPLOAD_URLS_DIR));
+            volumes.push(Volume {
+                name: "upload".into(),
+                secret: Some(SecretVolumeSource {
+                    secret_name: Some(upload_secret_name(id)),
+                    optional: Some(false),
+                    ..SecretVolumeSource::default()
+                }),
+                ..Volume::default()
+            });
+            mounts.push(K8sVolumeMount {
+                name: "upload".into(),
+                mount_path: UPLOAD_URLS_DIR.into(),
+                read_only: Some(true),
+                ..K8sVolumeMount::default()
+            });
+        }
+        RunnerOutputs::Claim(claim) => {
+            env.push(env_value("LMEVAL_UPLOAD_DIR", UPLOAD_DIR));
+            volumes.push(Volume {
+                name: "outputs".into(),
+                persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                    claim_name: claim.clone(),
+                    read_only: Some(false),
+                }),
+                ..Volume::default()
+            });
+            // Only the evaluation's own directory: its code never sees another's outputs.
+            mounts.push(K8sVolumeMount {
+                name: "outputs".into(),
+                mount_path: UPLOAD_DIR.into(),
+                sub_path: Some(format!("{}/{id}", evaluation.namespace)),
+                ..K8sVolumeMount::default()
+            });
+        }
+    }
+
     let mut driver_command = vec![literal(&config.driver), "driver".into(), "--echo".into()];
+    if config.outputs != RunnerOutputs::RunRecord {
+        driver_command.extend(["--log-file".into(), format!("{LOG_DIR}/log.txt")]);
+    }
     // The driver passes lm_eval only the sealed basics and the variables it is told to keep.
     let ca_env = config.ca_bundle.as_ref().map_or(&[][..], |_| &CA_BUNDLE_ENV[..]);
     for name in request.env.iter().map(|var| var.name.as_str()).chain(ca_env.iter().copied()) {
@@ -420,7 +531,11 @@ pub fn build(
             backoff_limit: Some(config.backoff_limit),
             active_deadline_seconds: request.timeout_seconds.map(|s| i64::try_from(s).unwrap_or(i64::MAX)),
             template: PodTemplateSpec {
-                metadata: Some(ObjectMeta { labels: Some(identity_labels(id)), ..ObjectMeta::default() }),
+                metadata: Some(ObjectMeta {
+                    labels: Some(identity_labels(id)),
+                    annotations: pod_annotations,
+                    ..ObjectMeta::default()
+                }),
                 spec: Some(pod),
             },
             ..JobSpec::default()

@@ -17,6 +17,8 @@ fn config() -> RunnerConfig {
         task_dirs: vec![],
         termination_grace_seconds: 30,
         ca_bundle: Some(CaBundle { config_map: "model-ca".into(), key: "ca.pem".into() }),
+        outputs: RunnerOutputs::RunRecord,
+        upload_patience_seconds: 300,
     }
 }
 
@@ -156,4 +158,40 @@ fn a_ca_bundle_is_a_config_map_and_a_key() {
     for bad in ["", "Model_CA", "ca/", "ca/a/b", "ca/..data", "ca/."] {
         assert!(CaBundle::parse(bad).is_err(), "{bad:?}");
     }
+}
+
+#[test]
+fn runs_write_outputs_only_to_their_own_part_of_the_store() {
+    let request = json!({"model": "dummy", "tasks": ["t"], "log_samples": true});
+    let container = |objects: &EvaluationObjects| {
+        objects.job.spec.as_ref().and_then(|s| s.template.spec.as_ref()).expect("pod").containers[0].clone()
+    };
+    let env = |container: &Container, name: &str| {
+        container.env.iter().flatten().find(|e| e.name == name).and_then(|e| e.value.clone())
+    };
+    let presigned = objects_with(request.clone(), &RunnerConfig { outputs: RunnerOutputs::Presigned, ..config() });
+    let pod = presigned.job.spec.as_ref().and_then(|s| s.template.spec.as_ref()).expect("pod");
+    let upload = pod.volumes.iter().flatten().find(|v| v.name == "upload").expect("upload volume");
+    let secret = upload.secret.as_ref().and_then(|s| s.secret_name.clone());
+    assert_eq!(secret.as_deref(), Some("lmeval-0123456789abcdef0123456789abcdef-upload"));
+    let runner = container(&presigned);
+    assert_eq!(env(&runner, "LMEVAL_UPLOAD_URLS").as_deref(), Some(UPLOAD_URLS_DIR));
+    assert_eq!(env(&runner, "LMEVAL_RUNNER_IMAGE").as_deref(), Some("registry.example/lm-eval-aas-runner:1"));
+    let command = runner.command.expect("command");
+    assert!(command.windows(2).any(|w| w[0] == "--log-file" && w[1] == "/lmeval/log/log.txt"), "{command:?}");
+    let annotations =
+        presigned.job.spec.as_ref().and_then(|s| s.template.metadata.as_ref()).and_then(|m| m.annotations.clone());
+    let copy: Value = serde_json::from_str(&annotations.expect("annotations")[REQUEST_ANNOTATION]).expect("json");
+    assert_eq!(copy["log_samples"], true);
+
+    let claimed =
+        objects_with(request.clone(), &RunnerConfig { outputs: RunnerOutputs::Claim("outputs".into()), ..config() });
+    let runner = container(&claimed);
+    let mount = runner.volume_mounts.iter().flatten().find(|m| m.name == "outputs").expect("outputs mount");
+    assert_eq!(mount.sub_path.as_deref(), Some("ns/01234567-89ab-cdef-0123-456789abcdef"));
+    assert_eq!(env(&runner, "LMEVAL_UPLOAD_DIR").as_deref(), Some(UPLOAD_DIR));
+
+    let recorded = objects_with(request, &config());
+    assert!(env(&container(&recorded), "LMEVAL_UPLOAD_DIR").is_none());
+    assert!(!container(&recorded).command.expect("command").contains(&"--log-file".to_string()));
 }

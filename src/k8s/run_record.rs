@@ -17,6 +17,10 @@ const FAILURE: &str = "failure";
 const LOG: &str = "log";
 const RESULTS: &str = "results.json";
 const RESULTS_GZ: &str = "results.json.gz";
+/// Present when the output set went to the output store: then `results.json` holds only the sections
+/// metrics are read from, and the whole results are in the store.
+const OUTPUTS: &str = "outputs";
+const STORED: &str = "stored";
 
 /// The most log kept once the pod is gone.
 pub const LOG_TAIL_BYTES: usize = 256 * 1024;
@@ -30,8 +34,10 @@ pub struct RunRecord {
     /// A failure the driver itself detected: `(reason, message)`.
     pub failure: Option<(Reason, String)>,
     pub log_tail: Option<String>,
-    /// The results JSON exactly as lm-eval wrote it.
+    /// The results JSON exactly as lm-eval wrote it (its summary when `stored_outputs`).
     pub results: Option<Bytes>,
+    /// The output set is in the output store.
+    pub stored_outputs: bool,
 }
 
 impl RunRecord {
@@ -48,17 +54,14 @@ impl RunRecord {
             failure: failure_in(config_map),
             log_tail: text(LOG).cloned(),
             results,
+            stored_outputs: text(OUTPUTS).is_some_and(|o| o == STORED),
         }
     }
 
     /// What an evaluation's status is computed from, small enough to keep thousands of: the log's last lines
     /// and, of the results, only the sections its metrics are read from.
     pub fn summary(&self) -> Self {
-        let results = self.results.as_deref().and_then(|bytes| serde_json::from_slice::<serde_json::Value>(bytes).ok());
-        let results = results.map(|all| {
-            let kept = serde_json::json!({"results": all.get("results"), "n-shot": all.get("n-shot")});
-            Bytes::from(kept.to_string())
-        });
+        let results = self.results.as_deref().and_then(results_summary);
         Self {
             progress: self.progress,
             exit: self.exit,
@@ -68,6 +71,7 @@ impl RunRecord {
                 .as_deref()
                 .map(|tail| crate::lifecycle::last_lines(tail, crate::lifecycle::LAST_LOG_LINES)),
             results,
+            stored_outputs: self.stored_outputs,
         }
     }
 
@@ -105,6 +109,9 @@ impl RunRecord {
                 }
             }
         }
+        if self.stored_outputs {
+            data.insert(OUTPUTS.into(), STORED.into());
+        }
         if let Some(failure) = &failure {
             data.insert(FAILURE.into(), serde_json::to_string(failure).unwrap_or_default());
         }
@@ -124,6 +131,13 @@ impl RunRecord {
             ..ConfigMap::default()
         }
     }
+}
+
+/// Of lm-eval's results, only the sections an evaluation's metrics are read from.
+pub fn results_summary(results: &[u8]) -> Option<Bytes> {
+    let all = serde_json::from_slice::<serde_json::Value>(results).ok()?;
+    let kept = serde_json::json!({"results": all.get("results"), "n-shot": all.get("n-shot")});
+    Some(Bytes::from(kept.to_string()))
 }
 
 /// The failure a run record ConfigMap holds, if any (without decoding its results).
@@ -159,6 +173,7 @@ mod tests {
             failure: None,
             log_tail: Some("a\nb\n".into()),
             results: Some(Bytes::from_static(br#"{"results": {}}"#)),
+            stored_outputs: true,
         };
         assert!(record.to_data().0.contains_key(RESULTS));
         assert_eq!(round_trip(&record), record);

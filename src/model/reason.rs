@@ -13,6 +13,7 @@ pub enum Reason {
     Killed,
     NoResults,
     ResultsTooLarge,
+    OutputUploadFailed,
     StartError,
     Interrupted,
     #[serde(rename = "OOMKilled")]
@@ -27,7 +28,7 @@ pub enum Reason {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 17] = [
+    pub const ALL: [Reason; 18] = [
         Self::Cancelled,
         Self::InvalidRequest,
         Self::Timeout,
@@ -35,6 +36,7 @@ impl Reason {
         Self::Killed,
         Self::NoResults,
         Self::ResultsTooLarge,
+        Self::OutputUploadFailed,
         Self::StartError,
         Self::Interrupted,
         Self::OomKilled,
@@ -57,6 +59,7 @@ impl Reason {
             Self::Killed => "Killed",
             Self::NoResults => "NoResults",
             Self::ResultsTooLarge => "ResultsTooLarge",
+            Self::OutputUploadFailed => "OutputUploadFailed",
             Self::StartError => "StartError",
             Self::Interrupted => "Interrupted",
             Self::OomKilled => "OOMKilled",
@@ -82,6 +85,9 @@ impl Reason {
             Self::Killed => "lm_eval was ended by a signal; the message has the signal and the last log lines",
             Self::NoResults => "lm_eval exited 0 but wrote no results file",
             Self::ResultsTooLarge => "the results JSON does not fit where the backend keeps it",
+            Self::OutputUploadFailed => {
+                "the output set could not be written to the output store, after retrying; what was written before stays"
+            }
             Self::StartError => "the evaluation's process could not be started",
             Self::Interrupted => "the evaluation's process ended without recording an exit status",
             Self::OomKilled => "the runner container exceeded its memory limit (kubernetes)",

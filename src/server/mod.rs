@@ -5,6 +5,8 @@ mod connections;
 mod socket;
 mod webhook;
 
+use crate::k8s::job::RunnerOutputs;
+use crate::outputs::store::{BucketAccess, OutputStore, StoreKind};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -128,7 +130,24 @@ fn kubernetes_config(args: &ServeArgs) -> anyhow::Result<KubernetesConfig> {
             task_dirs: args.task_dirs.iter().map(|d| d.to_string_lossy().into_owned()).collect(),
             termination_grace_seconds,
             ca_bundle,
+            outputs: match &args.output_store {
+                StoreKind::ConfigMap => RunnerOutputs::RunRecord,
+                StoreKind::Bucket { .. } => RunnerOutputs::Presigned,
+                StoreKind::Claim { name } => RunnerOutputs::Claim(name.clone()),
+            },
+            upload_patience_seconds: args.output_upload_patience_seconds,
         },
+        output_store: OutputStore::open(
+            args.output_store.clone(),
+            &BucketAccess {
+                endpoint: args.output_store_endpoint.clone(),
+                region: args.output_store_region.clone(),
+                virtual_hosted: args.output_store_virtual_hosted,
+                credentials: None,
+            },
+            &args.output_store_mount,
+        )
+        .context("--output-store (LMEVAL_OUTPUT_STORE)")?,
         stuck_after: Duration::from_secs(args.stuck_after_seconds),
         api_timeout: Duration::from_secs(args.api_timeout_seconds.max(1)),
         pending_limits: pending_limits(args),

@@ -4,13 +4,13 @@
 //! cancel or a stuck pod's failure on the Job, and writes the status only when it changed — at most once every
 //! 2 s while the evaluation runs. Each transition is also a Kubernetes Event.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, ServiceAccount};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, OwnerReference};
@@ -36,6 +36,7 @@ use crate::k8s::{
 };
 use crate::lifecycle::{self, admission::refused};
 use crate::model::{Evaluation, State, now};
+use crate::outputs::store::{OutputStore, upload_validity};
 
 const FIELD_MANAGER: &str = "lm-eval-aas-controller";
 /// The least time between two status writes of a running evaluation (progress moves faster than that).
@@ -71,6 +72,7 @@ struct Context {
     service_accounts: Api<ServiceAccount>,
     roles: Api<Role>,
     role_bindings: Api<RoleBinding>,
+    secrets: Api<Secret>,
     index: Arc<Guarded<Index>>,
     /// Where Events are published (events.k8s.io), and as whom.
     events: Api<Event>,
@@ -105,6 +107,7 @@ pub async fn run(shared: Arc<Shared>, namespace: String, mut stop: watch::Receiv
         service_accounts: Api::namespaced(shared.controller_client.clone(), &namespace),
         roles: Api::namespaced(shared.controller_client.clone(), &namespace),
         role_bindings: Api::namespaced(shared.controller_client.clone(), &namespace),
+        secrets: Api::namespaced(shared.controller_client.clone(), &namespace),
         index,
         written: Mutex::new(HashMap::new()),
         starting: tokio::sync::Mutex::new(()),
@@ -307,6 +310,32 @@ where
     }
 }
 
+/// With a bucket for outputs: the Secret of presigned URLs that let the run write its own objects, and no others.
+async fn upload_secret(ctx: &Context, evaluation: &Evaluation) -> Result<Option<Secret>, ReconcileError> {
+    let store = &ctx.shared.config.output_store;
+    let dir = OutputStore::dir(&evaluation.namespace, &evaluation.id.to_string());
+    let valid_for = upload_validity(evaluation.request.timeout_seconds);
+    let Some(urls) = store
+        .upload_urls(&dir, valid_for)
+        .await
+        .map_err(|e| ReconcileError(format!("cannot sign upload URLs: {e}")))?
+    else {
+        return Ok(None);
+    };
+    Ok(Some(Secret {
+        metadata: ObjectMeta {
+            name: Some(job::upload_secret_name(evaluation.id)),
+            labels: Some(BTreeMap::from([
+                (MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string()),
+                (EVALUATION_ID_LABEL.to_string(), evaluation.id.to_string()),
+            ])),
+            ..ObjectMeta::default()
+        },
+        string_data: Some(urls),
+        ..Secret::default()
+    }))
+}
+
 /// Creates the evaluation's runner identity, run record, input and Job, each fresh.
 async fn create_job(
     ctx: &Context,
@@ -332,7 +361,11 @@ async fn create_job(
         Some(input) => create_fresh(&ctx.config_maps, input, object, true).await?,
         None => None,
     };
-    if let Some(message) = taken.into_iter().flatten().chain(input_taken).next() {
+    let upload_taken = match upload_secret(ctx, &new.evaluation).await? {
+        Some(secret) => create_fresh(&ctx.secrets, secret, object, true).await?,
+        None => None,
+    };
+    if let Some(message) = taken.into_iter().flatten().chain(input_taken).chain(upload_taken).next() {
         return Ok(JobCreation::Taken(message));
     }
     objects.job.metadata.owner_references = object.owner_reference().map(|o| vec![o]);

@@ -17,6 +17,10 @@ use crate::backend::LogOptions;
 use crate::k8s::job::CONTAINER;
 use crate::k8s::run_record::RunRecord;
 use crate::k8s::{object_name, status};
+use crate::outputs::index::LOG;
+use crate::outputs::store::OutputStore;
+use crate::outputs::stored_log_lines;
+use futures::StreamExt;
 
 /// How long a follower waits for a pod to start before asking again, without a change of the evaluation.
 const ASK_AGAIN: Duration = Duration::from_secs(3);
@@ -85,6 +89,19 @@ async fn send_recorded(
     options: LogOptions,
     tx: &tokio::sync::mpsc::Sender<String>,
 ) {
+    if let Some(objects) = &shared.config.output_store.objects {
+        let dir = OutputStore::dir(namespace, &id.to_string());
+        if let Ok(Some(size)) = objects.size(&dir, LOG).await
+            && let Ok(mut lines) = stored_log_lines(objects, &dir, size, options.tail_lines).await
+        {
+            while let Some(line) = lines.next().await {
+                if tx.send(line).await.is_err() {
+                    return;
+                }
+            }
+            return;
+        }
+    }
     let config_maps: Api<ConfigMap> = Api::namespaced(shared.client.clone(), namespace);
     let Ok(Some(record)) = shared.call(config_maps.get_opt(&object_name(id))).await else { return };
     let tail = RunRecord::from_config_map(&record).log_tail.unwrap_or_default();

@@ -38,6 +38,8 @@ use crate::k8s::{CREATOR_ANNOTATION, REQUEST_DIGEST_ANNOTATION, object_name};
 use crate::lifecycle::CANCELLATION_REQUESTED;
 use crate::metrics::Metrics;
 use crate::model::{Evaluation, EvaluationList, State};
+use crate::outputs::OutputSet;
+use crate::outputs::store::OutputStore;
 use crate::validate::Policy;
 use views::{View, Views};
 
@@ -64,6 +66,8 @@ pub struct KubernetesConfig {
     pub identity: String,
     /// How long the leader's Lease lasts unrenewed before another replica takes over.
     pub lease_duration: Duration,
+    /// Where output sets are kept (`--output-store`).
+    pub output_store: OutputStore,
 }
 
 pub struct KubernetesBackend {
@@ -322,6 +326,20 @@ impl Backend for KubernetesBackend {
         Ok(tokio_stream::wrappers::ReceiverStream::new(rx).boxed())
     }
 
+    async fn outputs(&self, namespace: &str, id: Uuid) -> ApiResult<Option<OutputSet>> {
+        let evaluation = self.shared.evaluation(namespace, id)?;
+        let (state, log_samples) = (evaluation.state, evaluation.request.log_samples);
+        let Some(objects) = &self.shared.config.output_store.objects else { return Ok(None) };
+        Ok(Some(OutputSet {
+            objects: objects.clone(),
+            dir: OutputStore::dir(namespace, &id.to_string()),
+            in_place: false,
+            id,
+            state,
+            log_samples,
+        }))
+    }
+
     async fn results(&self, namespace: &str, id: Uuid) -> ApiResult<Bytes> {
         let shared = &self.shared;
         ensure_succeeded(id, shared.views.read().view(namespace, id)?.state)?;
@@ -362,6 +380,9 @@ impl Backend for KubernetesBackend {
             Err(e) => return Err(e),
         }
         shared.views.write().remove(namespace, &name);
+        if let Some(objects) = &shared.config.output_store.objects {
+            objects.delete_all(&OutputStore::dir(namespace, &id.to_string())).await?;
+        }
         Ok(())
     }
 

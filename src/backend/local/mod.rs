@@ -30,6 +30,8 @@ use crate::fsutil::write_atomic;
 use crate::lifecycle::CANCELLATION_REQUESTED;
 use crate::lifecycle::admission::Workspace;
 use crate::model::{Evaluation, EvaluationList, State, now};
+use crate::outputs::OutputSet;
+use crate::outputs::objects::Objects;
 use crate::sandbox::Confinement;
 use record::{Control, Record, StopReason};
 use store::{Adopted, Store};
@@ -67,6 +69,8 @@ struct Shared {
 }
 
 const RECORD: &str = "record.json";
+/// The request alone, for the run's manifest.
+const REQUEST: &str = "request.json";
 const LOG: &str = "log.txt";
 const PROGRESS: &str = "progress.json";
 const EXIT: &str = "exit.json";
@@ -187,6 +191,8 @@ impl Shared {
         if let Some(yaml) = config_yaml {
             std::fs::write(staging.join("config.yaml"), yaml)?;
         }
+        let request = serde_json::to_vec_pretty(&record.evaluation.request).map_err(std::io::Error::other)?;
+        std::fs::write(staging.join(REQUEST), request)?;
         write_atomic(&staging.join(RECORD), &serde_json::to_vec_pretty(record).map_err(std::io::Error::other)?)?;
         std::fs::rename(&staging, self.dir(id))
     }
@@ -279,6 +285,19 @@ impl Backend for LocalBackend {
         self.shared.store.read().slot(id)?;
         let path = self.shared.dir(id).join(LOG);
         Ok(logs::stream_lines(Arc::clone(&self.shared), id, path, options))
+    }
+
+    async fn outputs(&self, namespace: &str, id: Uuid) -> ApiResult<Option<OutputSet>> {
+        ensure_served(&self.shared.namespaces, namespace)?;
+        let evaluation = Listable::evaluation(self.shared.store.read().slot(id)?)?;
+        Ok(Some(OutputSet {
+            objects: Objects::Files { root: self.shared.config.data_dir.join("evaluations") },
+            dir: id.to_string(),
+            in_place: true,
+            id,
+            state: evaluation.state,
+            log_samples: evaluation.request.log_samples,
+        }))
     }
 
     async fn results(&self, namespace: &str, id: Uuid) -> ApiResult<Bytes> {

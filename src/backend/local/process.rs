@@ -52,6 +52,8 @@ impl Shared {
         for var in &request.env {
             command.arg("--keep-env").arg(&var.name);
         }
+        command.arg("--output-dir").arg(dir.join("output")).arg("--outputs-in-place").arg(&dir);
+        command.arg("--request-file").arg(dir.join(super::REQUEST)).arg("--inline-tasks-dir").arg(dir.join("tasks"));
         // lm_eval runs confined to its directory (our binary's `sandbox`, which then becomes lm_eval).
         command.arg("--").arg(&self.config.driver).arg("sandbox").arg("--evaluation-dir").arg(&dir).arg("--");
         command
