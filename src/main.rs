@@ -3,6 +3,9 @@ use lm_eval_aas::cli::{Cli, Command};
 use lm_eval_aas::{api, driver, k8s, sandbox, server, telemetry};
 
 fn main() -> anyhow::Result<()> {
+    // rustls is built with two crypto back-ends (ring, which kube and our servers use, and aws-lc-rs, which
+    // object_store's HTTP client brings), so it cannot pick one by itself: the process uses ring.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     match Cli::parse().command {
         // Confines itself and becomes lm_eval: no runtime, no other thread (Landlock restricts the calling thread).
         Command::Sandbox(args) => std::process::exit(sandbox::run(*args)?),

@@ -130,7 +130,20 @@ impl TestNamespace {
         String::from_utf8_lossy(&output.stdout).trim().to_string()
     }
 
+    /// As `service`, with more variables in the service's environment.
+    pub fn service_with_env(&self, extra: &[&str], env: &[(&str, &str)]) -> Service {
+        self.service_in_with_env(
+            &self.scratch.path().join(format!("svc-{}", uuid::Uuid::new_v4().simple())),
+            extra,
+            env,
+        )
+    }
+
     fn service_in(&self, dir: &Path, extra: &[&str]) -> Service {
+        self.service_in_with_env(dir, extra, &[])
+    }
+
+    fn service_in_with_env(&self, dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Service {
         let mut args = vec!["--backend", "kubernetes", "--namespace", &self.name, "--kill-grace-seconds", "2"];
         // Tests of what the service does run it anonymous; the tests of who may do it pass `--auth`.
         if !extra.contains(&"--auth") {
@@ -138,7 +151,9 @@ impl TestNamespace {
         }
         args.extend(extra);
         let kubeconfig = self.service_kubeconfig.to_string_lossy().into_owned();
-        let service = Service::start_with_env(dir, &args, &[("KUBECONFIG", &kubeconfig)]);
+        let mut env = env.to_vec();
+        env.push(("KUBECONFIG", &kubeconfig));
+        let service = Service::start_with_env(dir, &args, &env);
         let ready = super::wait_for(std::time::Duration::from_secs(30), || {
             let status =
                 Command::new("curl").args(["-fsS", "-o", "/dev/null", &service.url("/readyz")]).status().ok()?;
