@@ -22,6 +22,16 @@ function unauthenticated(status) {
   if (status === 401) window.dispatchEvent(new CustomEvent('lm-eval-aas:unauthenticated'));
 }
 
+// The ApiError of a failed response, with its problem document when it sent one.
+async function failure(response) {
+  unauthenticated(response.status);
+  const text = await response.text().catch(() => '');
+  let problem = null;
+  try { problem = JSON.parse(text); } catch { problem = null; }
+  if (!problem || typeof problem !== 'object') problem = { title: response.statusText, detail: text.slice(0, 500) || undefined };
+  return new ApiError(problem, response.status);
+}
+
 async function call(method, path, { body, headers = {} } = {}) {
   let response;
   try {
@@ -61,11 +71,35 @@ export const api = {
   cancel: (id) => call('POST', `/api/v1/evaluations/${encodeURIComponent(id)}/cancel`),
   remove: (id) => call('DELETE', `/api/v1/evaluations/${encodeURIComponent(id)}`),
   resultsUrl: (id) => `/api/v1/evaluations/${encodeURIComponent(id)}/results`,
-  // The results file as a Blob (a plain link cannot carry the token).
-  async resultsBlob(id) {
-    const response = await fetch(api.resultsUrl(id), { headers: session.authorization() });
-    if (!response.ok) { unauthenticated(response.status); throw new ApiError({ title: response.statusText }, response.status); }
+  // A file of the service (results, an artifact, the archive) as a Blob: a plain link cannot carry the token.
+  async blob(url) {
+    const response = await fetch(url, { headers: session.authorization() });
+    if (!response.ok) throw await failure(response);
     return response.blob();
+  },
+  artifacts: (id) => call('GET', `/api/v1/evaluations/${encodeURIComponent(id)}/artifacts`),
+  // Each segment encoded, the slashes kept: the route takes the path as listed.
+  artifactUrl: (id, path) => `/api/v1/evaluations/${encodeURIComponent(id)}/artifacts/${path.split('/').map(encodeURIComponent).join('/')}`,
+  archiveUrl: (id) => `/api/v1/evaluations/${encodeURIComponent(id)}/artifacts.tar.gz`,
+  manifestUrl: (id) => `/api/v1/evaluations/${encodeURIComponent(id)}/manifest`,
+  samplesUrl(id, { task, pageSize, outcome = '' }) {
+    const query = new URLSearchParams({ task, page_size: String(pageSize) });
+    if (outcome) query.set('outcome', outcome);
+    return `/api/v1/evaluations/${encodeURIComponent(id)}/samples?${query}`;
+  },
+  // One page of per-sample records (JSON lines) and the next page's URL from `Link: <…>; rel="next"`, if any.
+  async samplesPage(url) {
+    let response;
+    try {
+      response = await fetch(url, { headers: { Accept: 'application/x-ndjson', ...session.authorization() } });
+    } catch (error) {
+      throw new ApiError({ title: 'Network error', detail: `The service could not be reached (${error.message}).` }, 0);
+    }
+    if (!response.ok) throw await failure(response);
+    const text = await response.text();
+    const records = text.split('\n').filter((line) => line.trim()).map((line) => JSON.parse(line));
+    const next = /<([^>]*)>\s*;\s*rel="?next"?/.exec(response.headers.get('Link') || '')?.[1] ?? null;
+    return { records, next };
   },
   // Follows the log with fetch (EventSource cannot send a token): calls onLine per line; resolves at its end.
   async followLog(id, onLine, signal) {

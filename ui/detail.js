@@ -1,5 +1,7 @@
-// One evaluation: state, timestamps, the exact command, the live log (SSE), actions and metrics.
+// One evaluation: state, timestamps, the exact command, the live log (SSE), actions, metrics, and once it
+// ended its artifacts and per-sample records (outputs.js).
 import { api, session } from '/ui/api.js';
+import { downloadLink, outputSections } from '/ui/outputs.js';
 import { h, TERMINAL, stateBadge, progressBar, shortId, timestamp, duration, shellQuote, copyButton, formatNumber, announce } from '/ui/dom.js';
 
 const POLL_MS = 2000;
@@ -37,6 +39,7 @@ export function detailView(main, { args: [id] }) {
   const logStatus = h('span', { class: 'muted', id: 'log-status', role: 'status' }, 'Connecting…');
   const followBox = h('input', { type: 'checkbox', id: 'log-follow', checked: true });
   const metricsSlot = h('div', { id: 'metrics' }, h('p', { class: 'muted' }, 'Metrics appear when the evaluation succeeds.'));
+  const outputs = outputSections(id);
 
   main.append(
     h('p', { class: 'breadcrumb' }, h('a', { href: '#/' }, '← Evaluations')),
@@ -51,7 +54,8 @@ export function detailView(main, { args: [id] }) {
       h('div', { class: 'section-head' }, h('h2', { id: 'log-title' }, 'Log'), logStatus,
         h('label', { class: 'inline-check', for: 'log-follow' }, followBox, ' Auto-scroll')),
       logPre),
-    h('section', { 'aria-labelledby': 'metrics-title' }, h('h2', { id: 'metrics-title' }, 'Metrics'), metricsSlot));
+    h('section', { 'aria-labelledby': 'metrics-title' }, h('h2', { id: 'metrics-title' }, 'Metrics'), metricsSlot),
+    ...outputs.elements);
 
   // Reading back up the log turns auto-scroll off; scrolling to the end turns it on again.
   logPre.addEventListener('scroll', () => {
@@ -119,23 +123,16 @@ export function detailView(main, { args: [id] }) {
     };
   }
 
-  // A link cannot carry the token: with one, the file is fetched and saved from memory.
-  async function downloadWithToken(event) {
-    if (!session.token()) return;
-    event.preventDefault();
-    const url = URL.createObjectURL(await api.resultsBlob(id));
-    const link = h('a', { href: url, download: `results-${id}.json` });
-    link.click();
-    setTimeout(() => URL.revokeObjectURL(url), 10_000);
-  }
-
   function renderActions() {
     const buttons = [];
     if (!TERMINAL.has(evaluation.state)) {
       buttons.push(h('button', { type: 'button', class: 'button danger-outline', id: 'cancel-button', onclick: cancel }, 'Cancel'));
     }
     if (evaluation.state === 'succeeded') {
-      buttons.push(h('a', { class: 'button secondary', id: 'download-results', href: api.resultsUrl(id), download: `results-${id}.json`, onclick: downloadWithToken }, 'Download results JSON'));
+      buttons.push(downloadLink(api.resultsUrl(id), `results-${id}.json`, 'Download results JSON', { class: 'button secondary', id: 'download-results' }, (error) => {
+        errorBox.hidden = false;
+        errorBox.textContent = `Could not download the results: ${error.message}`;
+      }));
       buttons.push(h('a', { class: 'button secondary', href: `#/compare?ids=${id}` }, 'Compare…'));
     }
     buttons.push(h('button', { type: 'button', class: 'button danger', id: 'delete-button', onclick: remove }, 'Delete'));
@@ -171,6 +168,7 @@ export function detailView(main, { args: [id] }) {
     } else if (TERMINAL.has(evaluation.state)) {
       metricsSlot.replaceChildren(h('p', { class: 'muted' }, `No metrics: the evaluation ${evaluation.state}.`));
     }
+    if (TERMINAL.has(evaluation.state)) outputs.ended(evaluation);
   }
 
   async function poll() {

@@ -87,6 +87,17 @@ export function formatNumber(value, digits = 4) {
   return Number(value).toFixed(digits).replace(/0+$/, '').replace(/\.$/, '');
 }
 
+/** 512 B, 3.4 KiB, 12 MiB. */
+export function humanSize(bytes) {
+  if (!Number.isFinite(bytes)) return '—';
+  if (bytes < 1024) return `${bytes} B`;
+  const units = ['KiB', 'MiB', 'GiB', 'TiB'];
+  let value = bytes / 1024;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) { value /= 1024; unit += 1; }
+  return `${value < 10 ? value.toFixed(1) : Math.round(value)} ${units[unit]}`;
+}
+
 /** "model · pretrained" or just the model, for legends and headings. */
 export function modelName(evaluation) {
   const args = evaluation.request?.model_args || {};

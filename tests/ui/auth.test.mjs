@@ -1,8 +1,11 @@
 // The web UI against a service that asks for a bearer token (scripts/test-ui starts one with --auth token-file
 // and sets LMEVAL_UI_AUTH_BASE_URL and LMEVAL_UI_TOKEN): the page asks for the token, keeps it in the browser
-// session only, and everything — the list, a submission, the live log, the results download — carries it.
+// session only, and everything — the list, a submission, the live log, the results and artifact downloads — carries it.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { gunzipSync } from 'node:zlib';
 import { chromium } from 'playwright-core';
 
 const BASE = process.env.LMEVAL_UI_AUTH_BASE_URL;
@@ -53,8 +56,17 @@ test('the page asks for a token, then lists, submits, follows the log and downlo
   await page.locator('#detail-state .state-succeeded').waitFor({ timeout: 180_000 });
   const [download] = await Promise.all([page.waitForEvent('download'), page.locator('#download-results').click()]);
   const saved = await download.path();
-  const { readFileSync } = await import('node:fs');
   assert.match(readFileSync(saved, 'utf8'), /lmeval_aas_mc/);
+
+  // The artifacts are fetched with the token too: the saved log hashes to the SHA-256 listed for it.
+  const logRow = page.locator('#artifacts-table tr[data-path="log.txt"]');
+  await logRow.waitFor();
+  const listed = await logRow.locator('td.sha').getAttribute('data-sha256');
+  const [logDownload] = await Promise.all([page.waitForEvent('download'), logRow.getByRole('link').click()]);
+  assert.equal(createHash('sha256').update(readFileSync(await logDownload.path())).digest('hex'), listed);
+  const [archive] = await Promise.all([page.waitForEvent('download'), page.locator('#download-archive').click()]);
+  assert.ok(gunzipSync(readFileSync(await archive.path())).includes('results.json'), 'the archive came with the token');
+  assert.match(await page.locator('#samples-note').textContent(), /did not set log_samples/);
 
   await page.locator('#forget-token').click();
   assert.equal(await page.evaluate(() => sessionStorage.getItem('lm-eval-aas-token')), null);

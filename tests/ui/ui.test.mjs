@@ -3,14 +3,18 @@
 // sets LMEVAL_UI_BASE_URL. Screenshots go to tests/ui/artifacts/ (git-ignored).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync } from 'node:fs';
-import { join, dirname } from 'node:path';
+import { createHash } from 'node:crypto';
+import { mkdirSync, readFileSync } from 'node:fs';
+import { join, dirname, resolve } from 'node:path';
+import { gunzipSync } from 'node:zlib';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 
 const BASE = process.env.LMEVAL_UI_BASE_URL;
 if (!BASE) throw new Error('set LMEVAL_UI_BASE_URL (scripts/test-ui does)');
 const ARTIFACTS = join(dirname(fileURLToPath(import.meta.url)), 'artifacts');
+// The service's --task-dir (scripts/test-ui passes the checkout's tasks/).
+const TASKS = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', 'tasks');
 const RUN_TIMEOUT = 180_000; // a dummy run with limit 3-5 takes ~10-20 s; leave room on a busy machine
 mkdirSync(ARTIFACTS, { recursive: true });
 
@@ -28,7 +32,7 @@ before(async () => {
     // playwright-core gives every launch() a fresh temporary --user-data-dir of its own.
     headless: true,
   });
-  context = await browser.newContext({ viewport: { width: 1280, height: 860 }, baseURL: BASE });
+  context = await browser.newContext({ viewport: { width: 1280, height: 860 }, baseURL: BASE, acceptDownloads: true });
   page = await context.newPage();
   page.setDefaultTimeout(15_000);
   watchErrors(page);
@@ -302,6 +306,152 @@ test('cancel a running evaluation, then delete it', async () => {
   assert.equal(gone.status, 404);
 });
 
+/** The bytes a click on `link` downloads. */
+async function downloaded(link) {
+  const [download] = await Promise.all([page.waitForEvent('download'), link.click()]);
+  return readFileSync(await download.path());
+}
+
+/** The samples table's doc ids and one metric's values, row by row. */
+async function sampleRows(metric) {
+  return page.locator('#samples-table tbody tr').evaluateAll((rows, m) => rows.map((r) => ({
+    doc: r.dataset.docId, value: r.querySelector(`td[data-metric="${m}"]`)?.textContent,
+  })), metric);
+}
+
+/** Waits until the samples view has the page it asked for (or the problem instead). */
+async function samplesLoaded() {
+  await page.waitForFunction(() => document.querySelector('#samples-status')?.textContent !== 'Loading…');
+}
+
+test('detail page: artifacts download with their listed SHA-256; samples per task, wrong only, paged, shown as text', async () => {
+  // An inline task whose target is markup: lmeval_aas_gen's documents scored by log-likelihood (perplexity,
+  // a metric that is not 0 or 1, so "wrong only" means nothing for it and the API answers 422).
+  const hostile = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script>';
+  const inline = [
+    `include: ${join(TASKS, 'lmeval_aas', 'lmeval_aas_gen.yaml')}`,
+    'task: lmeval_aas_hostile',
+    'output_type: loglikelihood',
+    `doc_to_target: ${JSON.stringify(` ${hostile}{{answer}}`)}`,
+    'metric_list:',
+    '  - metric: perplexity',
+    '    aggregation: perplexity',
+    '    higher_is_better: false',
+  ].join('\n');
+  await fillForm({ tasks: 'lmeval_aas_mc lmeval_aas_gen lmeval_aas_hostile', limit: 10, labels: { run: 'samples' } });
+  await page.locator('.inline-name').first().fill('hostile.yaml');
+  await page.locator('.inline-yaml').first().fill(inline);
+  await page.getByLabel('Other request fields (JSON)').fill('{"log_samples": true}');
+  const id = submitted.samples = await submitForm();
+  await page.locator('#artifacts').getByText('Artifacts appear when the evaluation ends.').waitFor();
+  await page.locator('#detail-state .state-succeeded').waitFor({ timeout: RUN_TIMEOUT });
+
+  // Artifacts: every file listed, each a link whose download hashes to the SHA-256 shown beside it.
+  const artifacts = page.locator('#artifacts-table');
+  await artifacts.waitFor();
+  const paths = await artifacts.locator('tbody tr').evaluateAll((rows) => rows.map((r) => r.dataset.path));
+  for (const path of ['results.json', 'log.txt', 'manifest.json', 'samples/lmeval_aas_mc.jsonl', 'samples/lmeval_aas_gen.jsonl', 'samples/lmeval_aas_hostile.jsonl']) {
+    assert.ok(paths.includes(path), `${path} is listed among ${paths}`);
+  }
+  for (const path of ['samples/lmeval_aas_mc.jsonl', 'results.json']) {
+    const row = artifacts.locator(`tr[data-path="${path}"]`);
+    const sha = row.locator('td.sha');
+    const listed = await sha.getAttribute('data-sha256');
+    assert.match(listed, /^[0-9a-f]{64}$/);
+    assert.equal(await sha.textContent(), listed.slice(0, 12), 'a short SHA-256 is shown');
+    const link = row.getByRole('link', { name: path });
+    assert.equal(await link.getAttribute('href'), `/api/v1/evaluations/${id}/artifacts/${path}`);
+    const bytes = await downloaded(link);
+    assert.equal(createHash('sha256').update(bytes).digest('hex'), listed, `${path}: the downloaded bytes hash to the listed SHA-256`);
+    assert.equal(await row.locator('td.num').getAttribute('title'), `${bytes.length} bytes`);
+  }
+  assert.match(await artifacts.locator('tr[data-path="samples/lmeval_aas_mc.jsonl"]').textContent(), /lmeval_aas_mc.*\d+(\.\d)? (B|KiB)/);
+  const archive = gunzipSync(await downloaded(page.getByRole('link', { name: 'Download all (.tar.gz)' })));
+  assert.ok(archive.includes('samples/lmeval_aas_hostile.jsonl') && archive.includes('manifest.json'), 'the archive holds the listed files');
+  const manifest = JSON.parse(await downloaded(page.getByRole('link', { name: 'Manifest (JSON)' })));
+  assert.equal(manifest.request.log_samples, true);
+  assert.equal(manifest.inline_tasks_sha256['hostile.yaml'], createHash('sha256').update(inline).digest('hex'));
+
+  // Samples: a task's documents, targets, responses and metric values.
+  await page.getByLabel('Task', { exact: true }).selectOption('lmeval_aas_mc');
+  await samplesLoaded();
+  const all = await sampleRows('acc');
+  assert.equal(all.length, 10, 'limit 10: ten samples on one page of 20');
+  assert.deepEqual(all.map((r) => r.doc), ['0', '1', '2', '3', '4', '5', '6', '7', '8', '9']);
+  assert.ok(all.every((r) => r.value === '0' || r.value === '1'), `acc is 0 or 1: ${JSON.stringify(all)}`);
+  assert.ok(await page.getByRole('button', { name: 'Next →' }).isDisabled(), 'one page only');
+  const table = page.locator('#samples-table');
+  assert.deepEqual(await table.locator('thead th').allTextContents(), ['Doc', 'Document', 'Target', 'Model response', 'acc', 'acc_norm']);
+  const first = table.locator('tbody tr').first();
+  assert.match(await first.locator('.sample-doc').textContent(), /country: France · choices: \["Paris","Madrid","Canberra","Stockholm"\] · answer: 0/);
+  assert.equal(await first.locator('.sample-target').textContent(), '0');
+  assert.match(await first.locator('.sample-response').textContent(), /^choice [0-3] · log-likelihoods -?\d/);
+
+  // Paged by 5: forward to the second page, back to the first.
+  await page.getByLabel('Rows per page').selectOption('5');
+  await samplesLoaded();
+  assert.deepEqual((await sampleRows('acc')).map((r) => r.doc), ['0', '1', '2', '3', '4']);
+  assert.match(await page.locator('#samples-status').textContent(), /page 1, samples 1–5$/);
+  await page.getByRole('button', { name: 'Next →' }).click();
+  await samplesLoaded();
+  assert.deepEqual((await sampleRows('acc')).map((r) => r.doc), ['5', '6', '7', '8', '9']);
+  assert.match(await page.locator('#samples-status').textContent(), /page 2, samples 6–10 \(last page\)$/);
+  assert.ok(await page.getByRole('button', { name: 'Next →' }).isDisabled(), 'no third page');
+  assert.ok(await page.getByRole('button', { name: '← Previous' }).evaluate((el) => el === document.activeElement), 'focus stays on the pager');
+  await page.getByRole('button', { name: '← Previous' }).click();
+  await samplesLoaded();
+  assert.deepEqual((await sampleRows('acc')).map((r) => r.doc), ['0', '1', '2', '3', '4']);
+  assert.ok(await page.getByRole('button', { name: '← Previous' }).isDisabled());
+
+  // Wrong only: exactly the samples acc scored 0, across the filtered pages.
+  await page.getByLabel('Wrong only').check();
+  await samplesLoaded();
+  assert.match(await page.locator('#samples-wrong-help').textContent(), /acc is 0/);
+  const wrong = [];
+  for (;;) {
+    const rows = await sampleRows('acc');
+    assert.ok(rows.every((r) => r.value === '0'), `every shown row's acc is 0: ${JSON.stringify(rows)}`);
+    wrong.push(...rows.map((r) => r.doc));
+    if (await page.getByRole('button', { name: 'Next →' }).isDisabled()) break;
+    await page.getByRole('button', { name: 'Next →' }).click();
+    await samplesLoaded();
+  }
+  assert.deepEqual(wrong, all.filter((r) => r.value === '0').map((r) => r.doc), 'the wrong ones, no more, no fewer');
+
+  // The generated task (still wrong only): the dummy model never gets the arithmetic right.
+  await page.getByLabel('Task', { exact: true }).selectOption('lmeval_aas_gen');
+  await samplesLoaded();
+  const gen = await sampleRows('exact_match');
+  assert.equal(gen.length, 5);
+  assert.ok(gen.every((r) => r.value === '0'));
+  assert.match(await table.locator('tbody tr').first().locator('.sample-response').textContent(), /\S/);
+
+  // Markup in a target is text: nothing it names is created or run. "Wrong only" means nothing for
+  // perplexity: the API's problem detail is shown.
+  await page.getByLabel('Task', { exact: true }).selectOption('lmeval_aas_hostile');
+  await page.locator('#samples-error').waitFor({ state: 'visible' });
+  assert.match(await page.locator('#samples-error').textContent(), /perplexity is -?[\d.]+ for a sample, not 0 or 1/);
+  assert.equal(await page.locator('#samples-table').count(), 0);
+  await page.getByLabel('Wrong only').uncheck();
+  await samplesLoaded();
+  assert.equal(await page.locator('#samples-error').isVisible(), false);
+  const target = await table.locator('tbody tr').first().locator('.sample-target').textContent();
+  assert.equal(target, ` ${hostile}2`, 'the target is shown as the text it is');
+  assert.match(await table.locator('tbody tr').first().locator('.sample-response').textContent(), /^log-likelihood -?\d/);
+  assert.equal(await page.locator('#samples img, #samples script').count(), 0, 'no element made from sample text');
+  assert.equal(await page.evaluate(() => window.__pwned), undefined, 'no sample text ran');
+  await page.getByLabel('Task', { exact: true }).selectOption('lmeval_aas_mc');
+  await samplesLoaded();
+  await shot('09-samples.png');
+
+  // An evaluation without log_samples: its artifacts, and a note instead of the samples view.
+  await page.goto(`/#/evaluations/${submitted.a}`);
+  await page.locator(`#artifacts-table tr[data-path="results.json"]`).waitFor();
+  assert.equal(await page.locator('#artifacts-table tr[data-path^="samples/"]').count(), 0);
+  assert.match(await page.locator('#samples-note').textContent(), /did not set log_samples/);
+  assert.equal(await page.locator('#samples-task, #samples-table').count(), 0);
+});
+
 test('phone width: list, detail, compare and form fit without sideways scrolling', async () => {
   const phone = await browser.newContext({ viewport: { width: 390, height: 844 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true, baseURL: BASE });
   const p = await phone.newPage();
@@ -319,6 +469,10 @@ test('phone width: list, detail, compare and form fit without sideways scrolling
   await p.locator('#metrics-table').waitFor();
   await noOverflow('detail');
   await shot('07-detail-phone.png', p);
+  await p.goto(`/#/evaluations/${submitted.samples}`);
+  await p.locator('#samples-table').waitFor();
+  await noOverflow('detail with samples');
+  await shot('10-samples-phone.png', p);
   await p.goto(`/#/compare?ids=${submitted.a},${submitted.b}`);
   await p.locator('#charts svg').first().waitFor();
   await noOverflow('compare');
