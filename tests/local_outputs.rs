@@ -45,11 +45,26 @@ async fn hostile_paths_and_planted_links_never_reach_a_file_outside_the_evaluati
     let items = listed(&service, &id).await;
     let paths: Vec<&str> = items.iter().map(|a| a["path"].as_str().expect("path")).collect();
     assert!(paths.contains(&"samples/lmeval_aas_plant.jsonl"), "{paths:?}");
-    assert!(!paths.iter().any(|p| p.contains("planted") || p.starts_with("output/etc")), "no link is listed: {paths:?}");
+    assert!(
+        !paths.iter().any(|p| p.contains("planted") || p.starts_with("output/etc")),
+        "no link is listed: {paths:?}"
+    );
     let samples = items.iter().find(|a| a["path"] == "samples/lmeval_aas_plant.jsonl").expect("samples");
-    let real = std::fs::read_dir(evaluation_dir.join("output")).expect("output").flatten().find(|e| e.path().is_dir() && e.file_name() != "m" && e.file_name() != "etc").expect("lm-eval's model directory");
-    let written = std::fs::read_dir(real.path()).expect("dir").flatten().find(|e| e.file_name().to_string_lossy().starts_with("samples_")).expect("samples file");
-    assert_eq!(samples["sha256"], hex(&std::fs::read(written.path()).expect("read")), "the file lm-eval wrote, not the planted link");
+    let real = std::fs::read_dir(evaluation_dir.join("output"))
+        .expect("output")
+        .flatten()
+        .find(|e| e.path().is_dir() && e.file_name() != "m" && e.file_name() != "etc")
+        .expect("lm-eval's model directory");
+    let written = std::fs::read_dir(real.path())
+        .expect("dir")
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().starts_with("samples_"))
+        .expect("samples file");
+    assert_eq!(
+        samples["sha256"],
+        hex(&std::fs::read(written.path()).expect("read")),
+        "the file lm-eval wrote, not the planted link"
+    );
 
     let passwd = std::fs::read("/etc/passwd").expect("passwd");
     for hostile in [

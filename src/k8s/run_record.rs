@@ -96,7 +96,9 @@ impl RunRecord {
                 let gz = gzip(results);
                 if gz.len() <= room {
                     binary.insert(RESULTS_GZ.into(), ByteString(gz));
-                } else {
+                } else if !self.stored_outputs {
+                    // With the output set in a store, the whole results are there; only the metrics shown in
+                    // the status are missing.
                     failure = Some((
                         Reason::ResultsTooLarge,
                         format!(
@@ -201,5 +203,11 @@ mod tests {
         let back = round_trip(&record);
         assert_eq!(back.results, None);
         assert_eq!(back.failure.map(|f| f.0), Some(Reason::ResultsTooLarge));
+        let stored = round_trip(&RunRecord { stored_outputs: true, ..record });
+        assert_eq!(
+            (stored.results, stored.failure, stored.stored_outputs),
+            (None, None, true),
+            "in the store, not too large"
+        );
     }
 }

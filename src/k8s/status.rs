@@ -112,7 +112,7 @@ fn phase<'a>(
         // The driver exits 0 only once lm_eval did and its results are recorded: a view that shows the Job's end
         // but not the results has seen one watch before the other, and still calls it running for a while.
         let finished = status.and_then(|s| s.completion_time.as_ref()).or(complete.last_transition_time.as_ref());
-        let recorded = record.is_some_and(|r| r.results.is_some());
+        let recorded = record.is_some_and(|r| r.results.is_some() || r.stored_outputs);
         if !recorded && finished.is_some_and(|at| now - to_time(at) < RECORD_LAG) {
             return Phase::Running;
         }
