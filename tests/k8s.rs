@@ -353,7 +353,15 @@ async fn the_service_holds_only_its_role() {
     for (verb, what) in [("create", "jobs.batch"), ("watch", "pods"), ("get", "pods/log"), ("patch", "configmaps")] {
         assert!(can("lm-eval-aas", verb, what), "service may {verb} {what}");
     }
-    for (verb, what) in [("get", "secrets"), ("create", "pods"), ("delete", "namespaces"), ("update", "jobs.batch")] {
+    assert!(can("lm-eval-aas", "create", "secrets"), "service may create secrets (the upload URLs of runs)");
+    for (verb, what) in [
+        ("get", "secrets"),
+        ("list", "secrets"),
+        ("delete", "secrets"),
+        ("create", "pods"),
+        ("delete", "namespaces"),
+        ("update", "jobs.batch"),
+    ] {
         assert!(!can("lm-eval-aas", verb, what), "service may not {verb} {what}");
     }
     for (verb, what) in [("create", "serviceaccounts"), ("create", "roles"), ("create", "rolebindings")] {

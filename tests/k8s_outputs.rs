@@ -105,6 +105,8 @@ async fn an_output_set_in_a_bucket_is_served_whole_and_deleted_with_its_evaluati
     }
     let results = bytes(&service, &format!("/api/v1/evaluations/{id}/results")).await;
     assert_eq!(results, contents["results.json"], "the whole results, from the bucket");
+    let flask = bytes(&service, &format!("/job_results?task_id={id}")).await;
+    assert_eq!(flask, contents["results.json"], "the Flask route's results too");
 
     // The archive holds exactly the listed files.
     let archive = bytes(&service, &format!("/api/v1/evaluations/{id}/artifacts.tar.gz")).await;

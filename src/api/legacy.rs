@@ -318,10 +318,18 @@ pub async fn job_results(
         Err(response) => return *response,
     };
     match evaluation.state {
-        EvalState::Succeeded => match state.backend.results(state.default_namespace(), evaluation.id).await {
-            Ok(bytes) => ([(axum::http::header::CONTENT_TYPE, "application/json")], bytes).into_response(),
-            Err(err) => legacy_error(&err),
-        },
+        EvalState::Succeeded => {
+            let namespace = state.default_namespace();
+            match super::outputs::stored_results(&state, namespace, evaluation.id).await {
+                Ok(Some(response)) => return response,
+                Ok(None) => {}
+                Err(err) => return legacy_error(&err),
+            }
+            match state.backend.results(namespace, evaluation.id).await {
+                Ok(bytes) => ([(axum::http::header::CONTENT_TYPE, "application/json")], bytes).into_response(),
+                Err(err) => legacy_error(&err),
+            }
+        }
         EvalState::Failed => {
             let error = evaluation
                 .message

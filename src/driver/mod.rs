@@ -304,11 +304,12 @@ pub(crate) fn final_record(status: ExitStatus, progress: Option<Progress>, outpu
     record
 }
 
-/// Uploads the log every `LOG_UPLOAD_EVERY` while it grows; a failed upload is tried again next time.
+/// Uploads the log every `LOG_UPLOAD_EVERY` while it grows; each upload is the whole log, so a long log waits a
+/// second more per MiB (about 1 MiB/s at most goes out). A failed upload is tried again next time.
 async fn upload_log_while_it_grows(destination: std::sync::Arc<Destination>, log: PathBuf) {
     let mut uploaded = 0;
     loop {
-        tokio::time::sleep(LOG_UPLOAD_EVERY).await;
+        tokio::time::sleep(LOG_UPLOAD_EVERY + Duration::from_secs(uploaded / (1024 * 1024))).await;
         let Ok(size) = tokio::fs::metadata(&log).await.map(|m| m.len()) else { continue };
         if size == uploaded {
             continue;

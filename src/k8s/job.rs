@@ -81,9 +81,20 @@ pub const META_DIR: &str = "/lmeval/meta";
 /// The pod's copy of the request, which the driver puts in the manifest (read through the downward API).
 pub const REQUEST_ANNOTATION: &str = "lm-eval-aas.io/request";
 
-/// The Secret holding a run's presigned upload URLs.
-pub fn upload_secret_name(id: Uuid) -> String {
-    format!("{}-upload", object_name(id))
+/// The Secret holding a run's presigned upload URLs: `lmeval-<id>-upload-<suffix>`, the suffix random so that no
+/// one can make it in advance (the service may create Secrets but never read one to tell whose it is).
+pub fn upload_secret_name(id: Uuid, suffix: &str) -> String {
+    format!("{}-upload-{suffix}", object_name(id))
+}
+
+/// Points the Job's upload volume at `secret` (the Secret of URLs made for this attempt).
+pub fn use_upload_secret(job: &mut Job, secret: &str) {
+    let volumes = job.spec.as_mut().and_then(|s| s.template.spec.as_mut()).and_then(|p| p.volumes.as_mut());
+    for volume in volumes.into_iter().flatten().filter(|v| v.name == "upload") {
+        if let Some(source) = volume.secret.as_mut() {
+            source.secret_name = Some(secret.to_string());
+        }
+    }
 }
 
 /// A key of a ConfigMap (in each served namespace) holding PEM CA certificates: `--runner-ca-bundle`.
@@ -438,7 +449,8 @@ pub fn build(
             volumes.push(Volume {
                 name: "upload".into(),
                 secret: Some(SecretVolumeSource {
-                    secret_name: Some(upload_secret_name(id)),
+                    // Named when the Secret is made (see `use_upload_secret`).
+                    secret_name: Some(upload_secret_name(id, "SUFFIX")),
                     optional: Some(false),
                     ..SecretVolumeSource::default()
                 }),

@@ -173,7 +173,12 @@ fn runs_write_outputs_only_to_their_own_part_of_the_store() {
     let pod = presigned.job.spec.as_ref().and_then(|s| s.template.spec.as_ref()).expect("pod");
     let upload = pod.volumes.iter().flatten().find(|v| v.name == "upload").expect("upload volume");
     let secret = upload.secret.as_ref().and_then(|s| s.secret_name.clone());
-    assert_eq!(secret.as_deref(), Some("lmeval-0123456789abcdef0123456789abcdef-upload"));
+    assert_eq!(secret.as_deref(), Some("lmeval-0123456789abcdef0123456789abcdef-upload-SUFFIX"));
+    let mut job = presigned.job.clone();
+    use_upload_secret(&mut job, "lmeval-x-upload-1f2e3d");
+    let pod = job.spec.as_ref().and_then(|s| s.template.spec.as_ref()).expect("pod");
+    let upload = pod.volumes.iter().flatten().find(|v| v.name == "upload").expect("upload volume");
+    assert_eq!(upload.secret.as_ref().and_then(|s| s.secret_name.as_deref()), Some("lmeval-x-upload-1f2e3d"));
     let runner = container(&presigned);
     assert_eq!(env(&runner, "LMEVAL_UPLOAD_URLS").as_deref(), Some(UPLOAD_URLS_DIR));
     assert_eq!(env(&runner, "LMEVAL_RUNNER_IMAGE").as_deref(), Some("registry.example/lm-eval-aas-runner:1"));

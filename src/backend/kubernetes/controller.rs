@@ -311,6 +311,7 @@ where
 }
 
 /// With a bucket for outputs: the Secret of presigned URLs that let the run write its own objects, and no others.
+/// A new one for each attempt (a new leader may try again): each is owned by the Evaluation and goes with it.
 async fn upload_secret(ctx: &Context, evaluation: &Evaluation) -> Result<Option<Secret>, ReconcileError> {
     let store = &ctx.shared.config.output_store;
     let dir = OutputStore::dir(&evaluation.namespace, &evaluation.id.to_string());
@@ -324,7 +325,7 @@ async fn upload_secret(ctx: &Context, evaluation: &Evaluation) -> Result<Option<
     };
     Ok(Some(Secret {
         metadata: ObjectMeta {
-            name: Some(job::upload_secret_name(evaluation.id)),
+            name: Some(job::upload_secret_name(evaluation.id, &Uuid::new_v4().simple().to_string()[..10])),
             labels: Some(BTreeMap::from([
                 (MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string()),
                 (EVALUATION_ID_LABEL.to_string(), evaluation.id.to_string()),
@@ -361,12 +362,13 @@ async fn create_job(
         Some(input) => create_fresh(&ctx.config_maps, input, object, true).await?,
         None => None,
     };
-    let upload_taken = match upload_secret(ctx, &new.evaluation).await? {
-        Some(secret) => create_fresh(&ctx.secrets, secret, object, true).await?,
-        None => None,
-    };
-    if let Some(message) = taken.into_iter().flatten().chain(input_taken).chain(upload_taken).next() {
+    if let Some(message) = taken.into_iter().flatten().chain(input_taken).next() {
         return Ok(JobCreation::Taken(message));
+    }
+    if let Some(mut secret) = upload_secret(ctx, &new.evaluation).await? {
+        secret.metadata.owner_references = object.owner_reference().map(|o| vec![o]);
+        let created = ctx.secrets.create(&PostParams::default(), &secret).await?;
+        job::use_upload_secret(&mut objects.job, &created.name_any());
     }
     objects.job.metadata.owner_references = object.owner_reference().map(|o| vec![o]);
     match ctx.jobs.create(&PostParams::default(), &objects.job).await {

@@ -345,7 +345,15 @@ impl Backend for KubernetesBackend {
         ensure_succeeded(id, shared.views.read().view(namespace, id)?.state)?;
         let config_maps: Api<ConfigMap> = Api::namespaced(shared.client.clone(), namespace);
         let record = shared.call(config_maps.get_opt(&object_name(id))).await?;
-        record.and_then(|r| RunRecord::from_config_map(&r).results).ok_or_else(|| ApiError::Unavailable {
+        let record = record.map(|r| RunRecord::from_config_map(&r));
+        if record.as_ref().is_some_and(|r| r.stored_outputs) {
+            // The record holds only the metrics' part; the whole results are in the store, which did not answer.
+            return Err(ApiError::Unavailable {
+                detail: format!("evaluation {id}'s results are in the output store, which is not readable now; retry"),
+                retry_after_seconds: RETRY_AFTER_SECONDS,
+            });
+        }
+        record.and_then(|r| r.results).ok_or_else(|| ApiError::Unavailable {
             detail: format!("evaluation {id} succeeded but its run record holds no results yet"),
             retry_after_seconds: 1,
         })
@@ -373,6 +381,12 @@ impl Backend for KubernetesBackend {
     async fn delete(&self, namespace: &str, id: Uuid) -> ApiResult<()> {
         let shared = &self.shared;
         let name = shared.views.read().view(namespace, id)?.name.clone();
+        // The stored objects first: a store that does not answer leaves the evaluation there to delete again.
+        let stored =
+            shared.config.output_store.objects.as_ref().map(|o| (o, OutputStore::dir(namespace, &id.to_string())));
+        if let Some((objects, dir)) = &stored {
+            objects.delete_all(dir).await?;
+        }
         let params =
             DeleteParams { propagation_policy: Some(PropagationPolicy::Background), ..DeleteParams::default() };
         match shared.call(shared.evaluations(namespace).delete(&name, &params)).await {
@@ -380,8 +394,11 @@ impl Backend for KubernetesBackend {
             Err(e) => return Err(e),
         }
         shared.views.write().remove(namespace, &name);
-        if let Some(objects) = &shared.config.output_store.objects {
-            objects.delete_all(&OutputStore::dir(namespace, &id.to_string())).await?;
+        // A run still going wrote its log again meanwhile; what it writes after this is left (see README).
+        if let Some((objects, dir)) = &stored
+            && let Err(e) = objects.delete_all(dir).await
+        {
+            tracing::warn!(evaluation.id = %id, error = %e, "stored objects written during the deletion are left");
         }
         Ok(())
     }
