@@ -113,9 +113,14 @@ def common(path, where, replicas, model_endpoints):
     for kind in ("requests", "limits"):
         check({"cpu", "memory"} <= set(resources.get(kind, {})), f"{where}: resources.{kind} lacks cpu or memory")
 
-    # The configuration comes from the generated ConfigMap, whole.
+    # The configuration comes from the generated ConfigMap, whole; the output store's credentials, when an
+    # operator makes them, from one optional Secret (the service's only; runner pods never get them).
     env_from = container.get("envFrom", [])
-    check(len(env_from) == 1 and "configMapRef" in env_from[0], f"{where}: envFrom is not one configMapRef: {env_from}")
+    check(len(env_from) in (1, 2) and "configMapRef" in env_from[0], f"{where}: envFrom is not the configMapRef first: {env_from}")
+    if len(env_from) == 2:
+        secret = env_from[1].get("secretRef", {})
+        check(secret == {"name": "lm-eval-aas-output-store", "optional": True},
+              f"{where}: envFrom's second source is not the optional Secret lm-eval-aas-output-store: {env_from[1]}")
     config = None
     if env_from and "configMapRef" in env_from[0]:
         config = one(k, "ConfigMap", env_from[0]["configMapRef"]["name"], where)
