@@ -189,23 +189,19 @@ pub async fn run(args: DriverArgs) -> anyhow::Result<i32> {
         None => None,
     };
     if let Some(Err(e)) = &written {
-        let line = format!("lm-eval-aas driver: the output set was not written: {e}");
-        eprintln!("{line}");
+        eprintln!("lm-eval-aas driver: the output set was not written: {e}");
     }
     write_exit(args.exit_file.as_deref(), status)?;
     let code = status.process_exit_code();
     let Some(recorder) = sink.recorder else { return Ok(code) };
     let mut record = final_record(status, progress.latest, args.record.output_dir.as_deref());
-    match written {
-        Some(Ok(())) => {
-            record.stored_outputs = true;
-            record.results = record.results.as_deref().and_then(crate::k8s::run_record::results_summary);
+    if let Some(written) = written {
+        // The whole results are (or were to be) in the store; the record keeps what the metrics are read from.
+        record.results = record.results.as_deref().and_then(crate::k8s::run_record::results_summary);
+        match written {
+            Ok(()) => record.stored_outputs = true,
+            Err(e) => record.failure = Some((crate::model::Reason::OutputUploadFailed, e)),
         }
-        Some(Err(e)) => {
-            record.results = record.results.as_deref().and_then(crate::k8s::run_record::results_summary);
-            record.failure = Some((crate::model::Reason::OutputUploadFailed, e));
-        }
-        None => {}
     }
     match recorder.finish(record).await {
         Ok(Some((reason, message))) => {
