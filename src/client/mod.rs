@@ -1,8 +1,12 @@
-//! The CLI's client side, for people and CI pipelines (issue 16, under way): gates on metrics (`gate`), reports
-//! (`report`) and the exit codes a pipeline branches on. Pure so far; the HTTP client and subcommands follow.
+//! The CLI's client side, for people and CI pipelines: the subcommands (`commands`) over the REST API (`http`),
+//! request files (`request`), gates on metrics (`gate`), reports (`report`) and the exit codes a pipeline
+//! branches on.
 
+pub mod commands;
 pub mod gate;
+pub mod http;
 pub mod report;
+pub mod request;
 
 /// The CLI's exit codes: stable, documented, what a pipeline branches on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
