@@ -311,6 +311,24 @@ fn committed_openapi_matches_the_code() {
     );
 }
 
+/// Generators and schemathesis give up on a `$ref` to a schema the document does not define.
+#[test]
+fn every_schema_reference_in_the_openapi_document_resolves() {
+    let document = serde_json::to_value(lm_eval_aas::api::openapi()).expect("json");
+    let defined = document["components"]["schemas"].as_object().expect("schemas");
+    let text = document.to_string();
+    let referenced: std::collections::BTreeSet<&str> = text
+        .match_indices("\"#/components/schemas/")
+        .map(|(at, prefix)| {
+            let rest = &text[at + prefix.len()..];
+            &rest[..rest.find('"').expect("closing quote")]
+        })
+        .collect();
+    assert!(referenced.contains("Problem"), "references were read: {referenced:?}");
+    let missing: Vec<&&str> = referenced.iter().filter(|name| !defined.contains_key(**name)).collect();
+    assert!(missing.is_empty(), "referenced but not defined: {missing:?}");
+}
+
 #[tokio::test]
 async fn no_body_makes_it_answer_5xx() {
     let dir = tempfile::tempdir().expect("tempdir");

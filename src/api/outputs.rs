@@ -45,6 +45,7 @@ pub struct SamplesParams {
     /// Where the page starts: the token in the previous page's `Link: rel="next"`.
     page_token: Option<String>,
     /// Only the samples the task's metric scores 1 (`correct`) or 0 (`incorrect`).
+    #[param(inline)]
     outcome: Option<Outcome>,
     /// The metric `outcome` looks at; by default each record's first metric (`acc`, `exact_match`…).
     metric: Option<String>,
