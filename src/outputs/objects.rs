@@ -123,6 +123,12 @@ impl Objects {
     }
 }
 
+/// A stream's bytes, all of them (for small objects and chunks of a known size).
+pub async fn collect(stream: ByteStream) -> ApiResult<Bytes> {
+    let chunks: Vec<Bytes> = stream.try_collect().await.map_err(|e| files_error(&e))?;
+    Ok(chunks.concat().into())
+}
+
 fn unavailable(error: &object_store::Error) -> ApiError {
     tracing::warn!(%error, "the output store did not answer");
     ApiError::Unavailable { detail: "the output store is not reachable; retry later".into(), retry_after_seconds: 5 }
