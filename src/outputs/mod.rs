@@ -61,15 +61,7 @@ impl OutputSet {
         if stored.artifact.size > SMALL_OBJECT_LIMIT {
             return Err(ApiError::internal(format!("{} is larger than expected", stored.artifact.path)));
         }
-        let chunks: Vec<Bytes> = self
-            .stream(stored, 0..stored.artifact.size)
-            .await?
-            .map(|chunk| chunk.map_err(ApiError::internal))
-            .collect::<Vec<_>>()
-            .await
-            .into_iter()
-            .collect::<ApiResult<_>>()?;
-        Ok(chunks.concat().into())
+        objects::collect(self.stream(stored, 0..stored.artifact.size).await?).await
     }
 }
 

@@ -63,16 +63,27 @@ impl Objects {
 
     /// A small object whole (an index, a manifest), `None` when there is none; one larger than `limit` is an error.
     pub async fn read_small(&self, dir: &str, object: &str, limit: u64) -> ApiResult<Option<Bytes>> {
-        let Some(size) = self.size(dir, object).await? else { return Ok(None) };
-        if size > limit {
-            return Err(ApiError::internal(format!("stored {object} is {size} bytes, more than the {limit} expected")));
+        let too_large =
+            |size: u64| ApiError::internal(format!("stored {object} is {size} bytes, more than the {limit} expected"));
+        // One request (one open): the size comes with the object.
+        match self {
+            Self::Bucket { store, prefix } => match store.get(&Self::key(prefix, dir, object)).await {
+                Ok(result) if result.meta.size > limit => Err(too_large(result.meta.size)),
+                Ok(result) => Ok(Some(result.bytes().await.map_err(|e| unavailable(&e))?)),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(unavailable(&e)),
+            },
+            Self::Files { root } => {
+                let Some(file) = open_beneath(&root.join(dir), object).map_err(|e| files_error(&e))? else {
+                    return Ok(None);
+                };
+                let size = file.metadata().map_err(|e| files_error(&e))?.len();
+                if size > limit {
+                    return Err(too_large(size));
+                }
+                Ok(Some(collect(file_range(tokio::fs::File::from_std(file), 0..size)).await?))
+            }
         }
-        if size == 0 {
-            return Ok(Some(Bytes::new()));
-        }
-        let chunks: Vec<Bytes> =
-            self.stream(dir, object, 0..size).await?.try_collect().await.map_err(|e| files_error(&e))?;
-        Ok(Some(chunks.concat().into()))
     }
 
     /// The bytes `range` of an object, as they arrive.
