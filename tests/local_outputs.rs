@@ -5,12 +5,9 @@
 mod common;
 
 use common::{Service, client, submit, wait_terminal};
+use lm_eval_aas::outputs::manifest::sha256_hex;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-
-fn hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
-}
 
 async fn listed(service: &Service, id: &str) -> Vec<Value> {
     let response = client().get(service.url(&format!("/api/v1/evaluations/{id}/artifacts"))).send().await.expect("GET");
@@ -62,7 +59,7 @@ async fn hostile_paths_and_planted_links_never_reach_a_file_outside_the_evaluati
         .expect("samples file");
     assert_eq!(
         samples["sha256"],
-        hex(&std::fs::read(written.path()).expect("read")),
+        sha256_hex(&std::fs::read(written.path()).expect("read")),
         "the file lm-eval wrote, not the planted link"
     );
 
@@ -123,7 +120,7 @@ async fn hostile_paths_and_planted_links_never_reach_a_file_outside_the_evaluati
         .json()
         .await
         .expect("manifest");
-    assert_eq!(manifest["inline_tasks_sha256"]["plant.yaml"], hex(inline.as_bytes()));
+    assert_eq!(manifest["inline_tasks_sha256"]["plant.yaml"], sha256_hex(inline.as_bytes()));
     assert_eq!(manifest["argv"], submitted["command"]);
 }
 
@@ -188,7 +185,7 @@ async fn a_hundred_megabytes_of_samples_reach_four_downloaders_without_growing_t
                 received += chunk.len() as u64;
                 hasher.update(&chunk);
             }
-            (received, hasher.finalize().iter().map(|b| format!("{b:02x}")).collect::<String>())
+            (received, format!("{:x}", hasher.finalize()))
         })
     });
     for download in futures::future::join_all(downloads).await {
