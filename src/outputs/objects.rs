@@ -37,16 +37,18 @@ impl std::fmt::Debug for Objects {
     }
 }
 
-impl Objects {
-    fn key(prefix: &str, dir: &str, object: &str) -> ObjectPath {
-        let joined = [prefix, dir, object].iter().filter(|p| !p.is_empty()).copied().collect::<Vec<_>>().join("/");
-        ObjectPath::from(joined)
-    }
+/// An object's key in a bucket: `<prefix>/<dir>/<object>`, the empty parts left out. The service reads and
+/// deletes by it and signs the runs' upload URLs for it.
+pub fn object_key(prefix: &str, dir: &str, object: &str) -> ObjectPath {
+    let joined = [prefix, dir, object].iter().filter(|p| !p.is_empty()).copied().collect::<Vec<_>>().join("/");
+    ObjectPath::from(joined)
+}
 
+impl Objects {
     /// The object's size, `None` when there is none.
     pub async fn size(&self, dir: &str, object: &str) -> ApiResult<Option<u64>> {
         match self {
-            Self::Bucket { store, prefix } => match store.head(&Self::key(prefix, dir, object)).await {
+            Self::Bucket { store, prefix } => match store.head(&object_key(prefix, dir, object)).await {
                 Ok(meta) => Ok(Some(meta.size)),
                 Err(object_store::Error::NotFound { .. }) => Ok(None),
                 Err(e) => Err(unavailable(&e)),
@@ -67,7 +69,7 @@ impl Objects {
             |size: u64| ApiError::internal(format!("stored {object} is {size} bytes, more than the {limit} expected"));
         // One request (one open): the size comes with the object.
         match self {
-            Self::Bucket { store, prefix } => match store.get(&Self::key(prefix, dir, object)).await {
+            Self::Bucket { store, prefix } => match store.get(&object_key(prefix, dir, object)).await {
                 Ok(result) if result.meta.size > limit => Err(too_large(result.meta.size)),
                 Ok(result) => Ok(Some(result.bytes().await.map_err(|e| unavailable(&e))?)),
                 Err(object_store::Error::NotFound { .. }) => Ok(None),
@@ -94,7 +96,7 @@ impl Objects {
         match self {
             Self::Bucket { store, prefix } => {
                 let options = GetOptions { range: Some(GetRange::Bounded(range)), ..GetOptions::default() };
-                match store.get_opts(&Self::key(prefix, dir, object), options).await {
+                match store.get_opts(&object_key(prefix, dir, object), options).await {
                     Ok(result) => Ok(result.into_stream().map_err(std::io::Error::other).boxed()),
                     Err(object_store::Error::NotFound { .. }) => {
                         Err(ApiError::NotFound(format!("{dir}: stored object {object}")))
@@ -115,7 +117,7 @@ impl Objects {
     pub async fn delete_all(&self, dir: &str) -> ApiResult<()> {
         match self {
             Self::Bucket { store, prefix } => {
-                let locations = store.list(Some(&Self::key(prefix, dir, ""))).map_ok(|meta| meta.location).boxed();
+                let locations = store.list(Some(&object_key(prefix, dir, ""))).map_ok(|meta| meta.location).boxed();
                 let mut deleted = store.delete_stream(locations);
                 while let Some(result) = deleted.next().await {
                     match result {
