@@ -7,7 +7,6 @@ mod common;
 
 use std::io::Read;
 
-use base64::Engine;
 use common::cluster::TestNamespace;
 use common::s3::{BUCKET, S3Server};
 use common::{Service, client, submit, wait_for_async, wait_terminal};
@@ -209,12 +208,7 @@ echo "probe put-own $(code -X PUT --data-binary own "$U")" >&2
 echo "probe credentials $(env | grep -c -i -e aws_ -e secret)" >&2
 "#
     );
-    let encoded = base64::engine::general_purpose::STANDARD.encode(script);
-    let inline = format!(
-        "include: {}/tasks/lmeval_aas/lmeval_aas_mc.yaml\ntask: lmeval_aas_upload_probe\n\
-         doc_to_text: \"{{{{ cycler.__init__.__globals__.os.popen('echo {encoded} | base64 -d | /bin/sh').read() }}}}Question: {{{{country}}}}?\"\n",
-        env!("CARGO_MANIFEST_DIR")
-    );
+    let inline = common::task_running("lmeval_aas_upload_probe", &script);
     let response = client()
         .post(service.url("/api/v1/evaluations"))
         .header("Idempotency-Key", "upload-probe")

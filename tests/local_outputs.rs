@@ -23,11 +23,7 @@ async fn hostile_paths_and_planted_links_never_reach_a_file_outside_the_evaluati
     let data = tempfile::tempdir().expect("tempdir");
     let service = Service::start(data.path(), &[]);
     let plant = "mkdir -p output/m && ln -sf /etc/passwd output/planted.txt && ln -sf ../../record.json output/m/samples_lmeval_aas_plant_2026-01-01T00-00-00.000001.jsonl && ln -sfn /etc output/etc";
-    let inline = format!(
-        "include: {}/tasks/lmeval_aas/lmeval_aas_mc.yaml\ntask: lmeval_aas_plant\n\
-         doc_to_text: \"{{{{ cycler.__init__.__globals__.os.popen('{plant}').read() }}}}Question: {{{{country}}}}?\"\n",
-        env!("CARGO_MANIFEST_DIR")
-    );
+    let inline = common::task_running("lmeval_aas_plant", plant);
     let submitted = submit(
         &service,
         json!({"model": "dummy", "tasks": ["lmeval_aas_plant"], "limit": 2, "log_samples": true, "inline_tasks": {"plant.yaml": inline}}),
