@@ -170,22 +170,18 @@ impl Destination {
 
 fn write_file(dir: &Path, object: &str, body: &Body) -> std::io::Result<()> {
     use std::io::{Read, Write};
-    let path = dir.join(object);
-    let tmp = dir.join(format!(".{object}.{}.tmp", std::process::id()));
-    let mut out = std::fs::File::create(&tmp)?;
-    match body {
-        Body::Bytes(bytes) => out.write_all(bytes)?,
+    crate::fsutil::write_atomic_with(&dir.join(object), |out| match body {
+        Body::Bytes(bytes) => out.write_all(bytes),
         Body::Files(files) => {
             for (source, len) in files {
-                let copied = std::io::copy(&mut std::fs::File::open(source)?.take(*len), &mut out)?;
+                let copied = std::io::copy(&mut std::fs::File::open(source)?.take(*len), out)?;
                 if copied != *len {
                     return Err(std::io::Error::other(format!("{} shrank while being written", source.display())));
                 }
             }
+            Ok(())
         }
-    }
-    out.sync_data()?;
-    std::fs::rename(&tmp, path)
+    })
 }
 
 fn files_stream(files: Vec<(PathBuf, u64)>) -> impl futures::Stream<Item = std::io::Result<Bytes>> + Send + 'static {
