@@ -11,6 +11,7 @@ pub mod error;
 pub mod fsutil;
 pub mod k8s;
 pub mod lifecycle;
+pub mod log_lines;
 pub mod metrics;
 pub mod model;
 pub mod outputs;

@@ -5,7 +5,6 @@
 
 mod common;
 
-use base64::Engine;
 use common::cluster::TestNamespace;
 use common::{client, submit, wait_terminal};
 use lm_eval_aas::lifecycle::admission::IdempotencyKey;
@@ -43,12 +42,7 @@ echo "probe own $(patch {own_record})" >&2
 echo "probe create $(/usr/bin/curl -sk -o /dev/null -w '%{{http_code}}' -H "Authorization: Bearer $T" -H 'Content-Type: application/json' -X POST -d '{{"metadata":{{"name":"flood","labels":{{"lm-eval-aas.io/kind":"run-record"}}}}}}' "{api}")" >&2
 "#
     );
-    let encoded = base64::engine::general_purpose::STANDARD.encode(script);
-    let inline = format!(
-        "include: {}/tasks/lmeval_aas/lmeval_aas_mc.yaml\ntask: lmeval_aas_probe\n\
-         doc_to_text: \"{{{{ cycler.__init__.__globals__.os.popen('echo {encoded} | base64 -d | /bin/sh').read() }}}}Question: {{{{country}}}}?\"\n",
-        env!("CARGO_MANIFEST_DIR")
-    );
+    let inline = common::task_running("lmeval_aas_probe", &script);
     let response = client()
         .post(service.url("/api/v1/evaluations"))
         .header("Idempotency-Key", "probe")

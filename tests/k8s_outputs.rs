@@ -7,18 +7,13 @@ mod common;
 
 use std::io::Read;
 
-use base64::Engine;
 use common::cluster::TestNamespace;
 use common::s3::{BUCKET, S3Server};
 use common::{Service, client, submit, wait_for_async, wait_terminal};
 use lm_eval_aas::lifecycle::admission::IdempotencyKey;
+use lm_eval_aas::outputs::manifest::sha256_hex;
 use object_store::ObjectStoreExt;
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
-
-fn hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
-}
 
 fn s3_service(ns: &TestNamespace, s3: &S3Server, extra: &[&str]) -> Service {
     let mut flags = s3.service_flags("runs");
@@ -100,7 +95,7 @@ async fn an_output_set_in_a_bucket_is_served_whole_and_deleted_with_its_evaluati
         let path = item["path"].as_str().expect("path");
         let content = bytes(&service, &format!("/api/v1/evaluations/{id}/artifacts/{path}")).await;
         assert_eq!(content.len() as u64, item["size"].as_u64().expect("size"), "{path}");
-        assert_eq!(hex(&content), item["sha256"], "{path}");
+        assert_eq!(sha256_hex(&content), item["sha256"], "{path}");
         contents.insert(path.to_string(), content);
     }
     let results = bytes(&service, &format!("/api/v1/evaluations/{id}/results")).await;
@@ -213,12 +208,7 @@ echo "probe put-own $(code -X PUT --data-binary own "$U")" >&2
 echo "probe credentials $(env | grep -c -i -e aws_ -e secret)" >&2
 "#
     );
-    let encoded = base64::engine::general_purpose::STANDARD.encode(script);
-    let inline = format!(
-        "include: {}/tasks/lmeval_aas/lmeval_aas_mc.yaml\ntask: lmeval_aas_upload_probe\n\
-         doc_to_text: \"{{{{ cycler.__init__.__globals__.os.popen('echo {encoded} | base64 -d | /bin/sh').read() }}}}Question: {{{{country}}}}?\"\n",
-        env!("CARGO_MANIFEST_DIR")
-    );
+    let inline = common::task_running("lmeval_aas_upload_probe", &script);
     let response = client()
         .post(service.url("/api/v1/evaluations"))
         .header("Idempotency-Key", "upload-probe")
@@ -327,7 +317,7 @@ async fn an_output_set_on_a_claim_is_served_and_deleted() {
         .expect("samples")
         .clone();
     let content = bytes(&service, &format!("/api/v1/evaluations/{id}/artifacts/samples%2Flmeval_aas_mc.jsonl")).await;
-    assert_eq!(hex(&content), samples["sha256"]);
+    assert_eq!(sha256_hex(&content), samples["sha256"]);
 
     let response = client().delete(service.url(&format!("/api/v1/evaluations/{id}"))).send().await.expect("DELETE");
     assert_eq!(response.status(), 204);

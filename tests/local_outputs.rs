@@ -5,12 +5,9 @@
 mod common;
 
 use common::{Service, client, submit, wait_terminal};
+use lm_eval_aas::outputs::manifest::sha256_hex;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-
-fn hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
-}
 
 async fn listed(service: &Service, id: &str) -> Vec<Value> {
     let response = client().get(service.url(&format!("/api/v1/evaluations/{id}/artifacts"))).send().await.expect("GET");
@@ -26,11 +23,7 @@ async fn hostile_paths_and_planted_links_never_reach_a_file_outside_the_evaluati
     let data = tempfile::tempdir().expect("tempdir");
     let service = Service::start(data.path(), &[]);
     let plant = "mkdir -p output/m && ln -sf /etc/passwd output/planted.txt && ln -sf ../../record.json output/m/samples_lmeval_aas_plant_2026-01-01T00-00-00.000001.jsonl && ln -sfn /etc output/etc";
-    let inline = format!(
-        "include: {}/tasks/lmeval_aas/lmeval_aas_mc.yaml\ntask: lmeval_aas_plant\n\
-         doc_to_text: \"{{{{ cycler.__init__.__globals__.os.popen('{plant}').read() }}}}Question: {{{{country}}}}?\"\n",
-        env!("CARGO_MANIFEST_DIR")
-    );
+    let inline = common::task_running("lmeval_aas_plant", plant);
     let submitted = submit(
         &service,
         json!({"model": "dummy", "tasks": ["lmeval_aas_plant"], "limit": 2, "log_samples": true, "inline_tasks": {"plant.yaml": inline}}),
@@ -62,7 +55,7 @@ async fn hostile_paths_and_planted_links_never_reach_a_file_outside_the_evaluati
         .expect("samples file");
     assert_eq!(
         samples["sha256"],
-        hex(&std::fs::read(written.path()).expect("read")),
+        sha256_hex(&std::fs::read(written.path()).expect("read")),
         "the file lm-eval wrote, not the planted link"
     );
 
@@ -123,7 +116,7 @@ async fn hostile_paths_and_planted_links_never_reach_a_file_outside_the_evaluati
         .json()
         .await
         .expect("manifest");
-    assert_eq!(manifest["inline_tasks_sha256"]["plant.yaml"], hex(inline.as_bytes()));
+    assert_eq!(manifest["inline_tasks_sha256"]["plant.yaml"], sha256_hex(inline.as_bytes()));
     assert_eq!(manifest["argv"], submitted["command"]);
 }
 
@@ -188,7 +181,7 @@ async fn a_hundred_megabytes_of_samples_reach_four_downloaders_without_growing_t
                 received += chunk.len() as u64;
                 hasher.update(&chunk);
             }
-            (received, hasher.finalize().iter().map(|b| format!("{b:02x}")).collect::<String>())
+            (received, format!("{:x}", hasher.finalize()))
         })
     });
     for download in futures::future::join_all(downloads).await {

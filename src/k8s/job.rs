@@ -6,7 +6,7 @@ use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, DownwardAPIVolumeFile, DownwardAPIVolumeSource,
     EmptyDirVolumeSource, EnvVar, EnvVarSource, KeyToPath, ObjectFieldSelector, PersistentVolumeClaimVolumeSource,
-    PodSecurityContext, PodSpec, PodTemplateSpec, ResourceRequirements, SeccompProfile, SecretKeySelector,
+    PodSecurityContext, PodSpec, PodTemplateSpec, ResourceRequirements, SeccompProfile, Secret, SecretKeySelector,
     SecretVolumeSource, SecurityContext, ServiceAccount, Toleration, Volume, VolumeMount as K8sVolumeMount,
 };
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
@@ -85,6 +85,19 @@ pub const REQUEST_ANNOTATION: &str = "lm-eval-aas.io/request";
 /// one can make it in advance (the service may create Secrets but never read one to tell whose it is).
 pub fn upload_secret_name(id: Uuid, suffix: &str) -> String {
     format!("{}-upload-{suffix}", object_name(id))
+}
+
+/// The Secret of a run's presigned upload URLs (one key per stored object), labelled as the evaluation's.
+pub fn upload_secret(id: Uuid, suffix: &str, urls: BTreeMap<String, String>) -> Secret {
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(upload_secret_name(id, suffix)),
+            labels: Some(identity_labels(id)),
+            ..ObjectMeta::default()
+        },
+        string_data: Some(urls),
+        ..Secret::default()
+    }
 }
 
 /// Points the Job's upload volume at `secret` (the Secret of URLs made for this attempt).

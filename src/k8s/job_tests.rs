@@ -174,6 +174,15 @@ fn runs_write_outputs_only_to_their_own_part_of_the_store() {
     let upload = pod.volumes.iter().flatten().find(|v| v.name == "upload").expect("upload volume");
     let secret = upload.secret.as_ref().and_then(|s| s.secret_name.clone());
     assert_eq!(secret.as_deref(), Some("lmeval-0123456789abcdef0123456789abcdef-upload-SUFFIX"));
+    let urls = BTreeMap::from([("log.txt".to_string(), "http://store/log.txt?X-Amz-Signature=s".to_string())]);
+    let secret = upload_secret(Uuid::from_u128(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef), "1f2e3d", urls.clone());
+    assert_eq!(secret.metadata.name.as_deref(), Some("lmeval-0123456789abcdef0123456789abcdef-upload-1f2e3d"));
+    assert_eq!(
+        secret.metadata.labels,
+        Some(identity_labels(Uuid::from_u128(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef))),
+        "found as the evaluation's objects are"
+    );
+    assert_eq!(secret.string_data, Some(urls));
     let mut job = presigned.job.clone();
     use_upload_secret(&mut job, "lmeval-x-upload-1f2e3d");
     let pod = job.spec.as_ref().and_then(|s| s.template.spec.as_ref()).expect("pod");

@@ -153,10 +153,12 @@ pub fn content_type_of(path: &str) -> &'static str {
     }
 }
 
-/// Gives each name once: a second file of the same name (two results files) keeps its `output/` name.
+/// Gives each name once: of several files of the same name (two results files), the newest — the last in
+/// `entries`, sorted by path, as lm-eval's names end in their time — has it, as `results::find_results` picks the
+/// newest; the others keep their `output/` names.
 pub fn unique_names(entries: &mut [(String, Option<String>, String)]) {
     let mut seen = std::collections::BTreeSet::new();
-    for (name, task, relative) in entries.iter_mut() {
+    for (name, task, relative) in entries.iter_mut().rev() {
         if !seen.insert(name.clone()) {
             *name = format!("output/{relative}");
             *task = None;
@@ -178,6 +180,17 @@ mod tests {
         );
         assert_eq!(name_of_output("m/notes.txt"), ("output/m/notes.txt".into(), None));
         assert_eq!(name_of_output("m/samples_x.jsonl"), ("output/m/samples_x.jsonl".into(), None));
+    }
+
+    #[test]
+    fn of_two_results_files_the_newest_is_results_json() {
+        let older = "m/results_2026-11-30T10-00-00.000001.json";
+        let newer = "m/results_2026-11-30T12-00-00.000001.json";
+        let mut entries: Vec<(String, Option<String>, String)> =
+            [older, newer].iter().map(|r| (name_of_output(r).0, None, r.to_string())).collect();
+        unique_names(&mut entries);
+        assert_eq!(entries[1].0, "results.json");
+        assert_eq!(entries[0].0, format!("output/{older}"));
     }
 
     #[test]

@@ -22,12 +22,9 @@ pub struct RunFacts<'a> {
     pub exit: ExitStatus,
 }
 
+/// Lower-case hex SHA-256, the way the project writes digests (see `IdempotencyKey`).
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex(&Sha256::digest(bytes))
-}
-
-pub fn hex(digest: &[u8]) -> String {
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    format!("{:x}", Sha256::digest(bytes))
 }
 
 pub fn manifest(facts: &RunFacts<'_>) -> Value {

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 
 use crate::error::{ApiError, ApiResult};
+use crate::log_lines::{LastLines, Lines};
 use crate::model::State;
 use index::{INDEX, Index, STORED_OBJECTS};
 use objects::Objects;
@@ -60,20 +61,12 @@ impl OutputSet {
         if stored.artifact.size > SMALL_OBJECT_LIMIT {
             return Err(ApiError::internal(format!("{} is larger than expected", stored.artifact.path)));
         }
-        let chunks: Vec<Bytes> = self
-            .stream(stored, 0..stored.artifact.size)
-            .await?
-            .map(|chunk| chunk.map_err(ApiError::internal))
-            .collect::<Vec<_>>()
-            .await
-            .into_iter()
-            .collect::<ApiResult<_>>()?;
-        Ok(chunks.concat().into())
+        objects::collect(self.stream(stored, 0..stored.artifact.size).await?).await
     }
 }
 
 /// The lines of a stored log (`size` bytes), or its last `tail_lines`: read from the end in chunks until
-/// enough line ends are found, then streamed.
+/// enough line ends are found (as the local backend reads its log file), then streamed.
 pub async fn stored_log_lines(
     objects: &Objects,
     dir: &str,
@@ -83,55 +76,30 @@ pub async fn stored_log_lines(
     const CHUNK: u64 = 64 * 1024;
     let mut start = 0;
     if let Some(wanted) = tail_lines {
-        let mut found = 0usize;
+        let mut last = LastLines::new(wanted);
         let mut end = size;
-        // A final line end closes the last line rather than starting another one.
-        let mut skip_last_newline = true;
-        start = 'search: loop {
-            if wanted == 0 {
-                break size;
-            }
-            if end == 0 {
-                break 0;
-            }
+        while end > 0 {
             let from = end.saturating_sub(CHUNK);
-            let chunk: Vec<Bytes> = objects
-                .stream(dir, index::LOG, from..end)
-                .await?
-                .map(|c| c.map_err(ApiError::internal))
-                .collect::<Vec<_>>()
-                .await
-                .into_iter()
-                .collect::<ApiResult<_>>()?;
-            let chunk = chunk.concat();
-            for (i, byte) in chunk.iter().enumerate().rev() {
-                if *byte == b'\n' {
-                    if skip_last_newline && from + i as u64 + 1 == size {
-                        continue;
-                    }
-                    found += 1;
-                    if found >= wanted {
-                        break 'search from + i as u64 + 1;
-                    }
-                }
+            let piece = objects::collect(objects.stream(dir, index::LOG, from..end).await?).await?;
+            if let Some(found) = last.look_back(from, &piece) {
+                start = found;
+                break;
             }
-            skip_last_newline = false;
             end = from;
-        };
+        }
     }
     let bytes = objects.stream(dir, index::LOG, start..size).await?;
+    let mut lines = Lines::default();
     let lines = bytes
-        .scan(Vec::<u8>::new(), |pending, chunk| {
-            let Ok(chunk) = chunk else { return futures::future::ready(None) };
-            pending.extend_from_slice(&chunk);
-            let mut lines = Vec::new();
-            while let Some(newline) = pending.iter().position(|&b| b == b'\n') {
-                let line: Vec<u8> = pending.drain(..=newline).collect();
-                lines.push(String::from_utf8_lossy(&line[..line.len() - 1]).into_owned());
-            }
-            futures::future::ready(Some(futures::stream::iter(lines)))
+        .map(Some)
+        .chain(futures::stream::once(async { None }))
+        .map(move |chunk| match chunk {
+            Some(Ok(chunk)) => lines.push(&chunk),
+            // A read that failed ends the stream, as a local log's does.
+            Some(Err(_)) => Vec::new(),
+            None => lines.rest().into_iter().collect(),
         })
-        .flatten();
+        .flat_map(futures::stream::iter);
     Ok(lines.boxed())
 }
 
@@ -156,5 +124,8 @@ mod tests {
         let more: Vec<String> =
             stored_log_lines(&objects, "e", size, Some(60_000)).await.expect("more").collect().await;
         assert_eq!(more.len(), 50_000);
+        std::fs::write(root.path().join("e/log.txt"), format!("{log}partial")).expect("write");
+        let tail: Vec<String> = stored_log_lines(&objects, "e", size + 7, Some(1)).await.expect("tail").collect().await;
+        assert_eq!(tail, ["line 49999", "partial"], "an unfinished last line is a line too, as in a local log");
     }
 }

@@ -37,16 +37,18 @@ impl std::fmt::Debug for Objects {
     }
 }
 
-impl Objects {
-    fn key(prefix: &str, dir: &str, object: &str) -> ObjectPath {
-        let joined = [prefix, dir, object].iter().filter(|p| !p.is_empty()).copied().collect::<Vec<_>>().join("/");
-        ObjectPath::from(joined)
-    }
+/// An object's key in a bucket: `<prefix>/<dir>/<object>`, the empty parts left out. The service reads and
+/// deletes by it and signs the runs' upload URLs for it.
+pub fn object_key(prefix: &str, dir: &str, object: &str) -> ObjectPath {
+    let joined = [prefix, dir, object].iter().filter(|p| !p.is_empty()).copied().collect::<Vec<_>>().join("/");
+    ObjectPath::from(joined)
+}
 
+impl Objects {
     /// The object's size, `None` when there is none.
     pub async fn size(&self, dir: &str, object: &str) -> ApiResult<Option<u64>> {
         match self {
-            Self::Bucket { store, prefix } => match store.head(&Self::key(prefix, dir, object)).await {
+            Self::Bucket { store, prefix } => match store.head(&object_key(prefix, dir, object)).await {
                 Ok(meta) => Ok(Some(meta.size)),
                 Err(object_store::Error::NotFound { .. }) => Ok(None),
                 Err(e) => Err(unavailable(&e)),
@@ -63,16 +65,27 @@ impl Objects {
 
     /// A small object whole (an index, a manifest), `None` when there is none; one larger than `limit` is an error.
     pub async fn read_small(&self, dir: &str, object: &str, limit: u64) -> ApiResult<Option<Bytes>> {
-        let Some(size) = self.size(dir, object).await? else { return Ok(None) };
-        if size > limit {
-            return Err(ApiError::internal(format!("stored {object} is {size} bytes, more than the {limit} expected")));
+        let too_large =
+            |size: u64| ApiError::internal(format!("stored {object} is {size} bytes, more than the {limit} expected"));
+        // One request (one open): the size comes with the object.
+        match self {
+            Self::Bucket { store, prefix } => match store.get(&object_key(prefix, dir, object)).await {
+                Ok(result) if result.meta.size > limit => Err(too_large(result.meta.size)),
+                Ok(result) => Ok(Some(result.bytes().await.map_err(|e| unavailable(&e))?)),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(unavailable(&e)),
+            },
+            Self::Files { root } => {
+                let Some(file) = open_beneath(&root.join(dir), object).map_err(|e| files_error(&e))? else {
+                    return Ok(None);
+                };
+                let size = file.metadata().map_err(|e| files_error(&e))?.len();
+                if size > limit {
+                    return Err(too_large(size));
+                }
+                Ok(Some(collect(file_range(tokio::fs::File::from_std(file), 0..size)).await?))
+            }
         }
-        if size == 0 {
-            return Ok(Some(Bytes::new()));
-        }
-        let chunks: Vec<Bytes> =
-            self.stream(dir, object, 0..size).await?.try_collect().await.map_err(|e| files_error(&e))?;
-        Ok(Some(chunks.concat().into()))
     }
 
     /// The bytes `range` of an object, as they arrive.
@@ -83,7 +96,7 @@ impl Objects {
         match self {
             Self::Bucket { store, prefix } => {
                 let options = GetOptions { range: Some(GetRange::Bounded(range)), ..GetOptions::default() };
-                match store.get_opts(&Self::key(prefix, dir, object), options).await {
+                match store.get_opts(&object_key(prefix, dir, object), options).await {
                     Ok(result) => Ok(result.into_stream().map_err(std::io::Error::other).boxed()),
                     Err(object_store::Error::NotFound { .. }) => {
                         Err(ApiError::NotFound(format!("{dir}: stored object {object}")))
@@ -104,7 +117,7 @@ impl Objects {
     pub async fn delete_all(&self, dir: &str) -> ApiResult<()> {
         match self {
             Self::Bucket { store, prefix } => {
-                let locations = store.list(Some(&Self::key(prefix, dir, ""))).map_ok(|meta| meta.location).boxed();
+                let locations = store.list(Some(&object_key(prefix, dir, ""))).map_ok(|meta| meta.location).boxed();
                 let mut deleted = store.delete_stream(locations);
                 while let Some(result) = deleted.next().await {
                     match result {
@@ -121,6 +134,12 @@ impl Objects {
             },
         }
     }
+}
+
+/// A stream's bytes, all of them (for small objects and chunks of a known size).
+pub async fn collect(stream: ByteStream) -> ApiResult<Bytes> {
+    let chunks: Vec<Bytes> = stream.try_collect().await.map_err(|e| files_error(&e))?;
+    Ok(chunks.concat().into())
 }
 
 fn unavailable(error: &object_store::Error) -> ApiError {

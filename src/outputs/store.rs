@@ -11,7 +11,7 @@ use object_store::signer::{Method, Signer};
 use object_store::{ClientOptions, RetryConfig};
 
 use super::index::STORED_OBJECTS;
-use super::objects::Objects;
+use super::objects::{Objects, object_key};
 
 /// What `--output-store` says.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,13 +142,7 @@ impl OutputStore {
         let Some(signer) = &self.signer else { return Ok(None) };
         let mut urls = BTreeMap::new();
         for object in STORED_OBJECTS {
-            let key = [self.prefix.as_str(), dir, object]
-                .iter()
-                .filter(|p| !p.is_empty())
-                .copied()
-                .collect::<Vec<_>>()
-                .join("/");
-            let url = signer.signed_url(Method::PUT, &key.into(), valid_for).await?;
+            let url = signer.signed_url(Method::PUT, &object_key(&self.prefix, dir, object), valid_for).await?;
             urls.insert(object.to_string(), url.to_string());
         }
         Ok(Some(urls))

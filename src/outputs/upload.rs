@@ -11,7 +11,7 @@ use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
 use super::index::{self, Artifact, BUNDLE, INDEX, Index, LOG, MANIFEST, Stored};
-use super::manifest::hex;
+use super::manifest::sha256_hex;
 
 /// Where the driver writes the output set.
 pub enum Destination {
@@ -126,7 +126,7 @@ impl Destination {
         let manifest_artifact = Artifact {
             path: MANIFEST.into(),
             size: manifest.len() as u64,
-            sha256: hex(&Sha256::digest(&manifest)),
+            sha256: sha256_hex(&manifest),
             content_type: "application/json".into(),
             task: None,
         };
@@ -170,22 +170,18 @@ impl Destination {
 
 fn write_file(dir: &Path, object: &str, body: &Body) -> std::io::Result<()> {
     use std::io::{Read, Write};
-    let path = dir.join(object);
-    let tmp = dir.join(format!(".{object}.{}.tmp", std::process::id()));
-    let mut out = std::fs::File::create(&tmp)?;
-    match body {
-        Body::Bytes(bytes) => out.write_all(bytes)?,
+    crate::fsutil::write_atomic_with(&dir.join(object), |out| match body {
+        Body::Bytes(bytes) => out.write_all(bytes),
         Body::Files(files) => {
             for (source, len) in files {
-                let copied = std::io::copy(&mut std::fs::File::open(source)?.take(*len), &mut out)?;
+                let copied = std::io::copy(&mut std::fs::File::open(source)?.take(*len), out)?;
                 if copied != *len {
                     return Err(std::io::Error::other(format!("{} shrank while being written", source.display())));
                 }
             }
+            Ok(())
         }
-    }
-    out.sync_data()?;
-    std::fs::rename(&tmp, path)
+    })
 }
 
 fn files_stream(files: Vec<(PathBuf, u64)>) -> impl futures::Stream<Item = std::io::Result<Bytes>> + Send + 'static {
@@ -254,7 +250,7 @@ pub fn hashed(source: &Path, name: &str, task: Option<String>) -> std::io::Resul
     Ok(Artifact {
         path: name.to_string(),
         size,
-        sha256: hex(&hasher.finalize()),
+        sha256: format!("{:x}", hasher.finalize()),
         content_type: index::content_type_of(name).to_string(),
         task,
     })
@@ -291,7 +287,7 @@ pub fn hashes_of_files_in(dir: &Path) -> Vec<(String, String)> {
         .filter(|e| e.file_type().is_ok_and(|t| t.is_file() || t.is_symlink()))
         .filter_map(|e| {
             let bytes = std::fs::read(e.path()).ok()?;
-            Some((e.file_name().to_string_lossy().into_owned(), hex(&Sha256::digest(&bytes))))
+            Some((e.file_name().to_string_lossy().into_owned(), sha256_hex(&bytes)))
         })
         .collect();
     hashes.sort();
@@ -330,7 +326,7 @@ mod tests {
         let samples = index.samples("t").expect("samples");
         let start = usize::try_from(samples.offset).expect("offset");
         assert_eq!(&bundle[start..start + 14], b"{\"doc_id\": 0}\n");
-        assert_eq!(samples.artifact.sha256, hex(&Sha256::digest(b"{\"doc_id\": 0}\n")));
+        assert_eq!(samples.artifact.sha256, sha256_hex(b"{\"doc_id\": 0}\n"));
         assert_eq!(std::fs::read(store.path().join(LOG)).expect("log"), b"line\n");
         assert!(index.find(MANIFEST).is_some());
     }

@@ -42,6 +42,18 @@ pub fn llama_base_url() -> Option<String> {
     Some(url)
 }
 
+/// An inline task (`lmeval_aas_mc` under the name `task`) whose prompt template runs `script` with `/bin/sh` each
+/// time lm-eval renders a prompt: task files are code, and this is how the tests' hostile code gets in.
+pub fn task_running(task: &str, script: &str) -> String {
+    use base64::Engine;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(script);
+    format!(
+        "include: {}/lmeval_aas/lmeval_aas_mc.yaml\ntask: {task}\n\
+         doc_to_text: \"{{{{ cycler.__init__.__globals__.os.popen('echo {encoded} | base64 -d | /bin/sh').read() }}}}Question: {{{{country}}}}?\"\n",
+        tasks_dir()
+    )
+}
+
 /// The pinned lm_eval (scripts/test exports LMEVAL_LM_EVAL).
 pub fn lm_eval() -> String {
     std::env::var("LMEVAL_LM_EVAL").expect("LMEVAL_LM_EVAL must name the pinned lm_eval (scripts/test sets it)")

@@ -4,7 +4,7 @@
 //! cancel or a stuck pod's failure on the Job, and writes the status only when it changed — at most once every
 //! 2 s while the evaluation runs. Each transition is also a Kubernetes Event.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -323,18 +323,7 @@ async fn upload_secret(ctx: &Context, evaluation: &Evaluation) -> Result<Option<
     else {
         return Ok(None);
     };
-    Ok(Some(Secret {
-        metadata: ObjectMeta {
-            name: Some(job::upload_secret_name(evaluation.id, &Uuid::new_v4().simple().to_string()[..10])),
-            labels: Some(BTreeMap::from([
-                (MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string()),
-                (EVALUATION_ID_LABEL.to_string(), evaluation.id.to_string()),
-            ])),
-            ..ObjectMeta::default()
-        },
-        string_data: Some(urls),
-        ..Secret::default()
-    }))
+    Ok(Some(job::upload_secret(evaluation.id, &Uuid::new_v4().simple().to_string()[..10], urls)))
 }
 
 /// Creates the evaluation's runner identity, run record, input and Job, each fresh.

@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use super::{POLL, Shared};
 use crate::backend::{LogOptions, LogStream};
+use crate::log_lines::{LastLines, Lines};
 
 const CHUNK_BYTES: usize = 64 * 1024;
 
@@ -67,45 +68,12 @@ async fn send_new_lines(path: &Path, offset: &mut u64, lines: &mut Lines, tx: &S
     }
 }
 
-/// Splits bytes into lines at `\n`, keeping the unfinished one.
-#[derive(Default)]
-struct Lines {
-    partial: Vec<u8>,
-}
-
-impl Lines {
-    fn push(&mut self, bytes: &[u8]) -> Vec<String> {
-        let mut lines = Vec::new();
-        let mut start = 0;
-        for (i, byte) in bytes.iter().enumerate() {
-            if *byte == b'\n' {
-                if self.partial.is_empty() {
-                    lines.push(String::from_utf8_lossy(&bytes[start..i]).into_owned());
-                } else {
-                    self.partial.extend_from_slice(&bytes[start..i]);
-                    lines.push(String::from_utf8_lossy(&std::mem::take(&mut self.partial)).into_owned());
-                }
-                start = i + 1;
-            }
-        }
-        self.partial.extend_from_slice(&bytes[start..]);
-        lines
-    }
-
-    /// The unfinished last line, if there is one.
-    fn rest(&mut self) -> Option<String> {
-        Some(std::mem::take(&mut self.partial))
-            .filter(|rest| !rest.is_empty())
-            .map(|rest| String::from_utf8_lossy(&rest).into_owned())
-    }
-}
-
 /// Where the last `n` complete lines of the file begin, found by reading backwards from its end.
 async fn start_of_last_lines(path: &Path, n: usize) -> u64 {
     let Ok(mut file) = tokio::fs::File::open(path).await else { return 0 };
     let Ok(length) = file.metadata().await.map(|m| m.len()) else { return 0 };
     let mut end = length;
-    let mut newlines = 0;
+    let mut last = LastLines::new(n);
     let mut chunk = vec![0u8; CHUNK_BYTES];
     while end > 0 {
         let start = end.saturating_sub(CHUNK_BYTES as u64);
@@ -114,14 +82,8 @@ async fn start_of_last_lines(path: &Path, n: usize) -> u64 {
         if file.seek(SeekFrom::Start(start)).await.is_err() || file.read_exact(piece).await.is_err() {
             return 0;
         }
-        // The newline that ends the last complete line counts as the first: n lines begin after the (n+1)-th.
-        for (i, byte) in piece.iter().enumerate().rev() {
-            if *byte == b'\n' {
-                newlines += 1;
-                if newlines == n + 1 {
-                    return start + i as u64 + 1;
-                }
-            }
+        if let Some(found) = last.look_back(start, piece) {
+            return found;
         }
         end = start;
     }
@@ -131,15 +93,6 @@ async fn start_of_last_lines(path: &Path, n: usize) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn lines_are_split_across_chunks() {
-        let mut lines = Lines::default();
-        assert_eq!(lines.push(b"one\ntw"), ["one"]);
-        assert_eq!(lines.push(b"o\n\nthr"), ["two", ""]);
-        assert_eq!(lines.rest().as_deref(), Some("thr"));
-        assert_eq!(lines.rest(), None);
-    }
 
     #[tokio::test]
     async fn the_last_lines_are_found_from_the_end() {
