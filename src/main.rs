@@ -22,7 +22,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             server::serve(*args).await
         }
         Command::Openapi { output } => {
-            let json = api::openapi().to_pretty_json()? + "\n";
+            let json = serde_json::to_string_pretty(&api::openapi())? + "\n";
             match output {
                 Some(path) => std::fs::write(path, json)?,
                 None => print!("{json}"),

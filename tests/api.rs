@@ -302,7 +302,7 @@ async fn openapi_is_served_and_documents_every_route() {
 
 #[test]
 fn committed_openapi_matches_the_code() {
-    let generated = lm_eval_aas::api::openapi().to_pretty_json().expect("json") + "\n";
+    let generated = serde_json::to_string_pretty(&lm_eval_aas::api::openapi()).expect("json") + "\n";
     let committed =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi/openapi.json")).unwrap_or_default();
     assert!(
@@ -314,7 +314,7 @@ fn committed_openapi_matches_the_code() {
 /// Generators and schemathesis give up on a `$ref` to a schema the document does not define.
 #[test]
 fn every_schema_reference_in_the_openapi_document_resolves() {
-    let document = serde_json::to_value(lm_eval_aas::api::openapi()).expect("json");
+    let document = lm_eval_aas::api::openapi();
     let defined = document["components"]["schemas"].as_object().expect("schemas");
     let text = document.to_string();
     let referenced: std::collections::BTreeSet<&str> = text
