@@ -199,6 +199,20 @@ def main() -> None:
 
     step("list by two labels in pages of 2: all three, no others", paging)
 
+    def cancel() -> None:
+        wait_for(client, slow.id, {State.RUNNING})
+        response = cancel_evaluation.sync_detailed(slow.id, client=client)
+        expect(response, 202, Evaluation)
+        done = wait_for(client, slow.id, {State.CANCELLED})
+        check(done.reason == Reason.CANCELLED, f"cancelled with reason {done.reason}")
+        again = cancel_evaluation.sync_detailed(slow.id, client=client)
+        problem = expect(again, 409, Problem)
+        check(bool(problem.detail), "409 without detail")
+        cancelled = list_all(client, [f"sdk-run={run}"], state=State.CANCELLED)
+        check([e.id for e in cancelled] == [slow.id], f"state=cancelled gave {[str(e.id) for e in cancelled]}")
+
+    step("cancel the slow one once running: cancelled, reason Cancelled; again is 409", cancel)
+
     def until_succeeded() -> None:
         for evaluation in mc:
             done = wait_for(client, evaluation.id, {State.SUCCEEDED})
@@ -241,19 +255,6 @@ def main() -> None:
         check("acc,none" in document["results"]["lmeval_aas_mc"], "results lack acc,none")
 
     step("results: lm-eval's results JSON with the task's metrics", results)
-
-    def cancel() -> None:
-        response = cancel_evaluation.sync_detailed(slow.id, client=client)
-        expect(response, 202, Evaluation)
-        done = wait_for(client, slow.id, {State.CANCELLED})
-        check(done.reason == Reason.CANCELLED, f"cancelled with reason {done.reason}")
-        again = cancel_evaluation.sync_detailed(slow.id, client=client)
-        problem = expect(again, 409, Problem)
-        check(bool(problem.detail), "409 without detail")
-        cancelled = list_all(client, [f"sdk-run={run}"], state=State.CANCELLED)
-        check([e.id for e in cancelled] == [slow.id], f"state=cancelled gave {[str(e.id) for e in cancelled]}")
-
-    step("cancel the slow one: cancelled, reason Cancelled; cancelling again is 409", cancel)
 
     def delete() -> None:
         for evaluation in mc + [slow]:

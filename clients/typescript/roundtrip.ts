@@ -179,6 +179,16 @@ await step("list by two labels in pages of 2: all three, no others", async () =>
   check(typeof page.next_page_token === "string", "the first of two pages has no next_page_token");
 });
 
+await step("cancel the slow one once running: cancelled, reason Cancelled; again is 409", async () => {
+  await waitFor(slow.id, "running");
+  expectStatus(await client.POST("/api/v1/evaluations/{id}/cancel", { params: { path: { id: slow.id } } }), 202);
+  const done = await waitFor(slow.id, "cancelled");
+  check(done.reason === "Cancelled", `cancelled with reason ${done.reason}`);
+  expectProblem(await client.POST("/api/v1/evaluations/{id}/cancel", { params: { path: { id: slow.id } } }), 409);
+  const cancelled = await listAll([`sdk-run=${run}`], "cancelled");
+  check(sameIds(cancelled, [slow.id]), `state=cancelled gave ${cancelled.map((e) => e.id)}`);
+});
+
 await step("get until succeeded, with metrics", async () => {
   for (const evaluation of mc) {
     const done = await waitFor(evaluation.id, "succeeded");
@@ -231,15 +241,6 @@ await step("results: lm-eval's results JSON with the task's metrics", async () =
   check(isRecord(document) && isRecord(document.results), "results JSON without `results`");
   const task = document.results["lmeval_aas_mc"];
   check(isRecord(task) && "acc,none" in task, "results lack lmeval_aas_mc's acc,none");
-});
-
-await step("cancel the slow one: cancelled, reason Cancelled; cancelling again is 409", async () => {
-  expectStatus(await client.POST("/api/v1/evaluations/{id}/cancel", { params: { path: { id: slow.id } } }), 202);
-  const done = await waitFor(slow.id, "cancelled");
-  check(done.reason === "Cancelled", `cancelled with reason ${done.reason}`);
-  expectProblem(await client.POST("/api/v1/evaluations/{id}/cancel", { params: { path: { id: slow.id } } }), 409);
-  const cancelled = await listAll([`sdk-run=${run}`], "cancelled");
-  check(sameIds(cancelled, [slow.id]), `state=cancelled gave ${cancelled.map((e) => e.id)}`);
 });
 
 await step("delete all four: 204, then get is 404 as a Problem", async () => {
