@@ -35,6 +35,7 @@ from lm_eval_aas_client.models import (
     EvaluationList,
     EvaluationRequest,
     EvaluationRequestLabels,
+    ModelType,
     Problem,
     Reason,
     State,
@@ -81,9 +82,12 @@ def expect(response: Response[Any], status: int, model: type) -> Any:
 def request(run: str, kind: str, tasks: list[str], limit: float | None) -> EvaluationRequest:
     # `labels` is a string map; the generator names its class after the property (see clients/README.md).
     labels = EvaluationRequestLabels.from_dict({"sdk-run": run, "kind": kind})
+    # seed and batch_size are unions (an integer, or a list / a string): the generated types take each form.
     if limit is None:
-        return EvaluationRequest(model="dummy", tasks=tasks, labels=labels)
-    return EvaluationRequest(model="dummy", tasks=tasks, limit=limit, labels=labels)
+        return EvaluationRequest(model=ModelType.DUMMY, tasks=tasks, labels=labels, batch_size="auto")
+    return EvaluationRequest(
+        model=ModelType.DUMMY, tasks=tasks, limit=limit, labels=labels, seed=[0, 1234, None, 1234], batch_size=1
+    )
 
 
 def wait_for(client: AuthenticatedClient | Client, id: uuid.UUID, states: set[State]) -> Evaluation:
@@ -269,7 +273,7 @@ def main() -> None:
     step("delete all four: 204, then get is 404 as a Problem", delete)
 
     def invalid() -> None:
-        body = EvaluationRequest(model="dummy", tasks=["lmeval_aas_mc"], limit=-3)
+        body = EvaluationRequest(model=ModelType.DUMMY, tasks=["lmeval_aas_mc"], limit=-3)
         response = create_evaluation.sync_detailed(client=client, body=body)
         problem = expect(response, 422, Problem)
         check(problem.field == "limit", f"the problem names field {problem.field!r}, not 'limit'")

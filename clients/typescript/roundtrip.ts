@@ -54,7 +54,11 @@ const run = Math.random().toString(16).slice(2, 14);
 const key = `sdk-typescript-${run}`;
 
 function request(kind: string, tasks: string[], limit?: number): EvaluationRequest {
-  return { model: "dummy", tasks, labels: { "sdk-run": run, kind }, ...(limit === undefined ? {} : { limit }) };
+  // seed and batch_size are unions (an integer, or a list / a string): the generated types take each form.
+  const common = { model: "dummy", tasks, labels: { "sdk-run": run, kind } } as const;
+  return limit === undefined
+    ? { ...common, batch_size: "auto" }
+    : { ...common, limit, seed: [0, 1234, null, 1234], batch_size: 1 };
 }
 
 /** A response's typed body when it has this status; its problem or status otherwise. */

@@ -63,7 +63,7 @@ pub const TASK_NAME_PATTERN: &str = r"^(?!.*\.\.)(?!.*\.yaml$)[A-Za-z0-9][A-Za-z
 #[serde(deny_unknown_fields)]
 pub struct EvaluationRequest {
     /// An lm-eval model type, e.g. `hf`, `vllm`, `local-completions`, `dummy`.
-    #[schema(example = "dummy", schema_with = schema::model_type)]
+    #[schema(value_type = ModelTypes, example = "dummy")]
     pub model: String,
     /// Arguments for the model constructor; values are strings, numbers or booleans.
     #[serde(default, skip_serializing_if = "Map::is_empty")]
@@ -366,6 +366,21 @@ pub struct Document;
 /// How an evaluation can be reproduced: lm-eval's version, the runner image, the exact argv, the request, hashes of
 /// every task configuration and task file, the seeds, the model's source and revision, start, end and exit.
 pub struct Manifest;
+
+/// The model types lm-eval registers, named `ModelType` in the OpenAPI document (one enum for clients).
+pub struct ModelTypes;
+
+impl utoipa::PartialSchema for ModelTypes {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        schema::model_type()
+    }
+}
+
+impl utoipa::ToSchema for ModelTypes {
+    fn name() -> std::borrow::Cow<'static, str> {
+        std::borrow::Cow::Borrowed("ModelType")
+    }
+}
 
 /// Bytes as stored (an artifact, an archive): `format: binary`, which generated clients read as a file.
 pub struct Binary;
