@@ -120,8 +120,13 @@ fn legacy_status_code(err: &ApiError) -> StatusCode {
     }
 }
 
+/// Whether `path` is one of the Flask service's routes.
+pub(super) fn is_flask_route(path: &str) -> bool {
+    matches!(path, "/submit_job" | "/poll_job" | "/job_results" | "/list_jobs" | "/cancel_job")
+}
+
 /// Errors are JSON with the Flask service's `error` member and keep the problem document's members beside it.
-fn legacy_error(err: ApiError) -> Response {
+pub(super) fn legacy_error(err: ApiError) -> Response {
     let status = legacy_status_code(&err);
     let problem = err.problem();
     let body = LegacyProblem { error: problem.detail.clone(), problem: Problem { status: status.as_u16(), ..problem } };

@@ -256,3 +256,32 @@ pub fn paginate<'a, T: Listable + 'a>(
 #[cfg(test)]
 #[path = "same_outcome_tests.rs"]
 mod same_outcome_tests;
+
+#[cfg(test)]
+mod page_token_tests {
+    use super::*;
+
+    #[test]
+    fn a_token_is_a_place_in_the_list_and_any_token_of_its_form_is_one() {
+        let key = (std::cmp::Reverse(1_764_550_000_123_456_789), std::cmp::Reverse(Uuid::from_u128(0xfeed)));
+        let token = encode_page_token(&key);
+        assert_eq!(decode_page_token(&token).expect("its own token"), key);
+        // What PAGE_TOKEN_PATTERN admits (as the OpenAPI document states it) is a place, never a 422.
+        for admitted in
+            ["0.00000000000000000000000000000000", "123456789012345678901234567890.0123456789abcdef0123456789abcdef"]
+        {
+            assert!(decode_page_token(admitted).is_ok(), "{admitted}");
+        }
+        for refused in [
+            "",
+            "garbage",
+            "1.2",
+            "1.0123456789ABCDEF0123456789abcdef",
+            "-1.0123456789abcdef0123456789abcdef",
+            "1.0123456789abcdef0123456789abcdef.",
+            "1234567890123456789012345678901.0123456789abcdef0123456789abcdef",
+        ] {
+            assert!(decode_page_token(refused).is_err(), "{refused}");
+        }
+    }
+}
