@@ -6,16 +6,21 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::client::commands::{SubmitArgs, WaitArgs};
+use crate::client::http::ClientArgs;
 use crate::driver::DriverArgs;
 use crate::sandbox::SandboxArgs;
 use crate::telemetry::LogFormat;
 
 #[derive(Debug, Parser)]
-#[command(name = "lm-eval-aas", version, about = "lm-evaluation-harness as a service")]
+#[command(name = "lm-eval-aas", version = VERSION, about = "lm-evaluation-harness as a service")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
 }
+
+/// The version and the git revision it was built from (`unknown` outside a git checkout).
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("LMEVAL_GIT_REVISION"), ")");
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -37,6 +42,64 @@ pub enum Command {
     Driver(Box<DriverArgs>),
     /// Run a command confined by Landlock to one evaluation's directory (used by the local backend's driver).
     Sandbox(Box<SandboxArgs>),
+    /// Submit an evaluation (JSON or YAML file); with --wait, follow it and gate on its metrics. Exit codes: 0
+    /// passed, 1 a gate failed, 2 the evaluation failed or was cancelled, 3 usage or request refused, 4 server
+    /// unreachable or timed out.
+    Submit {
+        #[command(flatten)]
+        client: Box<ClientArgs>,
+        #[command(flatten)]
+        args: Box<SubmitArgs>,
+    },
+    /// Wait for an evaluation's end, then report and gate (exit codes as `submit`).
+    Wait {
+        id: String,
+        #[command(flatten)]
+        client: Box<ClientArgs>,
+        #[command(flatten)]
+        args: Box<WaitArgs>,
+    },
+    /// An evaluation (JSON).
+    Get {
+        id: String,
+        #[command(flatten)]
+        client: Box<ClientArgs>,
+    },
+    /// Evaluations, newest first (JSON; `--query` passes list filters such as `state=running&label=team=nlp`).
+    List {
+        #[arg(long, default_value = "")]
+        query: String,
+        #[command(flatten)]
+        client: Box<ClientArgs>,
+    },
+    /// An evaluation's log; `-f` follows it to the end.
+    Logs {
+        id: String,
+        #[arg(short, long)]
+        follow: bool,
+        #[command(flatten)]
+        client: Box<ClientArgs>,
+    },
+    /// lm-eval's results JSON.
+    Results {
+        id: String,
+        #[command(flatten)]
+        client: Box<ClientArgs>,
+    },
+    /// Cancel an evaluation.
+    Cancel {
+        id: String,
+        #[command(flatten)]
+        client: Box<ClientArgs>,
+    },
+    /// Delete an evaluation and its outputs.
+    Delete {
+        id: String,
+        #[command(flatten)]
+        client: Box<ClientArgs>,
+    },
+    /// Print shell completions.
+    Completions { shell: clap_complete::Shell },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -4,6 +4,7 @@ pub mod api;
 pub mod auth;
 pub mod backend;
 pub mod cli;
+pub mod client;
 pub mod command;
 pub mod driver;
 pub mod error;

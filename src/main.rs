@@ -1,6 +1,8 @@
 use clap::Parser;
 use lm_eval_aas::cli::{Cli, Command};
+use lm_eval_aas::client::commands;
 use lm_eval_aas::{api, driver, k8s, sandbox, server, telemetry};
+use reqwest::Method;
 
 fn main() -> anyhow::Result<()> {
     // rustls is built with two crypto back-ends (ring, which kube and our servers use, and aws-lc-rs, which
@@ -20,7 +22,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             server::serve(*args).await
         }
         Command::Openapi { output } => {
-            let json = api::openapi().to_pretty_json()? + "\n";
+            let json = serde_json::to_string_pretty(&api::openapi())? + "\n";
             match output {
                 Some(path) => std::fs::write(path, json)?,
                 None => print!("{json}"),
@@ -37,5 +39,33 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Driver(args) => std::process::exit(driver::run(*args).await?),
         Command::Sandbox(args) => std::process::exit(sandbox::run(*args)?),
+        Command::Submit { client, args } => std::process::exit(commands::submit(&client, *args).await),
+        Command::Wait { id, client, args } => std::process::exit(commands::wait(&client, &id, *args).await),
+        Command::Get { id, client } => {
+            std::process::exit(commands::simple(&client, Method::GET, format!("/{id}")).await)
+        }
+        Command::List { query, client } => {
+            let rest = if query.is_empty() { String::new() } else { format!("?{query}") };
+            std::process::exit(commands::simple(&client, Method::GET, rest).await)
+        }
+        Command::Logs { id, follow, client } => std::process::exit(commands::logs(&client, &id, follow).await),
+        Command::Results { id, client } => {
+            std::process::exit(commands::simple(&client, Method::GET, format!("/{id}/results")).await)
+        }
+        Command::Cancel { id, client } => {
+            std::process::exit(commands::simple(&client, Method::POST, format!("/{id}/cancel")).await)
+        }
+        Command::Delete { id, client } => {
+            std::process::exit(commands::simple(&client, Method::DELETE, format!("/{id}")).await)
+        }
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "lm-eval-aas",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
     }
 }

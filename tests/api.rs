@@ -302,7 +302,7 @@ async fn openapi_is_served_and_documents_every_route() {
 
 #[test]
 fn committed_openapi_matches_the_code() {
-    let generated = lm_eval_aas::api::openapi().to_pretty_json().expect("json") + "\n";
+    let generated = serde_json::to_string_pretty(&lm_eval_aas::api::openapi()).expect("json") + "\n";
     let committed =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi/openapi.json")).unwrap_or_default();
     assert!(
@@ -314,7 +314,7 @@ fn committed_openapi_matches_the_code() {
 /// Generators and schemathesis give up on a `$ref` to a schema the document does not define.
 #[test]
 fn every_schema_reference_in_the_openapi_document_resolves() {
-    let document = serde_json::to_value(lm_eval_aas::api::openapi()).expect("json");
+    let document = lm_eval_aas::api::openapi();
     let defined = document["components"]["schemas"].as_object().expect("schemas");
     let text = document.to_string();
     let referenced: std::collections::BTreeSet<&str> = text
@@ -327,6 +327,38 @@ fn every_schema_reference_in_the_openapi_document_resolves() {
     assert!(referenced.contains("Problem"), "references were read: {referenced:?}");
     let missing: Vec<&&str> = referenced.iter().filter(|name| !defined.contains_key(**name)).collect();
     assert!(missing.is_empty(), "referenced but not defined: {missing:?}");
+}
+
+/// Links name operations that exist, with OpenAPI's spelling (utoipa writes Rust's); and the list's page token
+/// pattern is the one the backend decodes.
+#[test]
+fn links_name_existing_operations_and_patterns_are_the_servers() {
+    let document = lm_eval_aas::api::openapi();
+    let paths = document["paths"].as_object().expect("paths");
+    let operations: std::collections::BTreeSet<&str> = paths
+        .values()
+        .filter_map(|item| item.as_object())
+        .flat_map(|item| item.values())
+        .filter_map(|operation| operation["operationId"].as_str())
+        .collect();
+    let created = &paths["/api/v1/evaluations"]["post"]["responses"]["202"]["links"];
+    let links: Vec<&Value> = paths
+        .values()
+        .filter_map(|item| item.as_object())
+        .flat_map(|item| item.values())
+        .filter_map(|operation| operation["responses"].as_object())
+        .flat_map(|responses| responses.values())
+        .filter_map(|response| response["links"].as_object())
+        .flat_map(|links| links.values())
+        .collect();
+    assert!(links.len() >= 25 && created["delete_evaluation"]["parameters"]["id"] == "$response.body#/id", "{created}");
+    for link in links {
+        let target = link["operationId"].as_str().unwrap_or_else(|| panic!("a link without operationId: {link}"));
+        assert!(operations.contains(target), "a link to {target}, which no operation is");
+    }
+    let list = &paths["/api/v1/evaluations"]["get"]["parameters"];
+    let token = list.as_array().and_then(|p| p.iter().find(|p| p["name"] == "page_token")).expect("page_token");
+    assert_eq!(token["schema"]["pattern"], lm_eval_aas::backend::PAGE_TOKEN_PATTERN);
 }
 
 #[tokio::test]

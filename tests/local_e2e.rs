@@ -254,7 +254,33 @@ async fn legacy_flask_routes_drive_the_same_evaluations() {
     let unknown =
         client().get(service.url("/poll_job?task_id=7b0d8c5e-1111-4222-8333-944455556666")).send().await.expect("poll");
     assert_eq!(unknown.status(), 404);
-    assert_eq!(unknown.json::<Value>().await.expect("json"), json!({"status": "not found"}));
+    assert_eq!(
+        unknown.json::<Value>().await.expect("json"),
+        json!({"status": "not found", "error": "no task 7b0d8c5e-1111-4222-8333-944455556666"})
+    );
+    // The Flask service's clients branch on 404 for any id it does not know and 400 for any submission it cannot
+    // take; the `error` member is what they read.
+    for query in ["task_id=not-an-id", "task_id=", ""] {
+        let malformed = client().get(service.url(&format!("/poll_job?{query}"))).send().await.expect("poll");
+        assert_eq!(malformed.status(), 404, "{query}");
+        assert!(malformed.json::<Value>().await.expect("json")["error"].is_string(), "{query}");
+    }
+    for (body, content_type) in [
+        (r#"{"model": "dummy", "tasks": "lmeval_aas_mc", "limit": -3}"#, "application/json"),
+        (r#"{"model": "dummy""#, "application/json"),
+        (r#"{"model": "dummy", "tasks": "lmeval_aas_mc"}"#, "text/plain"),
+    ] {
+        let refused = client()
+            .post(service.url("/submit_job"))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("submit");
+        assert_eq!(refused.status(), 400, "{body} as {content_type}");
+        let problem = refused.json::<Value>().await.expect("json");
+        assert!(problem["error"].is_string() && problem["status"] == 400, "{problem}");
+    }
 
     let failing = client()
         .post(service.url("/submit_job"))
@@ -283,7 +309,7 @@ async fn legacy_flask_routes_drive_the_same_evaluations() {
         .send()
         .await
         .expect("submit");
-    assert_eq!(bad.status(), 422);
+    assert_eq!(bad.status(), 400, "the Flask service's code for a submission it cannot take");
     assert!(bad.json::<Value>().await.expect("json")["error"].as_str().is_some_and(|e| e.contains("tasks[0]")));
 }
 

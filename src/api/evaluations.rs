@@ -46,7 +46,7 @@ pub struct DryRun {
     pub evaluation: Evaluation,
     /// Kubernetes backend: `{"evaluation": <the Evaluation object>, "job": <the Job it would run as>}`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(schema_with = crate::model::schema::free_form)]
     pub objects: Option<serde_json::Value>,
 }
 
@@ -141,12 +141,13 @@ pub struct ListParams {
     #[param(minimum = 1, maximum = 500)]
     page_size: Option<usize>,
     /// `next_page_token` of the previous page.
+    #[param(pattern = "^[0-9]{1,30}[.][0-9a-f]{32}$")]
     page_token: Option<String>,
     /// Only evaluations in this state.
     state: Option<EvalState>,
     /// `key=value`; repeat for several (all must match).
     #[serde(default)]
-    #[param(value_type = Option<Vec<String>>)]
+    #[param(value_type = Option<Vec<String>>, pattern = "=")]
     label: Vec<LabelSelector>,
     /// Only evaluations this user submitted.
     created_by: Option<String>,
@@ -267,6 +268,7 @@ pub(super) async fn get_in(caller: &Caller, state: &AppState, namespace: &str, i
 pub struct LogParams {
     /// Only the last N lines (of what exists when the request arrives).
     #[serde(default, deserialize_with = "whole_number")]
+    #[param(minimum = 0, maximum = 1_000_000_000)]
     tail_lines: Option<usize>,
     /// Keep streaming new lines until the evaluation ends.
     #[serde(default, deserialize_with = "flag")]
@@ -285,7 +287,7 @@ pub struct LogParams {
     tag = "evaluations",
     params(("id" = Uuid, Path, description = "Evaluation id"), LogParams),
     responses(
-        (status = 200, description = "Log lines", body = String, content_type = "text/plain"),
+        (status = 200, description = "Log lines", content((String = "text/plain"), (String = "text/event-stream"))),
         (status = 404, description = "No such evaluation", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid query parameter", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Too many log streams follow evaluations; see Retry-After", body = Problem, content_type = "application/problem+json"),
@@ -358,7 +360,7 @@ pub(super) async fn logs_in(
     tag = "evaluations",
     params(("id" = Uuid, Path, description = "Evaluation id")),
     responses(
-        (status = 200, description = "lm-eval's results file", body = Object),
+        (status = 200, description = "lm-eval's results file", body = crate::model::Document),
         (status = 404, description = "No such evaluation", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Not succeeded (yet)", body = Problem, content_type = "application/problem+json"),
     )

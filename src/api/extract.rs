@@ -98,12 +98,14 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
     }
 }
 
-/// `?flag`, `?flag=`, `true` and `1` are true; `false` and `0` are false.
+/// `?flag`, `?flag=`, `true` and `1` are true; `false` and `0` are false; in any case (`True`, as Python's
+/// clients write a boolean).
 pub fn flag<'de, D: Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
-    match &*Cow::<str>::deserialize(deserializer)? {
+    let raw = Cow::<str>::deserialize(deserializer)?;
+    match raw.to_ascii_lowercase().as_str() {
         "" | "true" | "1" => Ok(true),
         "false" | "0" => Ok(false),
-        other => Err(D::Error::custom(format!("{other:?} is not a boolean (true or false)"))),
+        _ => Err(D::Error::custom(format!("{raw:?} is not a boolean (true or false)"))),
     }
 }
 

@@ -60,7 +60,13 @@ where
     fn call(&mut self, request: Request) -> Self::Future {
         let read = matches!(*request.method(), Method::GET | Method::HEAD);
         if !read && is_cross_site_form(&request) {
-            return Either::Left(std::future::ready(Ok(ApiError::UnsupportedMediaType.into_response())));
+            // The Flask routes refuse it as the Flask service refused any body it could not read.
+            let refusal = if super::legacy::is_flask_route(request.uri().path()) {
+                super::legacy::legacy_error(ApiError::UnsupportedMediaType)
+            } else {
+                ApiError::UnsupportedMediaType.into_response()
+            };
+            return Either::Left(std::future::ready(Ok(refusal)));
         }
         let method = request.method().clone();
         let route = request.extensions().get::<MatchedPath>().cloned();

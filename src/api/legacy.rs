@@ -7,7 +7,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
 use super::AppState;
@@ -29,7 +29,7 @@ pub struct LegacySubmission {
     /// Comma-separated task names (a JSON list is accepted too).
     #[schema(value_type = String)]
     pub tasks: Value,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::model::schema::optional_integer")]
     pub num_fewshot: Option<i64>,
     /// `k=v,k2=v2`, as lm-eval's `--gen_kwargs`.
     #[serde(default)]
@@ -37,26 +37,26 @@ pub struct LegacySubmission {
     #[serde(default)]
     pub log_samples: Option<bool>,
     #[serde(default)]
-    #[schema(value_type = Option<f64>)]
+    #[schema(schema_with = crate::model::schema::limit)]
     pub limit: Option<serde_json::Number>,
     #[serde(default)]
     pub include_path: Option<String>,
     #[serde(default)]
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = crate::model::schema::batch_size)]
     pub batch_size: Option<Value>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::model::schema::optional_integer")]
     pub max_batch_size: Option<i64>,
     #[serde(default)]
     pub system_instruction: Option<String>,
     #[serde(default)]
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = crate::model::schema::chat_template)]
     pub apply_chat_template: Option<Value>,
     #[serde(default)]
     pub fewshot_as_multiturn: Option<bool>,
     #[serde(default)]
     pub predict_only: Option<bool>,
     #[serde(default)]
-    #[schema(value_type = Option<Object>)]
+    #[schema(schema_with = crate::model::schema::seed)]
     pub seed: Option<Value>,
 }
 
@@ -82,6 +82,23 @@ pub struct LegacyError {
     pub error: String,
 }
 
+/// An error as the Flask service answered it (`{"error": …}`), with the problem document's members beside it.
+#[derive(Serialize, ToSchema)]
+pub struct LegacyProblem {
+    /// What went wrong (the problem's `detail`).
+    pub error: String,
+    #[serde(flatten)]
+    pub problem: Problem,
+}
+
+/// The Flask service's answer for a `task_id` it does not know.
+#[derive(Serialize, ToSchema)]
+pub struct LegacyNotFound {
+    /// Always `not found`.
+    pub status: String,
+    pub error: String,
+}
+
 fn legacy_status(state: EvalState) -> &'static str {
     match state {
         EvalState::Pending | EvalState::Running => "running",
@@ -91,16 +108,43 @@ fn legacy_status(state: EvalState) -> &'static str {
     }
 }
 
-/// Errors keep the problem document and add the Flask service's `error` member.
-fn legacy_error(err: &ApiError) -> Response {
-    let problem = err.problem();
-    let mut body = serde_json::to_value(&problem).unwrap_or_else(|_| json!({}));
-    body["error"] = Value::String(problem.detail.clone());
-    (err.status(), [(axum::http::header::CONTENT_TYPE, crate::error::PROBLEM_JSON)], body.to_string()).into_response()
+/// The Flask service's status code for an error: its clients branch on 400 for any submission it could not
+/// take (malformed, wrong media type, too large, an invalid value) and on 404 for any `task_id` it could not
+/// find; the rest (authentication, authorization, back-pressure) are ours and keep their codes.
+fn legacy_status_code(err: &ApiError) -> StatusCode {
+    match err.status() {
+        StatusCode::UNPROCESSABLE_ENTITY | StatusCode::UNSUPPORTED_MEDIA_TYPE | StatusCode::PAYLOAD_TOO_LARGE => {
+            StatusCode::BAD_REQUEST
+        }
+        status => status,
+    }
 }
 
-fn not_found() -> Response {
-    (StatusCode::NOT_FOUND, axum::Json(LegacyStatus { status: "not found".into() })).into_response()
+/// Whether `path` is one of the Flask service's routes.
+pub(super) fn is_flask_route(path: &str) -> bool {
+    matches!(path, "/submit_job" | "/poll_job" | "/job_results" | "/list_jobs" | "/cancel_job")
+}
+
+/// Errors are JSON with the Flask service's `error` member and keep the problem document's members beside it.
+pub(super) fn legacy_error(err: ApiError) -> Response {
+    let status = legacy_status_code(&err);
+    let problem = err.problem();
+    let body = LegacyProblem { error: problem.detail.clone(), problem: Problem { status: status.as_u16(), ..problem } };
+    // The problem response's headers (Retry-After, WWW-Authenticate); the Flask service's codes are plain JSON.
+    let (mut parts, _) = err.into_response().into_parts();
+    parts.status = status;
+    if status == StatusCode::BAD_REQUEST {
+        parts
+            .headers
+            .insert(axum::http::header::CONTENT_TYPE, axum::http::HeaderValue::from_static("application/json"));
+    }
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    Response::from_parts(parts, axum::body::Body::from(serde_json::to_vec(&body).unwrap_or_default()))
+}
+
+fn not_found(detail: impl Into<String>) -> Response {
+    (StatusCode::NOT_FOUND, axum::Json(LegacyNotFound { status: "not found".into(), error: detail.into() }))
+        .into_response()
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -112,12 +156,13 @@ pub struct TaskIdParams {
     task_id: String,
 }
 
+/// The evaluation id `task_id` names; a missing or malformed one is a task the Flask service would not find.
 fn task_id(query: Result<Query<TaskIdParams>, ApiError>) -> Result<uuid::Uuid, Box<Response>> {
-    let Query(TaskIdParams { task_id }) = query.map_err(|err| Box::new(legacy_error(&err)))?;
+    let Query(TaskIdParams { task_id }) = query.map_err(|err| Box::new(not_found(err.to_string())))?;
     if task_id.is_empty() {
-        return Err(Box::new(legacy_error(&ApiError::invalid("task_id", "is required"))));
+        return Err(Box::new(not_found("task_id is required")));
     }
-    uuid::Uuid::parse_str(&task_id).map_err(|_| Box::new(not_found()))
+    uuid::Uuid::parse_str(&task_id).map_err(|_| Box::new(not_found(format!("no task {task_id:?}"))))
 }
 
 /// The evaluation `task_id` names, or the Flask service's answer when there is none.
@@ -127,11 +172,11 @@ async fn lookup(
     access: Access,
     query: Result<Query<TaskIdParams>, ApiError>,
 ) -> Result<crate::model::Evaluation, Box<Response>> {
-    state.auth.authorize(caller, access).await.map_err(|err| Box::new(legacy_error(&err)))?;
+    state.auth.authorize(caller, access).await.map_err(|err| Box::new(legacy_error(err)))?;
     let id = task_id(query)?;
     state.backend.get(state.default_namespace(), id).map_err(|err| match err {
-        ApiError::NotFound(_) => Box::new(not_found()),
-        err => Box::new(legacy_error(&err)),
+        ApiError::NotFound(_) => Box::new(not_found(format!("no task {id}"))),
+        err => Box::new(legacy_error(err)),
     })
 }
 
@@ -236,9 +281,9 @@ fn to_request(submission: LegacySubmission) -> Result<EvaluationRequest, ApiErro
     request_body = LegacySubmission,
     responses(
         (status = 200, description = "Accepted", body = LegacyTicket),
-        (status = 400, description = "Malformed body", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid value", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Too many pending evaluations; see Retry-After", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Not a submission it can take: malformed, not JSON, too large, or a value not acceptable (`field` names it)", body = LegacyProblem),
+        (status = 429, description = "Too many pending evaluations; see Retry-After", body = LegacyProblem, content_type = "application/problem+json"),
+        (status = 503, description = "The server cannot take submissions now; see Retry-After", body = LegacyProblem, content_type = "application/problem+json"),
     )
 )]
 pub async fn submit_job(
@@ -267,7 +312,7 @@ pub async fn submit_job(
     .await;
     match result {
         Ok(evaluation) => axum::Json(LegacyTicket { task_id: evaluation.id.to_string() }).into_response(),
-        Err(err) => legacy_error(&err),
+        Err(err) => legacy_error(err),
     }
 }
 
@@ -280,7 +325,7 @@ pub async fn submit_job(
     params(TaskIdParams),
     responses(
         (status = 200, description = "Status", body = LegacyStatus),
-        (status = 404, description = "Unknown task id", body = LegacyStatus),
+        (status = 404, description = "No such task id (or none given)", body = LegacyNotFound),
     )
 )]
 pub async fn poll_job(
@@ -303,8 +348,8 @@ pub async fn poll_job(
     tag = "legacy",
     params(TaskIdParams),
     responses(
-        (status = 200, description = "lm-eval's results JSON when complete; otherwise {\"status\"} or {\"error\"}", body = Object),
-        (status = 404, description = "Unknown task id", body = LegacyStatus),
+        (status = 200, description = "lm-eval's results JSON when complete; otherwise {\"status\"} or {\"error\"}", body = crate::model::Document),
+        (status = 404, description = "No such task id (or none given)", body = LegacyNotFound),
     )
 )]
 pub async fn job_results(
@@ -323,11 +368,11 @@ pub async fn job_results(
             match super::outputs::stored_results(&state, namespace, evaluation.id).await {
                 Ok(Some(response)) => return response,
                 Ok(None) => {}
-                Err(err) => return legacy_error(&err),
+                Err(err) => return legacy_error(err),
             }
             match state.backend.results(namespace, evaluation.id).await {
                 Ok(bytes) => ([(axum::http::header::CONTENT_TYPE, "application/json")], bytes).into_response(),
-                Err(err) => legacy_error(&err),
+                Err(err) => legacy_error(err),
             }
         }
         EvalState::Failed => {
@@ -351,14 +396,14 @@ pub async fn job_results(
 )]
 pub async fn list_jobs(caller: Caller, State(state): State<AppState>) -> Response {
     if let Err(err) = state.auth.authorize(&caller, Access::evaluations(Verb::List, state.default_namespace())).await {
-        return legacy_error(&err);
+        return legacy_error(err);
     }
     let mut jobs = Vec::new();
     let mut query = ListQuery { page_size: super::evaluations::MAX_PAGE_SIZE, ..ListQuery::default() };
     loop {
         let page = match state.backend.list(state.default_namespace(), &query).await {
             Ok(page) => page,
-            Err(err) => return legacy_error(&err),
+            Err(err) => return legacy_error(err),
         };
         jobs.extend(
             page.items.iter().map(|e| LegacyJob { task_id: e.id.to_string(), status: legacy_status(e.state).into() }),
@@ -380,7 +425,7 @@ pub async fn list_jobs(caller: Caller, State(state): State<AppState>) -> Respons
     params(TaskIdParams),
     responses(
         (status = 200, description = "Cancelled", body = LegacyJob),
-        (status = 404, description = "Unknown task id", body = LegacyStatus),
+        (status = 404, description = "No such task id (or none given)", body = LegacyNotFound),
         (status = 409, description = "Already finished", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -391,7 +436,7 @@ pub async fn cancel_job(
 ) -> Response {
     let namespace = state.default_namespace();
     if let Err(err) = state.auth.authorize(&caller, Access::evaluations(Verb::Patch, namespace)).await {
-        return legacy_error(&err);
+        return legacy_error(err);
     }
     let id = match task_id(query) {
         Ok(id) => id,
@@ -401,14 +446,15 @@ pub async fn cancel_job(
     audit(&caller, "cancel", namespace, Some(&id.to_string()), outcome(&cancelled));
     match cancelled {
         Ok(_) => axum::Json(LegacyJob { task_id: id.to_string(), status: "cancelled".into() }).into_response(),
-        Err(ApiError::NotFound(_)) => not_found(),
-        Err(err) => legacy_error(&err),
+        Err(ApiError::NotFound(_)) => not_found(format!("no task {id}")),
+        Err(err) => legacy_error(err),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn key_values_are_read_the_way_lm_eval_reads_them() {

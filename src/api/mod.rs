@@ -140,13 +140,112 @@ fn ops_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(ops::healthz)).routes(routes!(ops::readyz)).routes(routes!(ops::metrics))
 }
 
-/// The OpenAPI document, generated from the routes.
-pub fn openapi() -> utoipa::openapi::OpenApi {
+/// The OpenAPI document, generated from the routes, as served and committed.
+pub fn openapi() -> serde_json::Value {
     let (_, mut doc) = api_routes().split_for_parts();
     doc.merge(WildcardRoutes::openapi());
     doc.merge(ops_routes().split_for_parts().1);
     require_bearer_tokens(&mut doc);
-    doc
+    link_created_evaluations(&mut doc);
+    let mut document = serde_json::to_value(doc).unwrap_or_default();
+    spell_links_as_openapi_does(&mut document);
+    document
+}
+
+/// utoipa 5 writes a Link's members in Rust's spelling (`operation_id`); OpenAPI's are camelCase.
+fn spell_links_as_openapi_does(document: &mut serde_json::Value) {
+    let Some(paths) = document.get_mut("paths").and_then(serde_json::Value::as_object_mut) else { return };
+    let responses = paths
+        .values_mut()
+        .filter_map(serde_json::Value::as_object_mut)
+        .flat_map(|item| item.values_mut())
+        .filter_map(|operation| operation.get_mut("responses")?.as_object_mut())
+        .flat_map(|responses| responses.values_mut());
+    for response in responses {
+        let Some(links) = response.get_mut("links").and_then(serde_json::Value::as_object_mut) else { continue };
+        for link in links.values_mut().filter_map(serde_json::Value::as_object_mut) {
+            for (rust, openapi) in
+                [("operation_id", "operationId"), ("operation_ref", "operationRef"), ("request_body", "requestBody")]
+            {
+                if let Some(value) = link.remove(rust) {
+                    link.insert(openapi.to_string(), value);
+                }
+            }
+        }
+    }
+}
+
+/// OpenAPI links from what creates an evaluation (and a list page) to what reads and ends it, so that
+/// generated clients and stateful testers (schemathesis) can follow an id from the answer that made it.
+fn link_created_evaluations(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::RefOr;
+    use utoipa::openapi::link::LinkBuilder;
+    const BY_ID: [&str; 10] = [
+        "get_evaluation",
+        "get_evaluation_logs",
+        "get_evaluation_results",
+        "get_evaluation_samples",
+        "list_evaluation_artifacts",
+        "get_evaluation_archive",
+        "get_evaluation_manifest",
+        "get_evaluation_artifact",
+        "cancel_evaluation",
+        "delete_evaluation",
+    ];
+    const BY_TASK_ID: [&str; 3] = ["legacy_poll_job", "legacy_job_results", "legacy_cancel_job"];
+    let links = |operation: &str| -> Vec<(String, utoipa::openapi::link::Link)> {
+        match operation {
+            "create_evaluation" => BY_ID
+                .iter()
+                .map(|target| {
+                    let link = LinkBuilder::new().operation_id(*target).parameter("id", "$response.body#/id");
+                    (target.to_string(), link.build())
+                })
+                .collect(),
+            "create_namespaced_evaluation" => BY_ID
+                .iter()
+                .map(|target| {
+                    let target = target.replacen("_evaluation", "_namespaced_evaluation", 1);
+                    let link = LinkBuilder::new()
+                        .operation_id(&target)
+                        .parameter("namespace", "$response.body#/namespace")
+                        .parameter("id", "$response.body#/id");
+                    (target, link.build())
+                })
+                .collect(),
+            "legacy_submit_job" => BY_TASK_ID
+                .iter()
+                .map(|target| {
+                    let link = LinkBuilder::new().operation_id(*target).parameter("task_id", "$response.body#/task_id");
+                    (target.to_string(), link.build())
+                })
+                .collect(),
+            "list_evaluations" | "list_namespaced_evaluations" => {
+                let mut next = LinkBuilder::new()
+                    .operation_id(operation)
+                    .description("The next page")
+                    .parameter("page_token", "$response.body#/next_page_token");
+                if operation == "list_namespaced_evaluations" {
+                    next = next.parameter("namespace", "$request.path.namespace");
+                }
+                vec![("next_page".to_string(), next.build())]
+            }
+            _ => Vec::new(),
+        }
+    };
+    for item in doc.paths.paths.values_mut() {
+        for operation in [&mut item.get, &mut item.post, &mut item.delete].into_iter().flatten() {
+            let id = operation.operation_id.as_deref().unwrap_or_default();
+            let made = links(id);
+            // A create answers 202 with the evaluation (200 is a dry run's, which has no id).
+            let answer = if id.starts_with("create_") { "202" } else { "200" };
+            for (status, response) in &mut operation.responses.responses {
+                if let (true, RefOr::T(response)) = (status == answer, response) {
+                    response.links.extend(made.iter().map(|(name, link)| (name.clone(), RefOr::T(link.clone()))));
+                }
+            }
+        }
+    }
 }
 
 /// Every operation but the probes takes a bearer token, and may answer 401 (none, or not valid) and 403 (not
@@ -241,7 +340,7 @@ fn routes(state: AppState) -> Router {
     Router::new()
         .merge(api)
         .merge(ops)
-        .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi()))
+        .merge(SwaggerUi::new("/docs").external_url_unchecked("/openapi.json", openapi()))
         .route("/", axum::routing::get(ui::index))
         .route("/ui/{*path}", axum::routing::get(ui::asset))
         .fallback(|| async { ApiError::NoRoute })

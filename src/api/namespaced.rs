@@ -109,7 +109,7 @@ pub async fn get_namespaced_evaluation(
     tag = "namespaced",
     params(("namespace" = String, Path, description = "A namespace the server serves"), ("id" = uuid::Uuid, Path, description = "Evaluation id"), LogParams),
     responses(
-        (status = 200, description = "Log lines", body = String, content_type = "text/plain"),
+        (status = 200, description = "Log lines", content((String = "text/plain"), (String = "text/event-stream"))),
         (status = 404, description = "No such evaluation, or a namespace the server does not serve", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid query parameter", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Too many log streams follow evaluations; see Retry-After", body = Problem, content_type = "application/problem+json"),
@@ -133,7 +133,7 @@ pub async fn get_namespaced_evaluation_logs(
     tag = "namespaced",
     params(("namespace" = String, Path, description = "A namespace the server serves"), ("id" = uuid::Uuid, Path, description = "Evaluation id")),
     responses(
-        (status = 200, description = "lm-eval's results file", body = Object),
+        (status = 200, description = "lm-eval's results file", body = crate::model::Document),
         (status = 404, description = "No such evaluation, or a namespace the server does not serve", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Not succeeded (yet)", body = Problem, content_type = "application/problem+json"),
     )
@@ -241,12 +241,12 @@ pub async fn list_namespaced_evaluation_artifacts(
     params(
         ("namespace" = String, Path, description = "A namespace the server serves"),
         ("id" = uuid::Uuid, Path, description = "Evaluation id"),
-        ("path" = String, Path, description = "The artifact's path, as listed"),
+        ("path" = String, Path, description = "The artifact's path, as listed", pattern = r"^(?!/)(?!.*/$)(?!.*//)(?!(.*/)?\.\.?(/|$))[^\\\x00-\x1f\x7f-\x9f]{1,512}$"),
         ("Range" = Option<String>, Header, description = "`bytes=START-END`, `bytes=START-` or `bytes=-LAST`"),
     ),
     responses(
-        (status = 200, description = "The file", body = String, content_type = "application/octet-stream"),
-        (status = 206, description = "The requested range", body = String, content_type = "application/octet-stream"),
+        (status = 200, description = "The file, typed by its name", content((crate::model::Binary = "application/octet-stream"), (serde_json::Value = "application/json"), (String = "application/x-ndjson"), (String = "text/plain; charset=utf-8"), (String = "application/yaml"), (String = "text/csv"))),
+        (status = 206, description = "The requested range, typed by its name", content((crate::model::Binary = "application/octet-stream"), (serde_json::Value = "application/json"), (String = "application/x-ndjson"), (String = "text/plain; charset=utf-8"), (String = "application/yaml"), (String = "text/csv"))),
         (status = 404, description = "No such evaluation or artifact", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Not ended yet, or the service keeps no output sets", body = Problem, content_type = "application/problem+json"),
         (status = 416, description = "The range is not within the file", body = Problem, content_type = "application/problem+json"),
@@ -270,7 +270,7 @@ pub async fn get_namespaced_evaluation_artifact(
     tag = "namespaced",
     params(("namespace" = String, Path, description = "A namespace the server serves"), ("id" = uuid::Uuid, Path, description = "Evaluation id")),
     responses(
-        (status = 200, description = "A tar.gz of every artifact", body = String, content_type = "application/gzip"),
+        (status = 200, description = "A tar.gz of every artifact", body = crate::model::Binary, content_type = "application/gzip"),
         (status = 404, description = "No such evaluation", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Not ended yet, or the service keeps no output sets", body = Problem, content_type = "application/problem+json"),
     )
@@ -291,7 +291,7 @@ pub async fn get_namespaced_evaluation_archive(
     tag = "namespaced",
     params(("namespace" = String, Path, description = "A namespace the server serves"), ("id" = uuid::Uuid, Path, description = "Evaluation id")),
     responses(
-        (status = 200, description = "The manifest", body = Object),
+        (status = 200, description = "The manifest", body = crate::model::Manifest),
         (status = 404, description = "No such evaluation", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Not ended yet, or the service keeps no output sets", body = Problem, content_type = "application/problem+json"),
     )

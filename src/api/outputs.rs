@@ -41,8 +41,11 @@ pub struct SamplesParams {
     task: Option<String>,
     /// Records per page (1–1000, default 100).
     #[serde(default, deserialize_with = "whole_number")]
+    #[param(minimum = 1, maximum = 1000)]
     page_size: Option<usize>,
-    /// Where the page starts: the token in the previous page's `Link: rel="next"`.
+    /// Where the page starts: the token in the previous page's `Link: rel="next"` (`o` and a byte offset; the page
+    /// starts at the first record at or after it).
+    #[param(pattern = "^o[0-9]{1,19}$")]
     page_token: Option<String>,
     /// Only the samples the task's metric scores 1 (`correct`) or 0 (`incorrect`).
     #[param(inline)]
@@ -121,12 +124,10 @@ pub(super) async fn samples_in(
     let start = match &params.page_token {
         None => 0,
         Some(token) => parse_page_token(token)
-            .filter(|offset| *offset <= size)
-            .ok_or_else(|| ApiError::invalid("page_token", "page_token is not one this route handed out"))?,
+            .ok_or_else(|| ApiError::invalid("page_token", "page_token is not one this route handed out"))?
+            .min(size),
     };
-    if start > 0 && start < size && !starts_a_record(&set, stored, start).await? {
-        return Err(ApiError::invalid("page_token", "page_token is not one this route handed out"));
-    }
+    let start = if start > 0 && start < size { record_at_or_after(&set, stored, start).await? } else { start };
     let filter = SampleFilter { outcome: params.outcome, metric: params.metric.clone() };
     let (end, next) = scan_page(&set, stored, start, page_size, &filter).await?;
     let body = if filter.keeps_everything() {
@@ -153,10 +154,19 @@ pub(super) async fn samples_in(
     Ok(response)
 }
 
-async fn starts_a_record(set: &OutputSet, stored: &Stored, offset: u64) -> ApiResult<bool> {
-    let mut before = set.stream(stored, offset - 1..offset).await?;
-    let byte = before.next().await.transpose().map_err(ApiError::internal)?;
-    Ok(byte.is_some_and(|b| b.first() == Some(&b'\n')))
+/// Where the first record at or after `offset` starts (the end of the file when none does).
+async fn record_at_or_after(set: &OutputSet, stored: &Stored, offset: u64) -> ApiResult<u64> {
+    let size = stored.artifact.size;
+    let mut bytes = set.stream(stored, offset - 1..size).await?;
+    let mut at = offset - 1;
+    while let Some(chunk) = bytes.next().await {
+        let chunk = chunk.map_err(ApiError::internal)?;
+        if let Some(newline) = chunk.iter().position(|b| *b == b'\n') {
+            return Ok(at + newline as u64 + 1);
+        }
+        at += chunk.len() as u64;
+    }
+    Ok(size)
 }
 
 /// Reads from `start` until `page_size` records are kept: where the page ends, and where the next kept
@@ -263,12 +273,12 @@ pub(super) async fn artifacts_in(caller: &Caller, state: &AppState, namespace: &
     tag = "evaluations",
     params(
         ("id" = uuid::Uuid, Path, description = "Evaluation id"),
-        ("path" = String, Path, description = "The artifact's path, as listed (e.g. `samples/lmeval_aas_mc.jsonl`)"),
+        ("path" = String, Path, description = "The artifact's path, as listed (e.g. `samples/lmeval_aas_mc.jsonl`)", pattern = r"^(?!/)(?!.*/$)(?!.*//)(?!(.*/)?\.\.?(/|$))[^\\\x00-\x1f\x7f-\x9f]{1,512}$"),
         ("Range" = Option<String>, Header, description = "`bytes=START-END`, `bytes=START-` or `bytes=-LAST`"),
     ),
     responses(
-        (status = 200, description = "The file", body = String, content_type = "application/octet-stream"),
-        (status = 206, description = "The requested range", body = String, content_type = "application/octet-stream"),
+        (status = 200, description = "The file, typed by its name", content((crate::model::Binary = "application/octet-stream"), (serde_json::Value = "application/json"), (String = "application/x-ndjson"), (String = "text/plain; charset=utf-8"), (String = "application/yaml"), (String = "text/csv"))),
+        (status = 206, description = "The requested range, typed by its name", content((crate::model::Binary = "application/octet-stream"), (serde_json::Value = "application/json"), (String = "application/x-ndjson"), (String = "text/plain; charset=utf-8"), (String = "application/yaml"), (String = "text/csv"))),
         (status = 404, description = "No such evaluation or artifact", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Not ended yet, or the service keeps no output sets", body = Problem, content_type = "application/problem+json"),
         (status = 416, description = "The range is not within the file", body = Problem, content_type = "application/problem+json"),
@@ -378,7 +388,7 @@ pub fn byte_range(raw: &str, size: u64) -> ApiResult<Option<std::ops::Range<u64>
     tag = "evaluations",
     params(("id" = uuid::Uuid, Path, description = "Evaluation id")),
     responses(
-        (status = 200, description = "A tar.gz of every artifact, under the paths listed", body = String, content_type = "application/gzip"),
+        (status = 200, description = "A tar.gz of every artifact, under the paths listed", body = crate::model::Binary, content_type = "application/gzip"),
         (status = 404, description = "No such evaluation", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Not ended yet, or the service keeps no output sets", body = Problem, content_type = "application/problem+json"),
     )
@@ -450,7 +460,7 @@ async fn send_archive(
     tag = "evaluations",
     params(("id" = uuid::Uuid, Path, description = "Evaluation id")),
     responses(
-        (status = 200, description = "The manifest", body = Object),
+        (status = 200, description = "The manifest", body = crate::model::Manifest),
         (status = 404, description = "No such evaluation", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Not ended yet, or the service keeps no output sets", body = Problem, content_type = "application/problem+json"),
     )

@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use async_trait::async_trait;
-use base64::Engine;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use uuid::Uuid;
@@ -206,18 +205,26 @@ pub trait Listable {
     fn evaluation(&self) -> ApiResult<Evaluation>;
 }
 
-/// A sort key as an opaque page token.
+/// What a list's page token looks like: the sort key of the last item shown (creation time in nanoseconds,
+/// id). Any token of this form is a place in the list, so the OpenAPI document can state the whole rule.
+pub const PAGE_TOKEN_PATTERN: &str = "^[0-9]{1,30}[.][0-9a-f]{32}$";
+
+/// A sort key as a page token.
 fn encode_page_token((nanos, id): &SortKey) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{}/{}", nanos.0, id.0))
+    format!("{}.{}", nanos.0.max(0), id.0.simple())
 }
 
 fn decode_page_token(token: &str) -> ApiResult<SortKey> {
     let invalid = || ApiError::invalid("page_token", "is not a token this service issued");
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).map_err(|_| invalid())?;
-    let text = String::from_utf8(bytes).map_err(|_| invalid())?;
-    let (nanos, id) = text.split_once('/').ok_or_else(invalid)?;
+    let (nanos, id) = token.split_once('.').ok_or_else(invalid)?;
+    let digits = |text: &str, max: usize, hex: bool| {
+        (1..=max).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_digit() || (hex && matches!(b, b'a'..=b'f')))
+    };
+    if !digits(nanos, 30, false) || id.len() != 32 || !digits(id, 32, true) {
+        return Err(invalid());
+    }
     let nanos: i128 = nanos.parse().map_err(|_| invalid())?;
-    let id: Uuid = id.parse().map_err(|_| invalid())?;
+    let id = Uuid::try_parse(id).map_err(|_| invalid())?;
     Ok((std::cmp::Reverse(nanos), std::cmp::Reverse(id)))
 }
 
@@ -249,3 +256,32 @@ pub fn paginate<'a, T: Listable + 'a>(
 #[cfg(test)]
 #[path = "same_outcome_tests.rs"]
 mod same_outcome_tests;
+
+#[cfg(test)]
+mod page_token_tests {
+    use super::*;
+
+    #[test]
+    fn a_token_is_a_place_in_the_list_and_any_token_of_its_form_is_one() {
+        let key = (std::cmp::Reverse(1_764_550_000_123_456_789), std::cmp::Reverse(Uuid::from_u128(0xfeed)));
+        let token = encode_page_token(&key);
+        assert_eq!(decode_page_token(&token).expect("its own token"), key);
+        // What PAGE_TOKEN_PATTERN admits (as the OpenAPI document states it) is a place, never a 422.
+        for admitted in
+            ["0.00000000000000000000000000000000", "123456789012345678901234567890.0123456789abcdef0123456789abcdef"]
+        {
+            assert!(decode_page_token(admitted).is_ok(), "{admitted}");
+        }
+        for refused in [
+            "",
+            "garbage",
+            "1.2",
+            "1.0123456789ABCDEF0123456789abcdef",
+            "-1.0123456789abcdef0123456789abcdef",
+            "1.0123456789abcdef0123456789abcdef.",
+            "1234567890123456789012345678901.0123456789abcdef0123456789abcdef",
+        ] {
+            assert!(decode_page_token(refused).is_err(), "{refused}");
+        }
+    }
+}

@@ -12,44 +12,92 @@ mod reason;
 pub mod schema;
 pub use reason::Reason;
 
+/// Model types lm-eval 0.4.13 registers.
+pub const MODEL_TYPES: &[&str] = &[
+    "anthropic-chat",
+    "anthropic-chat-completions",
+    "anthropic-completions",
+    "azure-openai-chat-completions",
+    "dummy",
+    "ggml",
+    "gguf",
+    "habana",
+    "hf",
+    "hf-audiolm-qwen",
+    "hf-auto",
+    "hf-mistral3",
+    "hf-multimodal",
+    "huggingface",
+    "ipex",
+    "litellm",
+    "litellm-chat",
+    "litellm-chat-completions",
+    "local-chat-completions",
+    "local-completions",
+    "mamba_ssm",
+    "megatron_lm",
+    "nemo_lm",
+    "neuronx",
+    "onnxruntime",
+    "onnxruntime-genai",
+    "openai-chat-completions",
+    "openai-completions",
+    "openvino",
+    "sglang",
+    "sglang-generate",
+    "steered",
+    "textsynth",
+    "trtllm",
+    "vllm",
+    "vllm-vlm",
+    "watsonx_llm",
+    "winml",
+];
+
+/// An lm-eval task or group name as the validator takes it: letters, digits, `_`, `-`, `.`, starting with a
+/// letter or digit, at most 200 characters, never `..` and never a `.yaml` file name.
+pub const TASK_NAME_PATTERN: &str = r"^(?!.*\.\.)(?!.*\.yaml$)[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$";
+
 /// What to evaluate and how. Unknown fields are rejected.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EvaluationRequest {
     /// An lm-eval model type, e.g. `hf`, `vllm`, `local-completions`, `dummy`.
-    #[schema(example = "dummy")]
+    #[schema(value_type = ModelTypes, example = "dummy")]
     pub model: String,
     /// Arguments for the model constructor; values are strings, numbers or booleans.
     #[serde(default, skip_serializing_if = "Map::is_empty")]
-    #[schema(value_type = Object, example = json!({"pretrained": "EleutherAI/pythia-70m"}))]
+    #[schema(schema_with = schema::free_form, example = json!({"pretrained": "EleutherAI/pythia-70m"}))]
     #[schemars(schema_with = "schema::free_form_object")]
     pub model_args: Map<String, Value>,
     /// lm-eval task or group names.
-    #[schema(example = json!(["lmeval_aas_mc"]))]
+    #[schema(example = json!(["lmeval_aas_mc"]), schema_with = schema::task_names)]
     pub tasks: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "schema::optional_integer")]
+    #[schema(minimum = 0, maximum = 10000)]
     pub num_fewshot: Option<i64>,
     /// A document count (integer ≥ 1) or a fraction in (0, 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<f64>, example = 10)]
+    #[schema(schema_with = schema::limit, example = 10)]
     pub limit: Option<serde_json::Number>,
     /// An integer, `auto` or `auto:N`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<String>, example = "auto")]
+    #[schema(schema_with = schema::batch_size, example = "auto")]
     #[schemars(schema_with = "schema::int_or_string")]
     pub batch_size: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "schema::optional_integer")]
+    #[schema(minimum = 1)]
     pub max_batch_size: Option<i64>,
     /// Generation arguments, e.g. `{"temperature": 0, "until": ["\n"]}`.
     #[serde(default, skip_serializing_if = "Map::is_empty")]
-    #[schema(value_type = Object)]
+    #[schema(schema_with = schema::free_form)]
     #[schemars(schema_with = "schema::free_form_object")]
     pub gen_kwargs: Map<String, Value>,
     #[serde(default, skip_serializing_if = "is_false")]
     pub log_samples: bool,
     /// `true`, or the name of a chat template.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = schema::chat_template)]
     #[schemars(schema_with = "schema::any_value")]
     pub apply_chat_template: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -58,14 +106,14 @@ pub struct EvaluationRequest {
     pub system_instruction: Option<String>,
     /// One integer for all four generators, or `[python, numpy, torch, fewshot]` (integers or null).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(schema_with = schema::seed)]
     #[schemars(schema_with = "schema::any_value")]
     pub seed: Option<Value>,
     #[serde(default, skip_serializing_if = "is_false")]
     pub predict_only: bool,
     /// Task metadata (merged by lm-eval with `model_args`).
     #[serde(default, skip_serializing_if = "Map::is_empty")]
-    #[schema(value_type = Object)]
+    #[schema(schema_with = schema::free_form)]
     #[schemars(schema_with = "schema::free_form_object")]
     pub metadata: Map<String, Value>,
     /// Custom tasks without a volume: file name → task YAML text.
@@ -80,7 +128,9 @@ pub struct EvaluationRequest {
     pub volumes: Vec<VolumeMount>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<Resources>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Seconds the evaluation may run (at most 7 days).
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "schema::optional_integer")]
+    #[schema(minimum = 1, maximum = 604_800)]
     pub timeout_seconds: Option<u64>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
@@ -139,7 +189,8 @@ pub struct Resources {
     /// A Kubernetes quantity, e.g. `4Gi`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "schema::optional_integer")]
+    #[schema(minimum = 0, maximum = 64)]
     pub gpu: Option<u32>,
 }
 
@@ -247,23 +298,28 @@ pub struct Evaluation {
     pub id: Uuid,
     /// The namespace it belongs to (on the local backend, the one it serves).
     #[serde(default)]
+    #[schema(required = true)]
     pub namespace: String,
     pub state: State,
+    #[schema(required = true)]
     pub reason: Option<Reason>,
+    #[schema(required = true)]
     pub message: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339::option")]
-    #[schema(value_type = Option<String>, format = DateTime)]
+    #[schema(value_type = Option<String>, format = DateTime, required = true)]
     pub started_at: Option<OffsetDateTime>,
     #[serde(with = "time::serde::rfc3339::option")]
-    #[schema(value_type = Option<String>, format = DateTime)]
+    #[schema(value_type = Option<String>, format = DateTime, required = true)]
     pub finished_at: Option<OffsetDateTime>,
     pub request: EvaluationRequest,
     /// The exact argv that runs (or would run).
     pub command: Vec<String>,
+    #[schema(required = true)]
     pub progress: Option<Progress>,
+    #[schema(required = true)]
     pub metrics: Option<Vec<MetricRow>>,
     pub labels: BTreeMap<String, String>,
     /// Who submitted it: the caller's user name (with `--auth none`, the client's address).
@@ -302,6 +358,60 @@ impl Evaluation {
         self
     }
 }
+
+/// A JSON document lm-eval wrote (its results: `results`, `groups`, `configs`, `versions`, `n-shot`, …), as written;
+/// named in the OpenAPI document so that clients get one type for it.
+pub struct Document;
+
+/// How an evaluation can be reproduced: lm-eval's version, the runner image, the exact argv, the request, hashes of
+/// every task configuration and task file, the seeds, the model's source and revision, start, end and exit.
+pub struct Manifest;
+
+/// The model types lm-eval registers, named `ModelType` in the OpenAPI document (one enum for clients).
+pub struct ModelTypes;
+
+impl utoipa::PartialSchema for ModelTypes {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        schema::model_type()
+    }
+}
+
+impl utoipa::ToSchema for ModelTypes {
+    fn name() -> std::borrow::Cow<'static, str> {
+        std::borrow::Cow::Borrowed("ModelType")
+    }
+}
+
+/// Bytes as stored (an artifact, an archive): `format: binary`, which generated clients read as a file.
+pub struct Binary;
+
+impl utoipa::PartialSchema for Binary {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Binary)))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Binary {}
+
+impl utoipa::PartialSchema for Document {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        schema::free_form()
+    }
+}
+
+impl utoipa::ToSchema for Document {}
+
+impl utoipa::PartialSchema for Manifest {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        schema::free_form()
+    }
+}
+
+impl utoipa::ToSchema for Manifest {}
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct EvaluationList {

@@ -94,8 +94,8 @@ impl Index {
 /// backslash, NUL or control character, at most 512 bytes.
 pub fn checked_path(path: &str) -> ApiResult<&str> {
     let refuse = |why: &str| Err(ApiError::invalid("path", format!("path {:?} {why}", truncated(path))));
-    if path.is_empty() || path.len() > 512 {
-        return refuse("must be 1 to 512 bytes long");
+    if path.is_empty() || path.chars().count() > 512 {
+        return refuse("must be 1 to 512 characters long");
     }
     if path.starts_with('/') {
         return refuse("must be relative to the evaluation's output set");

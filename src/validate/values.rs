@@ -3,47 +3,7 @@
 
 use serde_json::{Number, Value};
 
-/// Model types lm-eval 0.4.13 registers.
-pub const MODEL_TYPES: &[&str] = &[
-    "anthropic-chat",
-    "anthropic-chat-completions",
-    "anthropic-completions",
-    "azure-openai-chat-completions",
-    "dummy",
-    "ggml",
-    "gguf",
-    "habana",
-    "hf",
-    "hf-audiolm-qwen",
-    "hf-auto",
-    "hf-mistral3",
-    "hf-multimodal",
-    "huggingface",
-    "ipex",
-    "litellm",
-    "litellm-chat",
-    "litellm-chat-completions",
-    "local-chat-completions",
-    "local-completions",
-    "mamba_ssm",
-    "megatron_lm",
-    "nemo_lm",
-    "neuronx",
-    "onnxruntime",
-    "onnxruntime-genai",
-    "openai-chat-completions",
-    "openai-completions",
-    "openvino",
-    "sglang",
-    "sglang-generate",
-    "steered",
-    "textsynth",
-    "trtllm",
-    "vllm",
-    "vllm-vlm",
-    "watsonx_llm",
-    "winml",
-];
+pub use crate::model::MODEL_TYPES;
 
 /// One of the model types lm-eval registers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +41,18 @@ impl TaskName {
     }
 }
 
+/// Counts from here on are refused: the largest a double holds exactly, rounded down to a power of ten.
+const MAX_COUNT: u64 = 1_000_000_000_000_000;
+
+/// JSON Schema's integers: `8`, and `8.0` too.
+fn whole(raw: &Number) -> Option<i128> {
+    #[allow(clippy::cast_possible_truncation)]
+    raw.as_i64()
+        .map(i128::from)
+        .or_else(|| raw.as_u64().map(i128::from))
+        .or_else(|| raw.as_f64().filter(|x| x.fract() == 0.0 && x.abs() < 1e38).map(|x| x as i128))
+}
+
 /// `--limit`: a number of documents per task, or a fraction of them.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Limit {
@@ -92,7 +64,7 @@ impl Limit {
     /// An integer count ≥ 1 (`5.0` counts as `5`) or a fraction strictly between 0 and 1.
     pub fn parse(raw: &Number) -> Option<Self> {
         if let Some(n) = raw.as_u64() {
-            return (n >= 1).then_some(Self::Count(n));
+            return (1..MAX_COUNT).contains(&n).then_some(Self::Count(n));
         }
         let x = raw.as_f64()?;
         if x > 0.0 && x < 1.0 {
@@ -122,7 +94,7 @@ impl BatchSize {
     pub fn parse(raw: &Value) -> Option<Self> {
         let fixed = |n: u64| (1..=1_000_000).contains(&n).then_some(Self::Fixed(n));
         match raw {
-            Value::Number(n) => n.as_u64().and_then(fixed),
+            Value::Number(n) => whole(n).and_then(|n| u64::try_from(n).ok()).and_then(fixed),
             Value::String(s) if s == "auto" => Some(Self::Auto),
             Value::String(s) => match s.strip_prefix("auto:") {
                 Some(n) => n.parse().ok().filter(|n| *n >= 1).map(Self::AutoTimes),
@@ -193,7 +165,9 @@ pub enum Seed {
 
 impl Seed {
     pub fn parse(raw: &Value) -> Option<Self> {
-        let integer = |v: &Value| v.as_i64().map(i128::from).or_else(|| v.as_u64().map(i128::from));
+        let integer = |v: &Value| {
+            v.as_number().and_then(whole).filter(|n| (i128::from(i64::MIN)..=i128::from(u64::MAX)).contains(n))
+        };
         match raw {
             Value::Number(_) => integer(raw).map(Self::All),
             Value::Array(items) if items.len() == 4 => {
@@ -248,5 +222,9 @@ mod tests {
         assert_eq!(seed.to_arg(), format!("1,None,-3,{}", u64::MAX));
         assert_eq!(seed.to_value(), json!([1, null, -3, u64::MAX]));
         assert_eq!(Seed::parse(&json!(1.5)), None);
+        assert_eq!(Seed::parse(&json!([3.0, null, 1, 2])).map(Seed::to_arg).as_deref(), Some("3,None,1,2"));
+        assert_eq!(Seed::parse(&json!(1e30)), None);
+        assert_eq!(BatchSize::parse(&json!(8.0)), Some(BatchSize::Fixed(8)));
+        assert_eq!(limit(json!(1_000_000_000_000_000_u64)), None);
     }
 }

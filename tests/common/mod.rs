@@ -19,6 +19,7 @@ use serde_json::Value;
 use tower::ServiceExt;
 
 pub mod cluster;
+pub mod contract;
 pub mod s3;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_lm-eval-aas");
