@@ -8,7 +8,13 @@ fn main() -> anyhow::Result<()> {
     // rustls is built with two crypto back-ends (ring, which kube and our servers use, and aws-lc-rs, which
     // object_store's HTTP client brings), so it cannot pick one by itself: the process uses ring.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    match Cli::parse().command {
+    // A usage error exits 3, as the client's exit codes say (clap's own 2 means "the evaluation failed" there).
+    let cli = Cli::try_parse().unwrap_or_else(|err| {
+        let code = if err.use_stderr() { lm_eval_aas::client::Exit::Refused as i32 } else { 0 };
+        let _ = err.print();
+        std::process::exit(code)
+    });
+    match cli.command {
         // Confines itself and becomes lm_eval: no runtime, no other thread (Landlock restricts the calling thread).
         Command::Sandbox(args) => std::process::exit(sandbox::run(*args)?),
         command => tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(run(command)),

@@ -64,8 +64,56 @@ fn a_pipeline_submits_waits_and_gates_with_exit_codes_it_can_branch_on() {
         .expect("run");
     assert_eq!(unreachable.status.code(), Some(4), "{}", text(&unreachable.stderr));
 
+    let misused = Command::new(BIN).args(["list", "--no-such-flag"]).output().expect("run");
+    assert_eq!(misused.status.code(), Some(3), "a usage error is 3 (2 means the evaluation failed)");
+
     let version = Command::new(BIN).arg("--version").output().expect("run");
     assert!(text(&version.stdout).starts_with(&format!("lm-eval-aas {} (", env!("CARGO_PKG_VERSION"))));
     let completions = Command::new(BIN).args(["completions", "bash"]).output().expect("run");
     assert!(text(&completions.stdout).contains("submit"), "bash completions name the subcommands");
+}
+
+#[test]
+fn thresholds_from_a_file_a_baseline_and_the_job_summary() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let service = Service::start(&data.path().join("data"), &[]);
+
+    let baseline = cli(&service, &["submit", REQUEST, "--wait", "--output", "json"], &[]);
+    assert_eq!(baseline.status.code(), Some(0), "{}", text(&baseline.stderr));
+    let listed = cli(&service, &["list"], &[]);
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).expect("list prints JSON");
+    let baseline_id = listed["items"][0]["id"].as_str().expect("the baseline's id").to_string();
+
+    // The dummy model's answers are seeded: the same request scores the same, so a drop of 0 passes.
+    let same = cli(&service, &["submit", REQUEST, "--wait", "--baseline", &baseline_id, "--max-drop", "0"], &[]);
+    assert_eq!(same.status.code(), Some(0), "{}\n{}", text(&same.stdout), text(&same.stderr));
+    assert!(text(&same.stdout).contains("PASS  lmeval_aas_mc/acc>=0.4"), "{}", text(&same.stdout));
+
+    let thresholds = data.path().join("thresholds.txt");
+    std::fs::write(
+        &thresholds,
+        "# the release gate\nlmeval_aas_mc/acc>=0.2\nlmeval_aas_mc/acc_norm,none<=0.3  # too strict\n",
+    )
+    .expect("write thresholds");
+    let summary = data.path().join("summary.md");
+    let gated = cli(
+        &service,
+        &["submit", REQUEST, "--wait", "--thresholds", &thresholds.to_string_lossy(), "--output", "markdown"],
+        &[("GITHUB_STEP_SUMMARY", &summary.to_string_lossy())],
+    );
+    assert_eq!(gated.status.code(), Some(1), "{}", text(&gated.stderr));
+    let report = text(&gated.stdout);
+    assert!(report.contains("| `lmeval_aas_mc/acc>=0.2` | ✅ pass |"), "{report}");
+    assert!(report.contains("| `lmeval_aas_mc/acc_norm<=0.3` | ❌ fail |"), "{report}");
+    assert_eq!(std::fs::read_to_string(&summary).expect("the job summary"), report, "the same Markdown in the summary");
+
+    let bad_line = std::fs::write(&thresholds, "lmeval_aas_mc/acc>>0.2\n");
+    assert!(bad_line.is_ok());
+    let before = cli(&service, &["list"], &[]).stdout;
+    let refused = cli(&service, &["submit", REQUEST, "--wait", "--thresholds", &thresholds.to_string_lossy()], &[]);
+    assert_eq!(refused.status.code(), Some(3), "a threshold file that does not parse is a usage error");
+    assert!(text(&refused.stderr).contains("line 1"), "{}", text(&refused.stderr));
+    let ungated = cli(&service, &["submit", REQUEST, "--require", "lmeval_aas_mc/acc>=0.2"], &[]);
+    assert_eq!(ungated.status.code(), Some(3), "a gate without --wait has nothing to gate");
+    assert_eq!(cli(&service, &["list"], &[]).stdout, before, "neither was submitted");
 }

@@ -95,6 +95,13 @@ async fn submit_inner(client_args: &ClientArgs, args: SubmitArgs) -> Result<Exit
     }
     let key = args.idempotency_key.clone().or_else(|| request::idempotency_key(&body, |name| std::env::var(name).ok()));
     let client = Client::new(client_args)?;
+    // Gates are read (and a bad one refused) before anything is submitted; without --wait there is nothing to gate.
+    let gates = &args.waiting.gates;
+    let gated = !gates.requirements.is_empty() || gates.thresholds.is_some() || gates.baseline.is_some();
+    if gated && !args.wait {
+        return Err(usage("--require, --thresholds and --baseline gate the evaluation's end: add --wait".into()));
+    }
+    let requirements = if args.wait { requirements(&client, gates).await? } else { Vec::new() };
     let url = client.url("");
     let created = client
         .json(|http| {
@@ -111,20 +118,20 @@ async fn submit_inner(client_args: &ClientArgs, args: SubmitArgs) -> Result<Exit
         println!("{id}");
         return Ok(Exit::Passed);
     }
-    wait_for(&client, &id, &args.waiting).await
+    wait_for(&client, &id, &args.waiting, requirements).await
 }
 
 pub async fn wait(client: &ClientArgs, id: &str, args: WaitArgs) -> i32 {
     let result = async {
         let client = Client::new(client)?;
-        wait_for(&client, id, &args).await
+        let requirements = requirements(&client, &args.gates).await?;
+        wait_for(&client, id, &args, requirements).await
     };
     done(result.await)
 }
 
 /// Polls the evaluation until it ends (progress on stderr), then reports and gates.
-async fn wait_for(client: &Client, id: &str, args: &WaitArgs) -> Result<Exit, Failure> {
-    let requirements = requirements(client, &args.gates).await?;
+async fn wait_for(client: &Client, id: &str, args: &WaitArgs, requirements: Vec<Requirement>) -> Result<Exit, Failure> {
     let started = Instant::now();
     let deadline = args.timeout_seconds.map(|s| started + Duration::from_secs(s));
     let url = client.url(&format!("/{id}"));
