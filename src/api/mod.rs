@@ -91,7 +91,7 @@ impl Limits {
         (name = "legacy", description = "The Flask service's routes, kept for its clients"),
         (name = "operations", description = "Health, readiness and metrics"),
     ),
-    components(schemas(Problem))
+    components(schemas(Problem, crate::outputs::samples::Outcome))
 )]
 struct ApiDoc;
 

@@ -29,11 +29,11 @@ use axum::extract::OriginalUri;
     params(
         ("namespace" = String, Path, description = "A namespace the server serves"),
         CreateParams,
-        ("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key and body return the original evaluation"),
+        ("Idempotency-Key" = Option<String>, Header, nullable = false, description = "Retries with the same key and body return the original evaluation"),
     ),
     request_body = EvaluationRequest,
     responses(
-        (status = 202, description = "Accepted; the evaluation will run", body = Evaluation, headers(("Location" = String, description = "The evaluation's URL"))),
+        (status = 202, description = "Accepted; the evaluation will run", body = Evaluation, headers(("Location" = String, description = "The evaluation's URL"), ("Idempotent-Replayed" = String, description = "`true` when an earlier request with the same Idempotency-Key made it"))),
         (status = 200, description = "Dry run: what would run", body = DryRun),
         (status = 400, description = "Malformed JSON, wrong type or unknown field", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Refused by the server's policy, or the caller may not create evaluations here or read a Secret or claim the request names (the field says which)", body = Problem, content_type = "application/problem+json"),

@@ -48,7 +48,6 @@ pub struct SamplesParams {
     #[param(pattern = "^o[0-9]{1,19}$")]
     page_token: Option<String>,
     /// Only the samples the task's metric scores 1 (`correct`) or 0 (`incorrect`).
-    #[param(inline)]
     outcome: Option<Outcome>,
     /// The metric `outcome` looks at; by default each record's first metric (`acc`, `exact_match`…).
     metric: Option<String>,

@@ -7,8 +7,10 @@ use utoipa::ToSchema;
 /// The longest record read: a record is one document with its prompts and responses.
 pub const MAX_RECORD_BYTES: usize = 64 * 1024 * 1024;
 
+/// Whether a sample was scored right or wrong (`SampleOutcome` in the OpenAPI document).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
+#[schema(as = SampleOutcome)]
 pub enum Outcome {
     /// The sample's metric is 1 (right).
     Correct,
