@@ -130,6 +130,17 @@ mod openapi {
 
 pub use openapi::{batch_size, chat_template, free_form, limit, model_type, seed, task_names};
 
+/// A number as JSON Schema reads an integer: `8`, and `8.0` too; `None` for anything with a fraction (or past
+/// what an `i128` holds).
+pub fn whole_number(number: &serde_json::Number) -> Option<i128> {
+    #[allow(clippy::cast_possible_truncation)]
+    number
+        .as_i64()
+        .map(i128::from)
+        .or_else(|| number.as_u64().map(i128::from))
+        .or_else(|| number.as_f64().filter(|x| x.fract() == 0.0 && x.abs() < 1e38).map(|x| x as i128))
+}
+
 /// An optional integer as JSON Schema reads one: `8` and `8.0` alike (serde's integers refuse `8.0`).
 pub fn optional_integer<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
 where
@@ -139,12 +150,6 @@ where
     use serde::Deserialize;
     use serde::de::Error;
     let Some(number) = Option::<serde_json::Number>::deserialize(deserializer)? else { return Ok(None) };
-    let whole = match (number.as_i64(), number.as_u64(), number.as_f64()) {
-        (Some(n), _, _) => i128::from(n),
-        (_, Some(n), _) => i128::from(n),
-        #[allow(clippy::cast_possible_truncation)]
-        (_, _, Some(x)) if x.fract() == 0.0 && x.abs() < 1e38 => x as i128,
-        _ => return Err(D::Error::custom(format!("{number} is not a whole number"))),
-    };
+    let whole = whole_number(&number).ok_or_else(|| D::Error::custom(format!("{number} is not a whole number")))?;
     T::try_from(whole).map(Some).map_err(|_| D::Error::custom(format!("{number} is out of range")))
 }

@@ -4,6 +4,7 @@
 use serde_json::{Number, Value};
 
 pub use crate::model::MODEL_TYPES;
+use crate::model::schema::whole_number as whole;
 
 /// One of the model types lm-eval registers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,15 +45,6 @@ impl TaskName {
 /// Counts from here on are refused: the largest a double holds exactly, rounded down to a power of ten.
 const MAX_COUNT: u64 = 1_000_000_000_000_000;
 
-/// JSON Schema's integers: `8`, and `8.0` too.
-fn whole(raw: &Number) -> Option<i128> {
-    #[allow(clippy::cast_possible_truncation)]
-    raw.as_i64()
-        .map(i128::from)
-        .or_else(|| raw.as_u64().map(i128::from))
-        .or_else(|| raw.as_f64().filter(|x| x.fract() == 0.0 && x.abs() < 1e38).map(|x| x as i128))
-}
-
 /// `--limit`: a number of documents per task, or a fraction of them.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Limit {
@@ -63,15 +55,11 @@ pub enum Limit {
 impl Limit {
     /// An integer count ≥ 1 (`5.0` counts as `5`) or a fraction strictly between 0 and 1.
     pub fn parse(raw: &Number) -> Option<Self> {
-        if let Some(n) = raw.as_u64() {
-            return (1..MAX_COUNT).contains(&n).then_some(Self::Count(n));
+        if let Some(n) = whole(raw) {
+            return u64::try_from(n).ok().filter(|n| (1..MAX_COUNT).contains(n)).map(Self::Count);
         }
         let x = raw.as_f64()?;
-        if x > 0.0 && x < 1.0 {
-            return Some(Self::Fraction(x));
-        }
-        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-        (x >= 1.0 && x.fract() == 0.0 && x < 1e15).then_some(Self::Count(x as u64))
+        (x > 0.0 && x < 1.0).then_some(Self::Fraction(x))
     }
 
     pub fn to_number(self) -> Number {
