@@ -193,45 +193,35 @@ fn link_created_evaluations(doc: &mut utoipa::openapi::OpenApi) {
         "delete_evaluation",
     ];
     const BY_TASK_ID: [&str; 3] = ["legacy_poll_job", "legacy_job_results", "legacy_cancel_job"];
-    let links = |operation: &str| -> Vec<(String, utoipa::openapi::link::Link)> {
-        match operation {
-            "create_evaluation" => BY_ID
+    // A link to each target, named after it, passing the given parameters.
+    let to_each = |targets: &[&str], name: fn(&str) -> String, parameters: &[(&str, &str)]| {
+        let link = |target: &str| {
+            let link = parameters
                 .iter()
-                .map(|target| {
-                    let link = LinkBuilder::new().operation_id(*target).parameter("id", "$response.body#/id");
-                    (target.to_string(), link.build())
-                })
-                .collect(),
-            "create_namespaced_evaluation" => BY_ID
-                .iter()
-                .map(|target| {
-                    let target = target.replacen("_evaluation", "_namespaced_evaluation", 1);
-                    let link = LinkBuilder::new()
-                        .operation_id(&target)
-                        .parameter("namespace", "$response.body#/namespace")
-                        .parameter("id", "$response.body#/id");
-                    (target, link.build())
-                })
-                .collect(),
-            "legacy_submit_job" => BY_TASK_ID
-                .iter()
-                .map(|target| {
-                    let link = LinkBuilder::new().operation_id(*target).parameter("task_id", "$response.body#/task_id");
-                    (target.to_string(), link.build())
-                })
-                .collect(),
-            "list_evaluations" | "list_namespaced_evaluations" => {
-                let mut next = LinkBuilder::new()
-                    .operation_id(operation)
-                    .description("The next page")
-                    .parameter("page_token", "$response.body#/next_page_token");
-                if operation == "list_namespaced_evaluations" {
-                    next = next.parameter("namespace", "$request.path.namespace");
-                }
-                vec![("next_page".to_string(), next.build())]
+                .fold(LinkBuilder::new().operation_id(target), |link, (name, value)| link.parameter(*name, *value));
+            (target.to_string(), link.build())
+        };
+        targets.iter().map(|target| link(&name(target))).collect::<Vec<_>>()
+    };
+    let links = |operation: &str| match operation {
+        "create_evaluation" => to_each(&BY_ID, str::to_string, &[("id", "$response.body#/id")]),
+        "create_namespaced_evaluation" => to_each(
+            &BY_ID,
+            |target| target.replacen("_evaluation", "_namespaced_evaluation", 1),
+            &[("namespace", "$response.body#/namespace"), ("id", "$response.body#/id")],
+        ),
+        "legacy_submit_job" => to_each(&BY_TASK_ID, str::to_string, &[("task_id", "$response.body#/task_id")]),
+        "list_evaluations" | "list_namespaced_evaluations" => {
+            let mut next = LinkBuilder::new()
+                .operation_id(operation)
+                .description("The next page")
+                .parameter("page_token", "$response.body#/next_page_token");
+            if operation == "list_namespaced_evaluations" {
+                next = next.parameter("namespace", "$request.path.namespace");
             }
-            _ => Vec::new(),
+            vec![("next_page".to_string(), next.build())]
         }
+        _ => Vec::new(),
     };
     for item in doc.paths.paths.values_mut() {
         for operation in [&mut item.get, &mut item.post, &mut item.delete].into_iter().flatten() {
