@@ -8,16 +8,13 @@
 
 mod common;
 
-use common::Service;
-use common::contract::{TOKEN, run, schemathesis, summary, token_file};
+use common::contract::{TOKEN, run, schemathesis, service_with_token, summary};
 
 #[test]
 fn the_openapi_document_holds_for_thousands_of_generated_requests() {
     let Some(st) = schemathesis("the_openapi_document_holds_for_thousands_of_generated_requests") else { return };
     let data = tempfile::tempdir().expect("tempdir");
-    let tokens = token_file(data.path());
-    let tokens = tokens.to_string_lossy();
-    let service = Service::start(&data.path().join("data"), &["--auth", "token-file", "--auth-token-file", &tokens]);
+    let service = service_with_token(data.path());
 
     let run = run(&st, "schemathesis.toml", "openapi/openapi.json", &service.base, TOKEN, 40);
     assert!(run.success, "schemathesis found failures:\n{}", run.report);
@@ -31,9 +28,7 @@ fn the_openapi_document_holds_for_thousands_of_generated_requests() {
 fn the_flask_routes_keep_the_replaced_services_contract() {
     let Some(st) = schemathesis("the_flask_routes_keep_the_replaced_services_contract") else { return };
     let data = tempfile::tempdir().expect("tempdir");
-    let tokens = token_file(data.path());
-    let tokens = tokens.to_string_lossy();
-    let service = Service::start(&data.path().join("data"), &["--auth", "token-file", "--auth-token-file", &tokens]);
+    let service = service_with_token(data.path());
 
     let run = run(&st, "flask.toml", "tests/contract/flask-api.json", &service.base, TOKEN, 100);
     assert!(run.success, "the Flask routes broke their contract:\n{}", run.report);

@@ -16,13 +16,15 @@ pub fn schemathesis(test: &str) -> Option<PathBuf> {
     }
 }
 
-/// A token file listing `TOKEN` for user `schemathesis` (`--auth token-file`), in `dir`.
-pub fn token_file(dir: &Path) -> PathBuf {
+/// The service on the local backend in `dir`, asking for a bearer token: a token file lists `TOKEN` for user
+/// `schemathesis` (`--auth token-file`).
+pub fn service_with_token(dir: &Path) -> super::Service {
     use sha2::Digest;
-    let path = dir.join("tokens");
+    let tokens = dir.join("tokens");
     let digest = format!("{:x}", sha2::Sha256::digest(TOKEN.as_bytes()));
-    std::fs::write(&path, format!("{digest} schemathesis testers\n")).expect("write the token file");
-    path
+    std::fs::write(&tokens, format!("{digest} schemathesis testers\n")).expect("write the token file");
+    let tokens = tokens.to_string_lossy();
+    super::Service::start(&dir.join("data"), &["--auth", "token-file", "--auth-token-file", &tokens])
 }
 
 /// What a schemathesis run ended with: its exit code, the cases it generated, its whole report.
