@@ -8,18 +8,14 @@
 
 VERSITYGW_VERSION="v1.8.0"
 
+# shellcheck source=scripts/lib/go.sh
+source "$(dirname "${BASH_SOURCE[0]}")/go.sh"
+
+build_versitygw() {
+    GOBIN=$(dirname "$1") GOFLAGS=-mod=mod go install "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION"
+}
+
 # Prints the path of the versitygw binary, building it first if needed.
 versitygw_binary() {
-    local bin_dir="$HOME/.cache/lm-eval-aas/bin"
-    local binary="$bin_dir/versitygw-$VERSITYGW_VERSION"
-    if [[ ! -x "$binary" ]]; then
-        mkdir -p "$bin_dir"
-        local build
-        build=$(mktemp -d "${TMPDIR:-/tmp}/versitygw-build.XXXXXX")
-        echo "building versitygw $VERSITYGW_VERSION from the Go module proxy (once)" >&2
-        GOBIN="$build" GOFLAGS=-mod=mod go install "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION" >&2
-        mv "$build/versitygw" "$binary"
-        rmdir "$build"
-    fi
-    echo "$binary"
+    go_binary versitygw "$VERSITYGW_VERSION" build_versitygw
 }
