@@ -450,7 +450,8 @@ pub(crate) fn outcome<T>(result: &ApiResult<T>) -> &'static str {
 }
 
 /// The Secrets and claims a request names are read on the caller's behalf: the caller must be allowed to `get`
-/// each of them itself, else the service would hand them what RBAC keeps from them.
+/// each of them itself, and to `update` a claim it mounts writable, else the service would hand them what RBAC
+/// keeps from them. The admission policy (`k8s/base/admission-evaluations.yaml`) asks the same of `kubectl`.
 async fn authorize_references(state: &AppState, caller: &Caller, evaluation: &Evaluation) -> ApiResult<()> {
     let (namespace, request) = (evaluation.namespace.as_str(), &evaluation.request);
     let secrets = request.env.iter().enumerate().filter_map(|(i, env)| {
@@ -458,8 +459,10 @@ async fn authorize_references(state: &AppState, caller: &Caller, evaluation: &Ev
             .as_ref()
             .map(|secret| (format!("env[{i}].secret"), Access::object("secrets", namespace, &secret.name)))
     });
-    let claims = request.volumes.iter().enumerate().map(|(i, volume)| {
-        (format!("volumes[{i}].pvc"), Access::object("persistentvolumeclaims", namespace, &volume.pvc))
+    let claims = request.volumes.iter().enumerate().flat_map(|(i, volume)| {
+        let read = Access::object("persistentvolumeclaims", namespace, &volume.pvc);
+        let write = (volume.read_only == Some(false)).then(|| Access { verb: Verb::Update, ..read.clone() });
+        std::iter::once(read).chain(write).map(move |access| (format!("volumes[{i}].pvc"), access))
     });
     for (field, access) in secrets.chain(claims) {
         if !state.auth.allows(caller, &access).await? {

@@ -47,6 +47,7 @@ pub enum Verb {
     Get,
     List,
     Patch,
+    Update,
     Delete,
 }
 
@@ -57,6 +58,7 @@ impl Verb {
             Self::Get => "get",
             Self::List => "list",
             Self::Patch => "patch",
+            Self::Update => "update",
             Self::Delete => "delete",
         }
     }

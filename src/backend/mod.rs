@@ -107,13 +107,30 @@ pub fn ensure_succeeded(id: Uuid, state: State) -> ApiResult<()> {
     Ok(())
 }
 
-/// A create whose id is taken: the same key with the same body gets the existing evaluation back.
-pub fn replay(key: &IdempotencyKey, stored_digest: Option<&str>, existing: Evaluation) -> ApiResult<Created> {
-    if stored_digest == Some(key.body_digest.as_str()) {
+/// A create whose id is taken: the same creator's same key with the same body gets the existing evaluation back.
+/// What another creator made under that id (its name can be taken in advance by anyone who may create there) is
+/// never handed out.
+pub fn replay(key: &IdempotencyKey, stored: Stored<'_>, creator: &str, existing: Evaluation) -> ApiResult<Created> {
+    if stored.creator != Some(creator) {
+        return Err(ApiError::Conflict(
+            "Idempotency-Key: the evaluation it names was made by someone else; use another key".into(),
+        ));
+    }
+    if stored.digest == Some(key.body_digest.as_str()) && stored.same_request {
         Ok(Created::Existing(existing))
     } else {
         Err(ApiError::Conflict("Idempotency-Key was already used with a different request body".into()))
     }
+}
+
+/// What an evaluation stored under an idempotent id says of how it was made.
+#[derive(Debug, Clone, Copy)]
+pub struct Stored<'a> {
+    /// The request digest of the create that made it.
+    pub digest: Option<&'a str>,
+    pub creator: Option<&'a str>,
+    /// Whether its request is the one being submitted again.
+    pub same_request: bool,
 }
 
 /// How many evaluations may wait to start: in all, of one creator, and in one namespace.
@@ -283,5 +300,36 @@ mod page_token_tests {
         ] {
             assert!(decode_page_token(refused).is_err(), "{refused}");
         }
+    }
+}
+
+#[cfg(test)]
+mod replay_tests {
+    use super::*;
+
+    fn key() -> IdempotencyKey {
+        IdempotencyKey { key: "ci-run-7".into(), body_digest: "d1".into() }
+    }
+
+    fn existing() -> Evaluation {
+        let request = serde_json::from_value(serde_json::json!({"model": "dummy", "tasks": ["t"]})).expect("request");
+        Evaluation::pending(Uuid::from_u128(7), request, Vec::new(), crate::model::now())
+    }
+
+    #[test]
+    fn only_the_same_creators_same_request_is_replayed() {
+        let made =
+            |creator, digest, same_request| Stored { digest: Some(digest), creator: Some(creator), same_request };
+        assert!(matches!(replay(&key(), made("alice", "d1", true), "alice", existing()), Ok(Created::Existing(_))));
+        let conflict = |stored| match replay(&key(), stored, "alice", existing()) {
+            Err(ApiError::Conflict(detail)) => detail,
+            other => panic!("expected a conflict, got {:?}", other.map(|_| ())),
+        };
+        // A co-tenant made the object first, with alice's very request and a digest to match: never alice's.
+        assert!(conflict(made("mallory", "d1", true)).contains("someone else"));
+        assert!(conflict(Stored { creator: None, ..made("alice", "d1", true) }).contains("someone else"));
+        // The digest annotation is the object's author's to write: the stored request must be the same too.
+        assert!(conflict(made("alice", "d1", false)).contains("different request body"));
+        assert!(conflict(made("alice", "d2", true)).contains("different request body"));
     }
 }

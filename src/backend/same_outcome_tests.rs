@@ -82,6 +82,7 @@ fn accepted() -> Evaluation {
         namespace: "ns".into(),
         default_namespace: true,
         service_env: vec![],
+        reserved: Default::default(),
     };
     let request =
         serde_json::from_value(json!({"model": "dummy", "tasks": ["t"], "timeout_seconds": 60})).expect("request");

@@ -19,6 +19,11 @@ pub fn crd() -> CustomResourceDefinition {
     // with the same problem the REST API gives, instead of the API server dropping them unseen.
     keep_unknown_fields(&mut spec);
     spec["description"] = json!("What to evaluate and how: exactly the body of POST /api/v1/evaluations.");
+    // Enforced by the API server for every writer, so it holds while the admission webhook is down.
+    spec["x-kubernetes-validations"] = json!([{
+        "rule": "self == oldSelf",
+        "message": "spec is immutable: an Evaluation runs the spec it was created with; delete it and create another",
+    }]);
     let status = schema_of::<EvaluationStatus>();
     let root = json!({
         "type": "object",
@@ -149,6 +154,7 @@ mod tests {
         assert_eq!(spec["properties"]["env"]["items"]["x-kubernetes-preserve-unknown-fields"], true);
         assert_eq!(spec["properties"]["batch_size"]["x-kubernetes-int-or-string"], true);
         assert_eq!(spec["required"], json!(["model", "tasks"]));
+        assert_eq!(spec["x-kubernetes-validations"][0]["rule"], "self == oldSelf", "the spec never changes");
         assert_eq!(crd["spec"]["versions"][0]["subresources"]["status"], json!({}), "status is a subresource");
         assert!(!crd.to_string().contains("$ref"), "no references in a structural schema");
         let status = &root["properties"]["status"]["properties"];

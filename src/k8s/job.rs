@@ -16,9 +16,9 @@ use uuid::Uuid;
 
 use super::{
     CREATOR_ANNOTATION, EVALUATION_ANNOTATION, EVALUATION_ID_LABEL, INPUT_KIND, KIND_LABEL, MANAGED_BY,
-    MANAGED_BY_LABEL, REQUEST_DIGEST_ANNOTATION, RUN_RECORD_KIND, input_name, object_name,
+    MANAGED_BY_LABEL, REQUEST_DIGEST_ANNOTATION, RESERVED_SECRET_PREFIXES, RUN_RECORD_KIND, input_name, object_name,
 };
-use crate::lifecycle::admission::{Site, Workspace};
+use crate::lifecycle::admission::{Reserved, Site, Workspace};
 use crate::model::Evaluation;
 
 pub const CONTAINER: &str = "lm-eval";
@@ -172,6 +172,13 @@ pub fn site(config: &RunnerConfig, namespace: &str) -> Site {
         namespace: namespace.into(),
         default_namespace: true,
         service_env: if config.ca_bundle.is_some() { CA_BUNDLE_ENV.to_vec() } else { Vec::new() },
+        reserved: Reserved {
+            secret_prefixes: RESERVED_SECRET_PREFIXES,
+            claims: match &config.outputs {
+                RunnerOutputs::Claim(name) => vec![name.clone()],
+                RunnerOutputs::RunRecord | RunnerOutputs::Presigned => Vec::new(),
+            },
+        },
     }
 }
 

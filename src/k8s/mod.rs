@@ -30,6 +30,11 @@ pub const CANCELLED_AT_ANNOTATION: &str = "lm-eval-aas.io/cancelled-at";
 /// JSON `{reason, message, at}`: a failure the service decided (a pod stuck waiting), the Job suspended with it.
 pub const FAILED_ANNOTATION: &str = "lm-eval-aas.io/failed";
 
+/// Secrets of the service itself (its output store's credentials, its webhook's key) and of each run (its upload
+/// URLs) begin with one of these: no evaluation may name one, by any door (REST, the webhook, the admission
+/// policy in `k8s/base/admission-evaluations.yaml`, which spells the same list).
+pub const RESERVED_SECRET_PREFIXES: &[&str] = &["lm-eval-aas", "lmeval-"];
+
 /// The Job, and the driver's ConfigMap, of evaluation `id`.
 pub fn object_name(id: Uuid) -> String {
     format!("lmeval-{}", id.simple())

@@ -34,6 +34,23 @@ pub struct Site {
     /// Environment variables the site sets itself for lm_eval (the runner's CA bundle): never a request's,
     /// whatever `--allow-env` says.
     pub service_env: Vec<&'static str>,
+    /// What belongs to the service and is never a request's to mount, whoever asks.
+    pub reserved: Reserved,
+}
+
+/// Secrets and claims of the service itself: its credentials, its webhook's key, each run's upload URLs and the
+/// output store's claim (every namespace's outputs).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reserved {
+    /// Secrets whose names start with one of these.
+    pub secret_prefixes: &'static [&'static str],
+    pub claims: Vec<String>,
+}
+
+impl Reserved {
+    fn secret(&self, name: &str) -> bool {
+        self.secret_prefixes.iter().any(|prefix| name.starts_with(prefix))
+    }
 }
 
 /// Where lm-eval's own files go.
@@ -82,6 +99,30 @@ impl Site {
                 format!("env[{i}].secret"),
                 format!("the {backend} backend has no secret store; secret references need the kubernetes backend"),
             ));
+        }
+        if let Some((i, var)) = valid
+            .env
+            .iter()
+            .enumerate()
+            .find(|(_, v)| v.secret.as_ref().is_some_and(|secret| self.reserved.secret(&secret.name)))
+        {
+            return Err(ApiError::Denied {
+                field: Some(format!("env[{i}].secret")),
+                detail: format!(
+                    "{} names one of the service's own Secrets ({}*), which no evaluation may read",
+                    var.name,
+                    self.reserved.secret_prefixes.join("*, ")
+                ),
+            });
+        }
+        if let Some(i) = valid.volumes.iter().position(|v| self.reserved.claims.contains(&v.pvc)) {
+            return Err(ApiError::Denied {
+                field: Some(format!("volumes[{i}].pvc")),
+                detail: format!(
+                    "{} is the output store's claim, which holds every evaluation's outputs: no evaluation may mount it",
+                    valid.volumes[i].pvc
+                ),
+            });
         }
         if !self.volumes && !valid.volumes.is_empty() {
             return Err(ApiError::invalid(
@@ -269,6 +310,7 @@ mod tests {
             namespace: "ns".into(),
             default_namespace: true,
             service_env: vec![],
+            reserved: Default::default(),
         }
     }
 
@@ -282,6 +324,22 @@ mod tests {
         let submission =
             Submission { idempotency_key: key.map(str::as_bytes), ..Submission::anonymous(request(extra)) };
         admit(submission, &Policy::default(), site, Uuid::from_u128(1), OffsetDateTime::UNIX_EPOCH)
+    }
+
+    #[test]
+    fn the_services_own_secrets_and_the_stores_claim_are_never_a_requests() {
+        let mut kubernetes = site(Workspace::PerEvaluation("/w".into()), true);
+        kubernetes.reserved = Reserved { secret_prefixes: &["lm-eval-aas", "lmeval-"], claims: vec!["outputs".into()] };
+        let secret = |name: &str| json!({"env": [{"name": "A", "value": "1"}, {"name": "K", "secret": {"name": name, "key": "k"}}]});
+        for name in ["lm-eval-aas-output-store", "lm-eval-aas-webhook-tls", "lmeval-0123-upload-ab"] {
+            let problem = admit_to(&kubernetes, secret(name), None).expect_err(name).problem();
+            assert_eq!((problem.status, problem.field.as_deref()), (403, Some("env[1].secret")), "{name}");
+        }
+        assert!(admit_to(&kubernetes, secret("openai"), None).is_ok(), "a tenant's own Secret");
+        let claims = json!({"volumes": [{"pvc": "data", "mount_path": "/data"}, {"pvc": "outputs", "mount_path": "/o", "read_only": true}]});
+        let problem = admit_to(&kubernetes, claims, None).expect_err("the store's claim").problem();
+        assert_eq!((problem.status, problem.field.as_deref()), (403, Some("volumes[1].pvc")));
+        assert!(problem.detail.contains("output store"), "{}", problem.detail);
     }
 
     #[test]

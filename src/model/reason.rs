@@ -78,7 +78,7 @@ impl Reason {
         match self {
             Self::Cancelled => "cancelled by request",
             Self::InvalidRequest => {
-                "the Evaluation's spec is not a request the service accepts (created past its admission webhook); the message has the problem"
+                "the Evaluation's spec is not a request the service accepts (created past its admission webhook), or it was made past the REST API while its creator or namespace had as many evaluations pending as the pending limits allow; the message has the problem"
             }
             Self::Timeout => "ran longer than the request's timeout_seconds",
             Self::LmEvalError => "lm_eval exited with a non-zero code; the message has the code and the last log lines",

@@ -198,6 +198,14 @@ async fn reconcile(object: Arc<EvaluationObject>, ctx: Arc<Context>) -> Result<A
         Err(problem) => refused(id, object.request(), created_at, &problem),
         Ok(new) => {
             let job = ctx.index.read().job(id);
+            let ended = object.status.as_ref().and_then(|s| s.state).is_some_and(State::is_terminal);
+            if job.is_none()
+                && !ended
+                && let Err(refusal) = pending_limits_of_kubectl(&ctx, id)
+            {
+                let evaluation = refused(id, object.request(), created_at, &refusal);
+                return write_status(&ctx, &object, &name, &evaluation).await;
+            }
             let limited = ctx.shared.config.max_running_per_namespace.filter(|_| job.is_none());
             let _starting = match limited {
                 Some(_) => Some(ctx.starting.lock().await),
@@ -238,6 +246,13 @@ async fn reconcile(object: Arc<EvaluationObject>, ctx: Arc<Context>) -> Result<A
         }
     };
     write_status(&ctx, &object, &name, &evaluation).await
+}
+
+/// The pending limits REST applies at creation (`429`), applied to an Evaluation made by any other door before
+/// its Job is made: counting only what was pending when it was created, an evaluation REST accepted always passes.
+fn pending_limits_of_kubectl(ctx: &Context, id: Uuid) -> Result<(), ApiError> {
+    let waiting = ctx.shared.views.read().pending_ahead_of(&ctx.namespace, id);
+    waiting.map_or(Ok(()), |waiting| ctx.shared.config.pending_limits.admit_one_more(waiting, &ctx.namespace))
 }
 
 /// Carries out on the Job what the Evaluation and the facts ask (a cancel, a stuck pod's failure, each once); the

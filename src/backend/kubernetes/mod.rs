@@ -27,8 +27,8 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::{
-    Backend, Created, Guarded, ListQuery, LogOptions, LogStream, NewEvaluation, PendingLimits, Site, count_by_state,
-    ensure_cancellable, ensure_served, ensure_succeeded, replay,
+    Backend, Created, Guarded, ListQuery, LogOptions, LogStream, NewEvaluation, PendingLimits, Site, Stored,
+    count_by_state, ensure_cancellable, ensure_served, ensure_succeeded, replay,
 };
 use crate::error::{ApiError, ApiResult};
 use crate::k8s::job::{self, Provenance, RunnerConfig};
@@ -291,8 +291,13 @@ impl Backend for KubernetesBackend {
                 let Some(key) = &new.idempotency else { return Err(ApiError::Conflict(conflict)) };
                 let existing = shared.call(api.get(&object_name(new.evaluation.id))).await?;
                 shared.stored(&namespace, &existing);
-                let digest = existing.metadata.annotations.as_ref().and_then(|a| a.get(REQUEST_DIGEST_ANNOTATION));
-                replay(key, digest.map(String::as_str), shared.evaluation(&namespace, new.evaluation.id)?)
+                let annotation = |name| existing.metadata.annotations.as_ref()?.get(name).map(String::as_str);
+                let stored = Stored {
+                    digest: annotation(REQUEST_DIGEST_ANNOTATION),
+                    creator: annotation(CREATOR_ANNOTATION),
+                    same_request: existing.spec == object.spec,
+                };
+                replay(key, stored, &new.creator, shared.evaluation(&namespace, new.evaluation.id)?)
             }
             Err(e) => Err(e),
         }

@@ -188,6 +188,21 @@ impl Views {
         waiting
     }
 
+    /// What `pending` counted when evaluation `id` of `namespace` was created: the pending evaluations created
+    /// before it (sort keys run newest first, so theirs are greater). `None` until it is in the cache.
+    pub fn pending_ahead_of(&self, namespace: &str, id: Uuid) -> Option<Waiting> {
+        let this = self.namespaces.get(namespace)?.views.get(&id)?;
+        let mut waiting = Waiting::default();
+        for (name, ns) in &self.namespaces {
+            for view in ns.views.values().filter(|v| v.state == State::Pending && v.key > this.key) {
+                waiting.all += 1;
+                waiting.of_creator += usize::from(view.creator.is_some() && view.creator == this.creator);
+                waiting.in_namespace += usize::from(name == namespace);
+            }
+        }
+        Some(waiting)
+    }
+
     pub fn states(&self) -> impl Iterator<Item = State> + '_ {
         self.namespaces.values().flat_map(|ns| ns.views.values()).map(|v| v.state)
     }

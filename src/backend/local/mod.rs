@@ -22,8 +22,8 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 use super::{
-    Backend, Created, Guarded, ListQuery, Listable, LogOptions, LogStream, NewEvaluation, PendingLimits, Site, Waiting,
-    count_by_state, ensure_cancellable, ensure_served, ensure_succeeded, replay,
+    Backend, Created, Guarded, ListQuery, Listable, LogOptions, LogStream, NewEvaluation, PendingLimits, Site, Stored,
+    Waiting, count_by_state, ensure_cancellable, ensure_served, ensure_succeeded, replay,
 };
 use crate::error::{ApiError, ApiResult};
 use crate::fsutil::write_atomic;
@@ -92,6 +92,7 @@ impl LocalBackend {
             namespace: config.namespace.clone(),
             default_namespace: true,
             service_env: vec![],
+            reserved: Default::default(),
         };
         let shared = Arc::new(Shared {
             namespaces: vec![config.namespace.clone()],
@@ -248,8 +249,14 @@ impl Backend for LocalBackend {
             if let Some(key) = &new.idempotency
                 && let Ok(existing) = store.slot(id)
             {
-                let stored = existing.control().idempotency.as_ref().map(|k| k.body_digest.as_str());
-                return replay(key, stored, Listable::evaluation(existing)?);
+                let control = existing.control();
+                let evaluation = Listable::evaluation(existing)?;
+                let stored = Stored {
+                    digest: control.idempotency.as_ref().map(|k| k.body_digest.as_str()),
+                    creator: control.creator.as_deref(),
+                    same_request: evaluation.request == new.evaluation.request,
+                };
+                return replay(key, stored, &new.creator, evaluation);
             }
             let (pending, of_creator) = store.pending(&new.creator);
             let waiting = Waiting { all: pending, of_creator, in_namespace: pending };
