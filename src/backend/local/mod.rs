@@ -51,6 +51,8 @@ pub struct LocalConfig {
     pub pending_limits: PendingLimits,
     /// The one namespace it serves (the evaluations' `namespace`, and the namespaced routes').
     pub namespace: String,
+    /// The service's own TCP ports, which lm_eval may not connect to (see `crate::sandbox`).
+    pub service_ports: Vec<u16>,
 }
 
 pub struct LocalBackend {
@@ -102,8 +104,11 @@ impl LocalBackend {
             wake: Notify::new(),
         });
         match crate::sandbox::probe_with(&shared.config.driver).await {
-            Ok(Confinement::Enforced { abi, partial }) => {
+            Ok(Confinement::Enforced { abi, partial, network }) => {
                 tracing::info!(landlock_abi = %abi, partial, "lm_eval runs confined by Landlock to its evaluation's directory");
+                if !network {
+                    tracing::warn!(landlock_abi = %abi, ports = ?shared.config.service_ports, "this kernel's Landlock has no network rules (ABI 4, Linux 6.7): lm_eval can connect to the service's own ports");
+                }
             }
             Ok(Confinement::Unavailable { why }) => {
                 tracing::warn!(why = %why, "Landlock is not available: lm_eval runs unconfined and can read and write other evaluations' directories");

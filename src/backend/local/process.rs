@@ -45,7 +45,7 @@ impl Shared {
         let dir = self.dir(id);
         let request = &record.evaluation.request;
         let mut command = tokio::process::Command::new(&self.config.driver);
-        command.arg("driver");
+        command.arg("driver").arg("--new-session");
         for (flag, file) in [("--log-file", LOG), ("--progress-file", PROGRESS), ("--exit-file", EXIT)] {
             command.arg(flag).arg(dir.join(file));
         }
@@ -55,14 +55,17 @@ impl Shared {
         command.arg("--output-dir").arg(dir.join("output")).arg("--outputs-in-place").arg(&dir);
         command.arg("--request-file").arg(dir.join(super::REQUEST)).arg("--inline-tasks-dir").arg(dir.join("tasks"));
         // lm_eval runs confined to its directory (our binary's `sandbox`, which then becomes lm_eval).
-        command.arg("--").arg(&self.config.driver).arg("sandbox").arg("--evaluation-dir").arg(&dir).arg("--");
+        command.arg("--").arg(&self.config.driver).arg("sandbox").arg("--evaluation-dir").arg(&dir);
+        for port in &self.config.service_ports {
+            command.arg("--deny-connect-port").arg(port.to_string());
+        }
+        command.arg("--");
         command
             .args(&record.evaluation.command)
             .current_dir(&dir)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
-            .process_group(0)
             .kill_on_drop(false);
         // Nothing of the service's own environment but the process basics (see driver::SEALED_ENVIRONMENT).
         command.env_clear().envs(driver::sealed(std::env::vars_os(), &[]));
