@@ -230,12 +230,23 @@ impl Service {
 
     /// `kill -9`, then a new service on the same data directory.
     pub fn restart_after_kill9(mut self) -> Self {
+        let env = std::mem::take(&mut self.env);
+        self.restart_after_kill9_with_env(env)
+    }
+
+    /// `kill -9` (if it still runs), then a new service on the same data directory with the environment `env`.
+    pub fn restart_after_kill9_with_env(mut self, env: Vec<(String, String)>) -> Self {
         self.kill9();
         self.reap_on_drop = false;
         let data_dir = self.data_dir.clone();
         let args = std::mem::take(&mut self.args);
-        let env = std::mem::take(&mut self.env);
         Self::spawn(&data_dir, args, env)
+    }
+
+    /// Whether the service process has exited (by itself) within `timeout`.
+    pub fn exited_within(&mut self, timeout: Duration) -> bool {
+        let child = &mut self.child;
+        wait_for(timeout, || child.try_wait().ok().flatten()).is_some()
     }
 
     pub fn log_text(&self) -> String {

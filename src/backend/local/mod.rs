@@ -17,7 +17,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use nix::sys::signal::Signal;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
@@ -25,6 +24,7 @@ use super::{
     Backend, Created, Guarded, ListQuery, Listable, LogOptions, LogStream, NewEvaluation, PendingLimits, Site, Waiting,
     count_by_state, ensure_cancellable, ensure_served, ensure_succeeded, replay,
 };
+use crate::driver::lock::{self, DriverState};
 use crate::error::{ApiError, ApiResult};
 use crate::fsutil::write_atomic;
 use crate::lifecycle::CANCELLATION_REQUESTED;
@@ -33,7 +33,7 @@ use crate::model::{Evaluation, EvaluationList, State, now};
 use crate::outputs::OutputSet;
 use crate::outputs::objects::Objects;
 use crate::sandbox::Confinement;
-use record::{Control, Record, StopReason};
+use record::{Control, ProcessId, Record, StopReason};
 use store::{Adopted, Store};
 
 #[derive(Debug, Clone)]
@@ -157,25 +157,37 @@ impl Shared {
         Ok(records)
     }
 
-    /// Takes over a record found on disk at start-up.
+    /// Takes over a record found on disk at start-up, by what its driver lock says: a live driver is followed
+    /// (never a second one started), a claim whose driver never ran is queued again.
     fn adopt(self: &Arc<Self>, mut record: Record) {
         let id = record.evaluation.id;
-        let process = record.control.process.filter(|p| p.is_alive());
-        let adopted = self.store.write().adopt(&record, process.is_some());
-        match (adopted, process) {
-            (Adopted::Running, Some(process)) => {
-                tracing::info!(evaluation.id = %id, pid = process.pid, "re-adopting a running evaluation");
-                if record.control.stopping.is_some() {
-                    process.signal_group(Signal::SIGTERM);
+        let driver = match lock::probe(&self.dir(id)) {
+            Ok(driver) => driver,
+            Err(e) => {
+                tracing::warn!(evaluation.id = %id, error = %e, "cannot read the driver lock; taking the driver for gone");
+                DriverState::Gone
+            }
+        };
+        if let (DriverState::Live(Some(pid)), None) = (driver, record.control.process) {
+            record.control.process = ProcessId::of(pid);
+        }
+        let adopted = self.store.write().adopt(&mut record, driver, now());
+        match adopted {
+            Adopted::Running => {
+                tracing::info!(evaluation.id = %id, pid = ?record.control.process.map(|p| p.pid), "re-adopting a running evaluation");
+                self.persist(&record);
+                if let Some(process) = record.control.process.filter(|_| record.control.stopping.is_some()) {
+                    self.terminate(process);
                 }
                 tokio::spawn(Arc::clone(self).watch(id, None));
             }
-            (Adopted::Ended, _) => {
+            Adopted::Ended => {
                 self.settle(&mut record);
                 self.persist(&record);
                 self.store.write().replace(&record);
             }
-            _ => {}
+            Adopted::Queued => self.persist(&record),
+            Adopted::Finished => {}
         }
     }
 
@@ -203,12 +215,14 @@ impl Shared {
     }
 
     fn persist(&self, record: &Record) {
-        let path = self.dir(record.evaluation.id).join(RECORD);
-        let result =
-            serde_json::to_vec_pretty(record).map_err(std::io::Error::other).and_then(|b| write_atomic(&path, &b));
-        if let Err(e) = result {
+        if let Err(e) = self.try_persist(record) {
             tracing::error!(evaluation.id = %record.evaluation.id, error = %e, "cannot persist evaluation record");
         }
+    }
+
+    fn try_persist(&self, record: &Record) -> std::io::Result<()> {
+        let path = self.dir(record.evaluation.id).join(RECORD);
+        serde_json::to_vec_pretty(record).map_err(std::io::Error::other).and_then(|b| write_atomic(&path, &b))
     }
 
     async fn schedule(self: Arc<Self>) {
