@@ -13,6 +13,11 @@ use std::path::Path;
 
 pub const FILE: &str = "driver.lock";
 
+/// Tests only: the service kills itself (as `kill -9` would) at this point of an evaluation's start:
+/// `before-spawn`, `after-spawn` (the pid recorded nowhere), `after-pid`; with `before-pid` the driver also waits
+/// for SIGUSR1 before it writes its pid into the lock.
+pub const TEST_CRASH_AT: &str = "LMEVAL_TEST_CRASH_AT";
+
 /// What the lock of an evaluation's directory says about its driver.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DriverState {

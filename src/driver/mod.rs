@@ -149,7 +149,7 @@ pub async fn run(args: DriverArgs) -> anyhow::Result<i32> {
     }
     let _lock = if args.lock_on_stdin {
         let lock = lock::hold_from_stdin()?;
-        if std::env::var("LMEVAL_TEST_CRASH_AT").is_ok_and(|point| point == "before-pid") {
+        if std::env::var(lock::TEST_CRASH_AT).is_ok_and(|point| point == "before-pid") {
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())?.recv().await;
         }
         lock::write_pid(&lock)?;

@@ -161,13 +161,7 @@ impl Shared {
     /// (never a second one started), a claim whose driver never ran is queued again.
     fn adopt(self: &Arc<Self>, mut record: Record) {
         let id = record.evaluation.id;
-        let driver = match lock::probe(&self.dir(id)) {
-            Ok(driver) => driver,
-            Err(e) => {
-                tracing::warn!(evaluation.id = %id, error = %e, "cannot read the driver lock; taking the driver for gone");
-                DriverState::Gone
-            }
-        };
+        let driver = self.driver_state(id, record.control.process);
         if let (DriverState::Live(Some(pid)), None) = (driver, record.control.process) {
             record.control.process = ProcessId::of(pid);
         }
@@ -188,6 +182,23 @@ impl Shared {
             }
             Adopted::Queued => self.persist(&record),
             Adopted::Finished => {}
+        }
+    }
+
+    /// What the evaluation's driver lock says about its driver. A driver of a release before the lock (no lock, a
+    /// recorded pid) is live while that process is.
+    fn driver_state(&self, id: Uuid, recorded: Option<ProcessId>) -> DriverState {
+        match lock::probe(&self.dir(id)) {
+            Ok(DriverState::NeverStarted) => match recorded {
+                Some(process) if process.is_alive() => DriverState::Live(Some(process.pid)),
+                Some(_) => DriverState::Gone,
+                None => DriverState::NeverStarted,
+            },
+            Ok(driver) => driver,
+            Err(e) => {
+                tracing::warn!(evaluation.id = %id, error = %e, "cannot read the driver lock; taking the driver for gone");
+                DriverState::Gone
+            }
         }
     }
 

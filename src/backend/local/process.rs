@@ -12,16 +12,11 @@ use uuid::Uuid;
 use super::record::{self, ProcessId, Record, StopReason};
 use super::{EXIT, LOG, POLL, PROGRESS, Shared};
 use crate::driver;
-use crate::driver::lock::{self, DriverState};
+use crate::driver::lock::{self, DriverState, TEST_CRASH_AT};
 use crate::fsutil::process_start_ticks;
 use crate::lifecycle;
 use crate::model::{ExitStatus, Progress, now};
 use crate::results::find_results;
-
-/// Tests only: the service kills itself (as `kill -9` would) at this point of an evaluation's start:
-/// `before-spawn`, `after-spawn` (the pid recorded nowhere), `after-pid`; with `before-pid` the driver also waits
-/// for SIGUSR1 before it writes its pid into its lock.
-pub const TEST_CRASH_AT: &str = "LMEVAL_TEST_CRASH_AT";
 
 fn test_crash_at(points: &[&str]) {
     if std::env::var(TEST_CRASH_AT).is_ok_and(|p| points.contains(&p.as_str())) {
@@ -182,15 +177,8 @@ impl Shared {
     /// Whether the driver of an evaluation this service did not spawn still lives (it holds its lock); records
     /// its pid once the driver has written it, and stops it then if asked to meanwhile.
     fn follow_adopted(self: &Arc<Self>, id: Uuid) -> bool {
-        let pid = match lock::probe(&self.dir(id)) {
-            Ok(DriverState::Live(pid)) => pid,
-            Ok(DriverState::Gone | DriverState::NeverStarted) => return false,
-            Err(e) => {
-                tracing::warn!(evaluation.id = %id, error = %e, "cannot read the driver lock; taking the driver for gone");
-                return false;
-            }
-        };
         let known = self.store.read().record(id).and_then(|r| r.control.process);
+        let DriverState::Live(pid) = self.driver_state(id, known) else { return false };
         let Some(process) = pid.and_then(ProcessId::of).filter(|_| known.is_none()) else { return true };
         let snapshot = self.store.write().update(id, |r| r.control.process = Some(process));
         if let Some(snapshot) = snapshot {
