@@ -59,7 +59,9 @@ fn only_evaluation(data: &std::path::Path) -> String {
     ids[0].clone()
 }
 
-async fn one_driver_after_a_crash_at(point: &str) {
+/// Crashes the service at `point`, restarts it (first removing the driver lock when `without_lock`, as a release
+/// before the lock left no such file) and checks there is one driver and one lm_eval, then none after cancel.
+async fn one_driver_after_a_crash_at(point: &str, without_lock: bool) {
     let root = tempfile::tempdir().expect("tempdir");
     let data: PathBuf = root.path().join("data");
     let mut service = Service::start_with_env(&data, &["--max-running", "1"], &[("LMEVAL_TEST_CRASH_AT", point)]);
@@ -71,6 +73,9 @@ async fn one_driver_after_a_crash_at(point: &str) {
         .await;
     assert!(service.exited_within(Duration::from_secs(30)), "the service did not stop at {point}");
     let id = only_evaluation(&data);
+    if without_lock {
+        std::fs::remove_file(data.join("evaluations").join(&id).join("driver.lock")).expect("remove the lock");
+    }
     let service = service.restart_after_kill9_with_env(Vec::new());
 
     if point == "before-pid" {
@@ -108,20 +113,25 @@ async fn one_driver_after_a_crash_at(point: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_after_the_claim_before_the_spawn_starts_the_evaluation_once() {
-    one_driver_after_a_crash_at("before-spawn").await;
+    one_driver_after_a_crash_at("before-spawn", false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_right_after_the_spawn_adopts_the_driver() {
-    one_driver_after_a_crash_at("after-spawn").await;
+    one_driver_after_a_crash_at("after-spawn", false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_before_the_driver_wrote_its_pid_adopts_the_driver() {
-    one_driver_after_a_crash_at("before-pid").await;
+    one_driver_after_a_crash_at("before-pid", false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_after_the_pid_is_recorded_adopts_the_driver() {
-    one_driver_after_a_crash_at("after-pid").await;
+    one_driver_after_a_crash_at("after-pid", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_driver_of_a_release_before_the_lock_is_adopted_by_its_recorded_pid() {
+    one_driver_after_a_crash_at("after-pid", true).await;
 }
