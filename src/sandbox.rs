@@ -2,26 +2,31 @@
 //! template can run a shell), so lm_eval is confined before it starts: the driver runs
 //! `lm-eval-aas sandbox --evaluation-dir DIR -- lm_eval …`, which builds the rules, restricts itself and
 //! `exec`s lm_eval; lm_eval and its children inherit the restriction. The driver stays outside, so lm_eval cannot
-//! rewrite the files the service trusts (`record.json`, `exit.json`, the log).
+//! rewrite the files the service trusts (`record.json`, `exit.json`, the log, the driver lock).
 //!
 //! Landlock only allows, so "read everything but the other evaluations" is granted as: every sibling of each
 //! directory on the way from `/` to DIR, except DIR's own siblings (the other evaluations). Besides:
-//! - DIR: read; `DIR/output` and `DIR/tmp` (lm_eval's `TMPDIR`): read and write;
-//! - the Hugging Face cache (`HF_HOME`, else `~/.cache/huggingface`) and `/dev/shm`: read and write;
-//! - of `/dev`, only the harmless devices and GPUs (never a raw disk);
+//! - DIR: read; `DIR/output`, `DIR/tmp` (lm_eval's `TMPDIR`) and `DIR/hf` (its `HF_HOME`): read and write;
+//! - the shared Hugging Face cache (`HF_HOME`, else `~/.cache/huggingface`): read only. An offline evaluation
+//!   reads models and datasets from its hub cache (`HF_HUB_CACHE`); everything lm_eval's libraries write
+//!   (prepared datasets, dataset modules, an online evaluation's downloads) goes to `DIR/hf`;
+//! - `/dev/shm`: read and write; of `/dev`, only the harmless devices and GPUs (never a raw disk or a terminal);
+//! - TCP connections to the service's own ports (`--deny-connect-port`) are refused, to any address
+//!   (Landlock ABI 4: network rules allow per port, so every other port is allowed);
 //! - signals and abstract Unix sockets reach only processes inside the same sandbox (Landlock ABI 6).
 //!
 //! No grant may hold or lie inside the evaluations' directory (but DIR): such a grant is dropped, and said so.
 //! Without Landlock in the kernel lm_eval runs unconfined, and the evaluation's log says so; with Landlock, rules
-//! that cannot be enforced stop lm_eval from starting.
+//! that cannot be enforced stop lm_eval from starting; a kernel without network rules lets lm_eval reach the
+//! service's ports, and the log says that too.
 
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 
 use landlock::{
-    ABI, Access as _, AccessFs, BitFlags, LandlockStatus, PathBeneath, PathFd, Ruleset, RulesetAttr,
-    RulesetCreatedAttr, RulesetStatus, Scope,
+    ABI, Access as _, AccessFs, AccessNet, BitFlags, LandlockStatus, NetPort, PathBeneath, PathFd, Ruleset,
+    RulesetAttr, RulesetCreatedAttr, RulesetStatus, Scope,
 };
 use serde::{Deserialize, Serialize};
 
@@ -34,8 +39,7 @@ pub const CANNOT_CONFINE: i32 = 126;
 const CANNOT_START: i32 = 127;
 
 /// Devices lm_eval may open for reading and writing (and `ioctl`): no disks, no memory, no consoles.
-const DEVICES: &[&str] =
-    &["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty", "/dev/ptmx"];
+const DEVICES: &[&str] = &["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom"];
 /// Entries of `/dev` that are GPUs (NVIDIA, DRM, AMD KFD): the hardware an evaluation may use.
 const GPU_PREFIXES: &[&str] = &["nvidia", "dri", "kfd"];
 
@@ -45,6 +49,9 @@ pub struct SandboxArgs {
     /// siblings (the other evaluations).
     #[arg(long, required_unless_present = "probe")]
     pub evaluation_dir: Option<PathBuf>,
+    /// lm_eval may not open TCP connections to this port, on any address (the service's own ports).
+    #[arg(long = "deny-connect-port", value_name = "PORT")]
+    pub deny_connect_ports: Vec<u16>,
     /// Only say (as JSON on standard output) whether this kernel enforces Landlock.
     #[arg(long, conflicts_with = "evaluation_dir")]
     pub probe: bool,
@@ -79,8 +86,11 @@ pub struct Plan {
     pub dropped: Vec<String>,
 }
 
-/// The rules confining lm_eval to the evaluation `dir` (absolute, symlinks resolved), given the writable caches.
-pub fn plan(dir: &Path, caches: &[PathBuf]) -> Plan {
+/// lm_eval's writable directories inside the evaluation's: its output, `TMPDIR` and `HF_HOME`.
+const WRITABLE: [&str; 3] = ["output", "tmp", "hf"];
+
+/// The rules confining lm_eval to the evaluation `dir` (absolute, symlinks resolved).
+pub fn plan(dir: &Path) -> Plan {
     let mut grants = Vec::new();
     // Every sibling of each directory on the way from `/` to `dir`, except `dir`'s own siblings.
     for child in dir.ancestors().skip(1) {
@@ -97,13 +107,9 @@ pub fn plan(dir: &Path, caches: &[PathBuf]) -> Plan {
         }
     }
     grants.push(Grant { path: dir.to_path_buf(), right: Right::Read });
-    for writable in ["output", "tmp"] {
-        grants.push(Grant { path: dir.join(writable), right: Right::ReadWrite });
-    }
-    grants.extend(caches.iter().map(|path| Grant { path: path.clone(), right: Right::ReadWrite }));
+    grants.extend(WRITABLE.iter().map(|name| Grant { path: dir.join(name), right: Right::ReadWrite }));
     grants.push(Grant { path: "/dev".into(), right: Right::List });
     grants.extend(DEVICES.iter().map(|device| Grant { path: device.into(), right: Right::Device }));
-    grants.push(Grant { path: "/dev/pts".into(), right: Right::Device });
     grants.push(Grant { path: "/dev/shm".into(), right: Right::ReadWrite });
     for entry in std::fs::read_dir("/dev").into_iter().flatten().flatten() {
         if GPU_PREFIXES.iter().any(|prefix| entry.file_name().to_string_lossy().starts_with(prefix)) {
@@ -123,11 +129,21 @@ pub fn plan(dir: &Path, caches: &[PathBuf]) -> Plan {
     Plan { grants, dropped }
 }
 
-/// The Hugging Face cache as lm_eval's libraries find it in this environment: `HF_HOME`, else
+/// The shared Hugging Face cache as lm_eval's libraries would find it in this environment: `HF_HOME`, else
 /// `$HOME/.cache/huggingface` (the service passes no `XDG_CACHE_HOME`).
 pub fn hf_cache(hf_home: Option<OsString>, home: Option<OsString>) -> Option<PathBuf> {
     let hf_home = hf_home.map(PathBuf::from).filter(|p| p.is_absolute());
     hf_home.or_else(|| home.map(|home| PathBuf::from(home).join(".cache/huggingface")).filter(|p| p.is_absolute()))
+}
+
+/// Where lm_eval's Hugging Face libraries keep their files in the evaluation `dir`: everything they write goes to
+/// `dir/hf`; an offline evaluation reads the hub cache (models, datasets' files) of the `shared` cache.
+pub fn hf_environment(dir: &Path, shared: Option<&Path>, offline: bool) -> Vec<(&'static str, PathBuf)> {
+    let mut environment = vec![("HF_HOME", dir.join("hf"))];
+    if let Some(shared) = shared.filter(|_| offline) {
+        environment.push(("HF_HUB_CACHE", shared.join("hub")));
+    }
+    environment
 }
 
 fn rights(right: Right, is_dir: bool) -> BitFlags<AccessFs> {
@@ -146,19 +162,32 @@ fn rights(right: Right, is_dir: bool) -> BitFlags<AccessFs> {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "landlock", rename_all = "snake_case")]
 pub enum Confinement {
-    /// Enforced with the kernel's Landlock ABI; `partial` when the kernel lacks some of the rights asked for.
-    Enforced { abi: String, partial: bool },
+    /// Enforced with the kernel's Landlock ABI; `partial` when the kernel lacks some of the rights asked for;
+    /// `network` when it has network rules (ABI 4), so the service's ports can be refused.
+    Enforced {
+        abi: String,
+        partial: bool,
+        #[serde(default)]
+        network: bool,
+    },
     /// The kernel has no Landlock (not built in, or not enabled at boot).
     Unavailable { why: String },
 }
 
-/// Restricts this thread (and what it executes) to `grants`. An error means Landlock is there but the rules
-/// could not be put in force.
-pub fn restrict_self(grants: &[Grant]) -> anyhow::Result<Confinement> {
-    let mut ruleset = Ruleset::default()
-        .handle_access(AccessFs::from_all(ABI_WANTED))?
-        .scope(Scope::from_all(ABI_WANTED))?
-        .create()?;
+/// Restricts this thread (and what it executes) to `grants`, and refuses TCP connections to `denied_ports`. An
+/// error means Landlock is there but the rules could not be put in force.
+pub fn restrict_self(grants: &[Grant], denied_ports: &[u16]) -> anyhow::Result<Confinement> {
+    let mut ruleset =
+        Ruleset::default().handle_access(AccessFs::from_all(ABI_WANTED))?.scope(Scope::from_all(ABI_WANTED))?;
+    if !denied_ports.is_empty() {
+        ruleset = ruleset.handle_access(AccessNet::ConnectTcp)?;
+    }
+    let mut ruleset = ruleset.create()?;
+    if !denied_ports.is_empty() {
+        for port in (1..=u16::MAX).filter(|port| !denied_ports.contains(port)) {
+            ruleset = ruleset.add_rule(NetPort::new(port, AccessNet::ConnectTcp))?;
+        }
+    }
     for grant in grants {
         let fd = match PathFd::new(&grant.path) {
             Ok(fd) => fd,
@@ -172,6 +201,7 @@ pub fn restrict_self(grants: &[Grant]) -> anyhow::Result<Confinement> {
 }
 
 fn confinement(status: landlock::RestrictionStatus) -> anyhow::Result<Confinement> {
+    let network = ABI::from(status.landlock) >= ABI::V4;
     let abi = match status.landlock {
         LandlockStatus::Available { kernel_abi: Some(abi), .. } => abi.to_string(),
         LandlockStatus::Available { effective_abi, .. } => effective_abi.to_string(),
@@ -186,8 +216,8 @@ fn confinement(status: landlock::RestrictionStatus) -> anyhow::Result<Confinemen
         }
     };
     match status.ruleset {
-        RulesetStatus::FullyEnforced => Ok(Confinement::Enforced { abi, partial: false }),
-        RulesetStatus::PartiallyEnforced => Ok(Confinement::Enforced { abi, partial: true }),
+        RulesetStatus::FullyEnforced => Ok(Confinement::Enforced { abi, partial: false, network }),
+        RulesetStatus::PartiallyEnforced => Ok(Confinement::Enforced { abi, partial: true, network }),
         RulesetStatus::NotEnforced => anyhow::bail!("Landlock ABI {abi} is available but the rules were not enforced"),
     }
 }
@@ -233,20 +263,16 @@ pub fn run(args: SandboxArgs) -> anyhow::Result<i32> {
             return Ok(CANNOT_CONFINE);
         }
     };
-    let tmp = dir.join("tmp");
-    let mut caches = Vec::new();
-    if let Some(cache) = hf_cache(std::env::var_os("HF_HOME"), std::env::var_os("HOME")) {
-        match std::fs::create_dir_all(&cache).and_then(|()| std::fs::canonicalize(&cache)) {
-            Ok(cache) => caches.push(cache),
-            Err(e) => say(&format!("the Hugging Face cache {} is not writable ({e})", cache.display())),
-        }
-    }
-    let plan = plan(&dir, &caches);
+    let shared_cache = hf_cache(std::env::var_os("HF_HOME"), std::env::var_os("HOME"));
+    let offline = std::env::var_os("HF_HUB_OFFLINE").is_some_and(|v| v == "1");
+    let hf = hf_environment(&dir, shared_cache.as_deref(), offline);
+    let plan = plan(&dir);
     for dropped in &plan.dropped {
         say(&format!("not granted: {dropped}"));
     }
-    match restrict_self(&plan.grants) {
-        Ok(Confinement::Enforced { abi, partial }) => {
+    let ports = args.deny_connect_ports.iter().map(u16::to_string).collect::<Vec<_>>().join(", ");
+    match restrict_self(&plan.grants, &args.deny_connect_ports) {
+        Ok(Confinement::Enforced { abi, partial, network }) => {
             let writable: Vec<String> = plan
                 .grants
                 .iter()
@@ -258,6 +284,16 @@ pub fn run(args: SandboxArgs) -> anyhow::Result<i32> {
                 "lm_eval is confined by Landlock ABI {abi}{partially}: it writes only to {}, and cannot read other evaluations",
                 writable.join(", ")
             ));
+            if let Some(shared) = &shared_cache {
+                say(&format!("the shared Hugging Face cache {} is read-only to it", shared.display()));
+            }
+            match (ports.is_empty(), network) {
+                (true, _) => {}
+                (false, true) => say(&format!("it cannot connect to TCP port {ports} (the service's), on any address")),
+                (false, false) => say(&format!(
+                    "WARNING: this kernel's Landlock has no network rules (ABI 4): lm_eval can connect to the service's port {ports}"
+                )),
+            }
         }
         Ok(Confinement::Unavailable { why }) => {
             say(&format!("WARNING: Landlock is not available ({why}): lm_eval runs unconfined"));
@@ -267,12 +303,12 @@ pub fn run(args: SandboxArgs) -> anyhow::Result<i32> {
             return Ok(CANNOT_CONFINE);
         }
     }
-    let error = std::process::Command::new(program).args(rest).env("TMPDIR", &tmp).exec();
+    let error = std::process::Command::new(program).args(rest).env("TMPDIR", dir.join("tmp")).envs(hf).exec();
     say(&format!("cannot start {program}: {error}"));
     Ok(CANNOT_START)
 }
 
-/// The evaluation's directory, symlinks resolved, with the `output/` and `tmp/` lm_eval writes to.
+/// The evaluation's directory, symlinks resolved, with the directories lm_eval writes to.
 fn prepare(dir: &Path) -> anyhow::Result<PathBuf> {
     let dir = std::fs::canonicalize(dir).map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
     anyhow::ensure!(
@@ -280,7 +316,7 @@ fn prepare(dir: &Path) -> anyhow::Result<PathBuf> {
         "{} is not inside a directory of evaluations",
         dir.display()
     );
-    for writable in ["output", "tmp"] {
+    for writable in WRITABLE {
         std::fs::create_dir_all(dir.join(writable))?;
     }
     Ok(dir)
@@ -302,8 +338,7 @@ mod tests {
         std::fs::create_dir_all(base.join("cache")).expect("mkdir");
         std::os::unix::fs::symlink(evaluations.join("other"), base.join("data/to-other")).expect("symlink");
         std::os::unix::fs::symlink(base.join("data"), base.join("to-data")).expect("symlink");
-        let caches = [base.join("cache"), evaluations.join("other"), base.join("data")];
-        let plan = plan(&evaluations.join("mine"), &caches);
+        let plan = plan(&evaluations.join("mine"));
         (root, base, plan)
     }
 
@@ -312,7 +347,7 @@ mod tests {
     }
 
     #[test]
-    fn everything_but_the_way_to_the_evaluation_is_readable_and_only_its_output_tmp_and_caches_writable() {
+    fn everything_but_the_way_to_the_evaluation_is_readable_and_only_its_own_directories_writable() {
         let (_root, base, plan) = layout();
         let mine = base.join("data/evaluations/mine");
         assert_eq!(access_of(&plan, &base.join("data/elsewhere")), [Right::Read], "a sibling on the way");
@@ -320,22 +355,18 @@ mod tests {
         assert_eq!(access_of(&plan, &mine), [Right::Read]);
         assert_eq!(access_of(&plan, &mine.join("output")), [Right::ReadWrite]);
         assert_eq!(access_of(&plan, &mine.join("tmp")), [Right::ReadWrite]);
-        assert!(
-            access_of(&plan, &base.join("cache")).contains(&Right::ReadWrite),
-            "a cache, also a sibling on the way"
-        );
+        assert_eq!(access_of(&plan, &mine.join("hf")), [Right::ReadWrite]);
+        assert_eq!(access_of(&plan, &base.join("cache")), [Right::Read], "a shared cache is read-only");
         assert_eq!(access_of(&plan, Path::new("/dev/null")), [Right::Device]);
+        for terminal in ["/dev/tty", "/dev/pts", "/dev/ptmx", "/dev/console"] {
+            assert!(access_of(&plan, Path::new(terminal)).is_empty(), "{terminal} is a terminal");
+        }
         assert_eq!(access_of(&plan, Path::new("/dev")), [Right::List], "no raw disk is readable");
         for ancestor in mine.ancestors().skip(1) {
             assert!(access_of(&plan, ancestor).is_empty(), "{} holds the other evaluations", ancestor.display());
         }
         let writable: Vec<&Grant> = plan.grants.iter().filter(|g| g.right == Right::ReadWrite).collect();
-        assert!(
-            writable
-                .iter()
-                .all(|g| g.path.starts_with(&mine) || g.path == base.join("cache") || g.path.starts_with("/dev/shm")),
-            "{writable:?}"
-        );
+        assert!(writable.iter().all(|g| g.path.starts_with(&mine) || g.path.starts_with("/dev/shm")), "{writable:?}");
     }
 
     #[test]
@@ -346,7 +377,7 @@ mod tests {
             assert!(!grant.path.starts_with(&other), "{grant:?} reaches the other evaluation");
             assert!(!other.starts_with(&grant.path), "{grant:?} holds the other evaluation");
         }
-        assert_eq!(plan.dropped.len(), 4, "the symlinks to it and to data/, the two caches: {:?}", plan.dropped);
+        assert_eq!(plan.dropped.len(), 2, "the symlinks to it and to data/: {:?}", plan.dropped);
         assert!(plan.dropped.iter().any(|d| d.starts_with(&base.join("data").display().to_string())));
     }
 
@@ -355,5 +386,18 @@ mod tests {
         assert_eq!(hf_cache(Some("/hf".into()), Some("/home/u".into())), Some(PathBuf::from("/hf")));
         assert_eq!(hf_cache(None, Some("/home/u".into())), Some(PathBuf::from("/home/u/.cache/huggingface")));
         assert_eq!(hf_cache(Some("relative".into()), None), None);
+    }
+
+    #[test]
+    fn lm_eval_writes_its_own_hugging_face_files_and_reads_the_shared_hub_cache_offline() {
+        let (dir, shared) = (Path::new("/data/evaluations/e"), Path::new("/hf"));
+        let own = ("HF_HOME", PathBuf::from("/data/evaluations/e/hf"));
+        assert_eq!(hf_environment(dir, Some(shared), true), [own.clone(), ("HF_HUB_CACHE", "/hf/hub".into())]);
+        assert_eq!(
+            hf_environment(dir, Some(shared), false),
+            std::slice::from_ref(&own),
+            "an online one downloads into its own"
+        );
+        assert_eq!(hf_environment(dir, None, true), [own]);
     }
 }

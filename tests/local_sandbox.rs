@@ -47,6 +47,22 @@ fn strings(value: &Value, found: &mut Vec<String>) {
 fn probe_script(nonce: &str, other: &Path, data: &Path, outside: &Path) -> String {
     let quote = |path: &Path| format!("'{}'", path.display());
     let (other, data, outside) = (quote(other), quote(data), quote(outside));
+    attempts_script(
+        nonce,
+        &format!(
+            r#"try write_other sh -c 'echo pwned > "$1"' _ {other}/pwned.txt
+try read_other cat {other}/secret.txt
+try list_other ls {other}
+try write_data_root sh -c 'echo pwned > "$1"' _ {data}/pwned.txt
+try write_outside sh -c 'echo pwned > "$1"' _ {outside}/pwned.txt
+try write_own sh -c 'echo ok > "$1"' _ "$PWD/output/probe-own.txt"
+"#
+        ),
+    )
+}
+
+/// `attempts` (lines of `try NAME COMMAND…`) as the shell the template runs, reporting as `probe_script` says.
+fn attempts_script(nonce: &str, attempts: &str) -> String {
     format!(
         r#"try() {{
   name=$1; shift
@@ -54,15 +70,20 @@ fn probe_script(nonce: &str, other: &Path, data: &Path, outside: &Path) -> Strin
 }}
 {{
 printf 'PROBE-BEGIN-{nonce};'
-try write_other sh -c 'echo pwned > "$1"' _ {other}/pwned.txt
-try read_other cat {other}/secret.txt
-try list_other ls {other}
-try write_data_root sh -c 'echo pwned > "$1"' _ {data}/pwned.txt
-try write_outside sh -c 'echo pwned > "$1"' _ {outside}/pwned.txt
-try write_own sh -c 'echo ok > "$1"' _ "$PWD/output/probe-own.txt"
-printf 'PROBE-END-{nonce}'
+{attempts}printf 'PROBE-END-{nonce}'
 }} | tr '\n' ' '
 "#
+    )
+}
+
+/// An inline task (`lmeval_aas_probe`) whose prompt is what `script` prints.
+fn probe_task(script: &str) -> String {
+    let encoded = base64::engine::general_purpose::STANDARD.encode(script);
+    let template = format!("{{{{ cycler.__init__.__globals__.os.popen('echo {encoded} | base64 -d | sh').read() }}}}");
+    format!(
+        "include: {}/lmeval_aas/lmeval_aas_gen.yaml\ntask: lmeval_aas_probe\ndoc_to_text: {}\n",
+        tasks_dir(),
+        serde_json::to_string(&template).expect("quoted")
     )
 }
 
@@ -134,14 +155,7 @@ async fn an_evaluations_code_cannot_touch_another_evaluation_or_write_outside_it
 
     // Evaluation B's task renders a prompt by running the probe.
     let nonce = uuid::Uuid::new_v4().simple().to_string();
-    let script = probe_script(&nonce, &a_dir, &data, &root_path);
-    let encoded = base64::engine::general_purpose::STANDARD.encode(script);
-    let template = format!("{{{{ cycler.__init__.__globals__.os.popen('echo {encoded} | base64 -d | sh').read() }}}}");
-    let task = format!(
-        "include: {}/lmeval_aas/lmeval_aas_gen.yaml\ntask: lmeval_aas_probe\ndoc_to_text: {}\n",
-        tasks_dir(),
-        serde_json::to_string(&template).expect("quoted")
-    );
+    let task = probe_task(&probe_script(&nonce, &a_dir, &data, &root_path));
     let b = submit(
         &service,
         json!({"model": "dummy", "tasks": ["lmeval_aas_probe"], "limit": 1, "log_samples": true,
@@ -168,4 +182,86 @@ async fn an_evaluations_code_cannot_touch_another_evaluation_or_write_outside_it
     for outside in [data.join("pwned.txt"), root_path.join("pwned.txt")] {
         assert!(!outside.exists(), "{} was written", outside.display());
     }
+}
+
+/// The Landlock probe of this kernel, or `None` (the test skipped, said so) when it does not enforce Landlock.
+fn landlock_or_skip() -> Option<Value> {
+    let probe = std::process::Command::new(BIN).args(["sandbox", "--probe"]).output().expect("sandbox --probe");
+    let landlock: Value = serde_json::from_slice(&probe.stdout).expect("probe JSON");
+    if landlock["landlock"] != "enforced" {
+        skipped(&format!("this kernel does not enforce Landlock ({landlock})"));
+        return None;
+    }
+    Some(landlock)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_evaluations_code_cannot_call_the_service_write_the_shared_cache_or_use_a_terminal() {
+    let Some(landlock) = landlock_or_skip() else { return };
+    let root = tempfile::tempdir().expect("tempdir");
+    let root_path = std::fs::canonicalize(root.path()).expect("canonical");
+    let shared_cache = root_path.join("hf-shared");
+    std::fs::create_dir_all(shared_cache.join("hub")).expect("shared cache");
+    let cache = shared_cache.display().to_string();
+    let service = Service::start_with_terminal(&root_path.join("data"), &[], &[("HF_HOME", cache.as_str())]);
+    let service_port: u16 = service.base.rsplit_once(':').and_then(|(_, p)| p.parse().ok()).expect("port");
+    // Another port of 127.0.0.1, which lm_eval may reach: only the service's own is refused.
+    let elsewhere = std::net::TcpListener::bind("127.0.0.1:0").expect("listener");
+    let other_port = elsewhere.local_addr().expect("address").port();
+    let python = Path::new(&common::lm_eval()).with_file_name("python");
+    let connect = |port: u16| {
+        format!(
+            r#"'{}' -c "__import__('sys').stdout.write(__import__('socket').create_connection(('127.0.0.1', {port}), 5) and 'connected')""#,
+            python.display()
+        )
+    };
+    let nonce = uuid::Uuid::new_v4().simple().to_string();
+    let attempts = format!(
+        r#"try connect_service {}
+try connect_elsewhere {}
+try write_shared_cache sh -c 'echo pwned > "$1"' _ '{cache}/hub/pwned.txt'
+try write_own_cache sh -c 'mkdir -p "$HF_HOME/hub" && echo ok > "$HF_HOME/hub/own.txt" && echo "$HF_HOME"'
+try open_tty sh -c 'exec 3<>/dev/tty && echo opened'
+try controlling_terminal sh -c 'ps -o tty= -p $$ | grep -v "?"'
+"#,
+        connect(service_port),
+        connect(other_port),
+    );
+    let task = probe_task(&attempts_script(&nonce, &attempts));
+    let created = submit(
+        &service,
+        json!({"model": "dummy", "tasks": ["lmeval_aas_probe"], "limit": 1, "log_samples": true,
+               "inline_tasks": {"probe.yaml": task}}),
+    )
+    .await;
+    let id = created["id"].as_str().expect("id").to_string();
+    let done = wait_terminal(&service, &id).await;
+    let dir = root_path.join("data/evaluations").join(&id);
+    let log = std::fs::read_to_string(dir.join("log.txt")).unwrap_or_default();
+    assert_eq!(done["state"], "succeeded", "{done}\nits log:\n{log}");
+    let report = report(&dir, &nonce).unwrap_or_else(|| panic!("the probe ran and reported; its log:\n{log}"));
+    let outcome = |name: &str| report.get(name).cloned().unwrap_or_else(|| panic!("{name} not reported: {report:?}"));
+
+    let (allowed, said) = outcome("connect_elsewhere");
+    assert!(allowed && said.contains("connected"), "another port stays reachable: {said}");
+    if landlock["network"] == true {
+        let (allowed, said) = outcome("connect_service");
+        assert!(!allowed && said.contains("Permission denied"), "the service's port was not refused: {said}");
+        assert!(log.contains(&format!("it cannot connect to TCP port {service_port}")), "its log says so:\n{log}");
+    } else {
+        assert!(log.contains("WARNING: this kernel's Landlock has no network rules"), "its log warns:\n{log}");
+        skipped(&format!("this kernel's Landlock has no network rules ({landlock}): the service's port is reachable"));
+    }
+
+    let (allowed, said) = outcome("write_shared_cache");
+    assert!(!allowed && said.contains("Permission denied"), "the shared cache was written: {said}");
+    assert!(!shared_cache.join("hub/pwned.txt").exists());
+    let (allowed, said) = outcome("write_own_cache");
+    assert!(allowed && said == dir.join("hf").display().to_string(), "its own HF_HOME is writable: {said}");
+    assert!(dir.join("hf/hub/own.txt").exists());
+
+    let (allowed, said) = outcome("open_tty");
+    assert!(!allowed && !said.contains("opened"), "/dev/tty was opened: {said}");
+    let (allowed, said) = outcome("controlling_terminal");
+    assert!(!allowed, "lm_eval has a controlling terminal: {said}");
 }

@@ -6,6 +6,7 @@
 //! (signals forwarded), and write what it left: the exit file, and in a pod the final run record (`record`).
 
 mod lines;
+pub mod lock;
 pub mod record;
 
 use std::path::{Path, PathBuf};
@@ -45,6 +46,12 @@ pub struct DriverArgs {
     /// otherwise starts from the sealed basics only (see `SEALED_ENVIRONMENT`).
     #[arg(long = "keep-env", value_name = "NAME")]
     pub keep_env: Vec<String>,
+    /// Start a new session first: no controlling terminal, for the driver or the command (the local backend).
+    #[arg(long)]
+    pub new_session: bool,
+    /// Hold the evaluation's driver lock, handed over as standard input, for the driver's whole life (see `lock`).
+    #[arg(long)]
+    pub lock_on_stdin: bool,
     #[command(flatten)]
     pub record: RecordTarget,
     #[command(flatten)]
@@ -137,6 +144,19 @@ const PROGRESS_INTERVAL: Duration = Duration::from_millis(500);
 
 pub async fn run(args: DriverArgs) -> anyhow::Result<i32> {
     let (program, rest) = args.command.split_first().ok_or_else(|| anyhow::anyhow!("no command given after --"))?;
+    if args.new_session {
+        nix::unistd::setsid()?;
+    }
+    let _lock = if args.lock_on_stdin {
+        let lock = lock::hold_from_stdin()?;
+        if std::env::var(lock::TEST_CRASH_AT).is_ok_and(|point| point == "before-pid") {
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())?.recv().await;
+        }
+        lock::write_pid(&lock)?;
+        Some(lock)
+    } else {
+        None
+    };
     let started_at = crate::model::now();
     let destination = args.outputs.destination()?.map(std::sync::Arc::new);
     let recorder = RecordWriter::connect(&args.record).await?;

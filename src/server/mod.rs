@@ -193,6 +193,7 @@ pub async fn build_backend(
     args: &ServeArgs,
     client: Option<kube::Client>,
     metrics: &Arc<Metrics>,
+    service_ports: Vec<u16>,
 ) -> anyhow::Result<Arc<dyn Backend>> {
     match args.backend {
         BackendKind::Kubernetes => {
@@ -231,6 +232,7 @@ pub async fn build_backend(
                 kill_grace: Duration::from_secs_f64(args.kill_grace_seconds),
                 pending_limits: pending_limits(args),
                 namespace: own_namespace(args)?,
+                service_ports,
             };
             tracing::info!(data_dir = %config.data_dir.display(), lm_eval = %config.lm_eval, max_running = config.max_running, "local backend");
             Ok(Arc::new(LocalBackend::open(config).await.context("opening the local backend's data directory")?))
@@ -328,7 +330,22 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         BackendKind::Local => None,
     };
     let auth = build_auth(&args, client.as_ref())?;
-    let backend = build_backend(&args, client, &metrics).await?;
+    let metrics_listener = match args.metrics_listen {
+        Some(address) => Some(
+            tokio::net::TcpListener::bind(address)
+                .await
+                .with_context(|| format!("--metrics-listen (LMEVAL_METRICS_LISTEN): cannot bind {address}"))?,
+        ),
+        None => None,
+    };
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("--listen (LMEVAL_LISTEN): cannot bind {}", args.listen))?;
+    let mut service_ports = vec![listener.local_addr()?.port()];
+    if let Some(metrics_listener) = &metrics_listener {
+        service_ports.push(metrics_listener.local_addr()?.port());
+    }
+    let backend = build_backend(&args, client, &metrics, service_ports).await?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let read_timeout = Duration::from_secs(args.request_read_timeout_seconds.max(1));
     let app = App {
@@ -344,17 +361,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!(address = %listener.local_addr()?, path = api::webhook::PATH, "webhook listening");
         tokio::spawn(webhook::serve(listener, tls, api::webhook::router(state.clone())));
     }
-    if let Some(address) = args.metrics_listen {
+    if let Some(listener) = metrics_listener {
         let metrics_state = state.clone();
-        let listener = tokio::net::TcpListener::bind(address)
-            .await
-            .with_context(|| format!("--metrics-listen (LMEVAL_METRICS_LISTEN): cannot bind {address}"))?;
         tracing::info!(address = %listener.local_addr()?, "metrics listening");
         tokio::spawn(async move { axum::serve(listener, api::metrics_router(metrics_state)).await });
     }
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("--listen (LMEVAL_LISTEN): cannot bind {}", args.listen))?;
     tracing::info!(address = %listener.local_addr()?, "listening");
     let timing = ShutdownTiming {
         delay: Duration::from_secs(args.shutdown_delay_seconds),

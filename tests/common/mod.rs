@@ -79,6 +79,7 @@ pub async fn app_with_auth(data_dir: &Path, max_running: usize, max_body_bytes: 
         kill_grace: Duration::from_secs(1),
         pending_limits: PendingLimits::default(),
         namespace: "default".into(),
+        service_ports: vec![],
     })
     .await
     .expect("open local backend");
@@ -109,6 +110,12 @@ pub fn get(uri: &str) -> Request<Body> {
     Request::get(uri).body(Body::empty()).expect("request")
 }
 
+enum Launch {
+    Direct,
+    FdLimit(u32),
+    Terminal,
+}
+
 /// The real `lm-eval-aas serve` as a child process on a free port of 127.0.0.1.
 pub struct Service {
     pub child: Child,
@@ -135,32 +142,58 @@ impl Service {
     /// The service with at most `limit` open file descriptors (`ulimit -n`).
     pub fn start_with_fd_limit(data_dir: &Path, extra: &[&str], limit: u32) -> Self {
         let args: Vec<String> = extra.iter().map(|s| (*s).to_string()).collect();
-        Self::spawn_limited(data_dir, args, Vec::new(), Some(limit))
+        Self::spawn_with(data_dir, args, Vec::new(), Launch::FdLimit(limit))
+    }
+
+    /// The service with a controlling terminal (a pseudo-terminal of util-linux `script`), as when an operator
+    /// starts it from a shell.
+    pub fn start_with_terminal(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
+        let args: Vec<String> = extra.iter().map(|s| (*s).to_string()).collect();
+        let env = env.iter().map(|(k, v)| ((*k).to_string(), (*v).to_string())).collect();
+        Self::spawn_with(data_dir, args, env, Launch::Terminal)
     }
 
     fn spawn(data_dir: &Path, args: Vec<String>, env: Vec<(String, String)>) -> Self {
-        Self::spawn_limited(data_dir, args, env, None)
+        Self::spawn_with(data_dir, args, env, Launch::Direct)
     }
 
-    fn spawn_limited(data_dir: &Path, args: Vec<String>, env: Vec<(String, String)>, fd_limit: Option<u32>) -> Self {
+    fn spawn_with(data_dir: &Path, args: Vec<String>, env: Vec<(String, String)>, launch: Launch) -> Self {
         std::fs::create_dir_all(data_dir).expect("data dir");
         let log = data_dir.with_extension(format!("service-{}.log", std::process::id()));
         let log_file = std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("log file");
         let start_len = std::fs::metadata(&log).map_or(0, |m| m.len() as usize);
-        let mut command = match fd_limit {
-            Some(limit) => {
+        let mut argv: Vec<String> = ["serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--data-dir"]
+            .into_iter()
+            .map(String::from)
+            .collect();
+        argv.push(data_dir.display().to_string());
+        argv.extend(["--lm-eval".into(), lm_eval(), "--task-dir".into(), tasks_dir()]);
+        argv.extend(args.iter().cloned());
+        let mut command = match launch {
+            Launch::Direct => {
+                let mut command = Command::new(BIN);
+                command.args(&argv);
+                command
+            }
+            Launch::FdLimit(limit) => {
                 let mut shell = Command::new("sh");
-                shell.arg("-c").arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\"")).arg(BIN);
+                shell.arg("-c").arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\"")).arg(BIN).args(&argv);
                 shell
             }
-            None => Command::new(BIN),
+            Launch::Terminal => {
+                let quote = |arg: &str| format!("'{}'", arg.replace('\'', r"'\''"));
+                let line: Vec<String> = std::iter::once(BIN.to_string()).chain(argv).map(|a| quote(&a)).collect();
+                let mut script = Command::new("script");
+                script.args(["--quiet", "--return", "--command"]).arg(format!(
+                    "exec {} 2>>{}",
+                    line.join(" "),
+                    quote(&log.display().to_string())
+                ));
+                script.arg("/dev/null");
+                script
+            }
         };
         let child = command
-            .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
-            .arg("--data-dir")
-            .arg(data_dir)
-            .args(["--lm-eval", &lm_eval(), "--task-dir", &tasks_dir()])
-            .args(&args)
             .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -197,12 +230,23 @@ impl Service {
 
     /// `kill -9`, then a new service on the same data directory.
     pub fn restart_after_kill9(mut self) -> Self {
+        let env = std::mem::take(&mut self.env);
+        self.restart_after_kill9_with_env(env)
+    }
+
+    /// `kill -9` (if it still runs), then a new service on the same data directory with the environment `env`.
+    pub fn restart_after_kill9_with_env(mut self, env: Vec<(String, String)>) -> Self {
         self.kill9();
         self.reap_on_drop = false;
         let data_dir = self.data_dir.clone();
         let args = std::mem::take(&mut self.args);
-        let env = std::mem::take(&mut self.env);
         Self::spawn(&data_dir, args, env)
+    }
+
+    /// Whether the service process has exited (by itself) within `timeout`.
+    pub fn exited_within(&mut self, timeout: Duration) -> bool {
+        let child = &mut self.child;
+        wait_for(timeout, || child.try_wait().ok().flatten()).is_some()
     }
 
     pub fn log_text(&self) -> String {

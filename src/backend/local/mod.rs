@@ -17,7 +17,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use nix::sys::signal::Signal;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
@@ -25,6 +24,7 @@ use super::{
     Backend, Created, Guarded, ListQuery, Listable, LogOptions, LogStream, NewEvaluation, PendingLimits, Site, Stored,
     Waiting, count_by_state, ensure_cancellable, ensure_served, ensure_succeeded, replay,
 };
+use crate::driver::lock::{self, DriverState};
 use crate::error::{ApiError, ApiResult};
 use crate::fsutil::write_atomic;
 use crate::lifecycle::CANCELLATION_REQUESTED;
@@ -33,7 +33,7 @@ use crate::model::{Evaluation, EvaluationList, State, now};
 use crate::outputs::OutputSet;
 use crate::outputs::objects::Objects;
 use crate::sandbox::Confinement;
-use record::{Control, Record, StopReason};
+use record::{Control, ProcessId, Record, StopReason};
 use store::{Adopted, Store};
 
 #[derive(Debug, Clone)]
@@ -51,6 +51,8 @@ pub struct LocalConfig {
     pub pending_limits: PendingLimits,
     /// The one namespace it serves (the evaluations' `namespace`, and the namespaced routes').
     pub namespace: String,
+    /// The service's own TCP ports, which lm_eval may not connect to (see `crate::sandbox`).
+    pub service_ports: Vec<u16>,
 }
 
 pub struct LocalBackend {
@@ -103,8 +105,11 @@ impl LocalBackend {
             wake: Notify::new(),
         });
         match crate::sandbox::probe_with(&shared.config.driver).await {
-            Ok(Confinement::Enforced { abi, partial }) => {
+            Ok(Confinement::Enforced { abi, partial, network }) => {
                 tracing::info!(landlock_abi = %abi, partial, "lm_eval runs confined by Landlock to its evaluation's directory");
+                if !network {
+                    tracing::warn!(landlock_abi = %abi, ports = ?shared.config.service_ports, "this kernel's Landlock has no network rules (ABI 4, Linux 6.7): lm_eval can connect to the service's own ports");
+                }
             }
             Ok(Confinement::Unavailable { why }) => {
                 tracing::warn!(why = %why, "Landlock is not available: lm_eval runs unconfined and can read and write other evaluations' directories");
@@ -153,25 +158,48 @@ impl Shared {
         Ok(records)
     }
 
-    /// Takes over a record found on disk at start-up.
+    /// Takes over a record found on disk at start-up, by what its driver lock says: a live driver is followed
+    /// (never a second one started), a claim whose driver never ran is queued again.
     fn adopt(self: &Arc<Self>, mut record: Record) {
         let id = record.evaluation.id;
-        let process = record.control.process.filter(|p| p.is_alive());
-        let adopted = self.store.write().adopt(&record, process.is_some());
-        match (adopted, process) {
-            (Adopted::Running, Some(process)) => {
-                tracing::info!(evaluation.id = %id, pid = process.pid, "re-adopting a running evaluation");
-                if record.control.stopping.is_some() {
-                    process.signal_group(Signal::SIGTERM);
+        let driver = self.driver_state(id, record.control.process);
+        if let (DriverState::Live(Some(pid)), None) = (driver, record.control.process) {
+            record.control.process = ProcessId::of(pid);
+        }
+        let adopted = self.store.write().adopt(&mut record, driver, now());
+        match adopted {
+            Adopted::Running => {
+                tracing::info!(evaluation.id = %id, pid = ?record.control.process.map(|p| p.pid), "re-adopting a running evaluation");
+                self.persist(&record);
+                if let Some(process) = record.control.process.filter(|_| record.control.stopping.is_some()) {
+                    self.terminate(process);
                 }
                 tokio::spawn(Arc::clone(self).watch(id, None));
             }
-            (Adopted::Ended, _) => {
+            Adopted::Ended => {
                 self.settle(&mut record);
                 self.persist(&record);
                 self.store.write().replace(&record);
             }
-            _ => {}
+            Adopted::Queued => self.persist(&record),
+            Adopted::Finished => {}
+        }
+    }
+
+    /// What the evaluation's driver lock says about its driver. A driver of a release before the lock (no lock, a
+    /// recorded pid) is live while that process is.
+    fn driver_state(&self, id: Uuid, recorded: Option<ProcessId>) -> DriverState {
+        match lock::probe(&self.dir(id)) {
+            Ok(DriverState::NeverStarted) => match recorded {
+                Some(process) if process.is_alive() => DriverState::Live(Some(process.pid)),
+                Some(_) => DriverState::Gone,
+                None => DriverState::NeverStarted,
+            },
+            Ok(driver) => driver,
+            Err(e) => {
+                tracing::warn!(evaluation.id = %id, error = %e, "cannot read the driver lock; taking the driver for gone");
+                DriverState::Gone
+            }
         }
     }
 
@@ -199,12 +227,14 @@ impl Shared {
     }
 
     fn persist(&self, record: &Record) {
-        let path = self.dir(record.evaluation.id).join(RECORD);
-        let result =
-            serde_json::to_vec_pretty(record).map_err(std::io::Error::other).and_then(|b| write_atomic(&path, &b));
-        if let Err(e) = result {
+        if let Err(e) = self.try_persist(record) {
             tracing::error!(evaluation.id = %record.evaluation.id, error = %e, "cannot persist evaluation record");
         }
+    }
+
+    fn try_persist(&self, record: &Record) -> std::io::Result<()> {
+        let path = self.dir(record.evaluation.id).join(RECORD);
+        serde_json::to_vec_pretty(record).map_err(std::io::Error::other).and_then(|b| write_atomic(&path, &b))
     }
 
     async fn schedule(self: Arc<Self>) {

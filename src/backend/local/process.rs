@@ -12,16 +12,23 @@ use uuid::Uuid;
 use super::record::{self, ProcessId, Record, StopReason};
 use super::{EXIT, LOG, POLL, PROGRESS, Shared};
 use crate::driver;
+use crate::driver::lock::{self, DriverState, TEST_CRASH_AT};
 use crate::fsutil::process_start_ticks;
 use crate::lifecycle;
 use crate::model::{ExitStatus, Progress, now};
 use crate::results::find_results;
 
+fn test_crash_at(points: &[&str]) {
+    if std::env::var(TEST_CRASH_AT).is_ok_and(|p| points.contains(&p.as_str())) {
+        let _ = nix::sys::signal::raise(Signal::SIGKILL);
+    }
+}
+
 /// How much of the log's end a failure's message is taken from.
 const LOG_TAIL_BYTES: u64 = 64 * 1024;
 
 impl ProcessId {
-    fn of(pid: u32) -> Option<Self> {
+    pub(super) fn of(pid: u32) -> Option<Self> {
         Some(Self { pid, start_ticks: process_start_ticks(pid)? })
     }
 
@@ -38,14 +45,52 @@ impl ProcessId {
 }
 
 impl Shared {
-    /// Starts a claimed evaluation's driver in its own process group, without a shell; the driver runs lm_eval
-    /// under `lm-eval-aas sandbox` (see `crate::sandbox`).
+    /// Starts a claimed evaluation's driver in its own session, without a shell; the driver runs lm_eval under
+    /// `lm-eval-aas sandbox` (see `crate::sandbox`). The claim is on disk and the driver lock taken before the
+    /// spawn, so a service that dies at any point of this finds the driver again (see `driver::lock`).
     pub(super) fn start(self: &Arc<Self>, record: Record) {
+        let id = record.evaluation.id;
+        let dir = self.dir(id);
+        let lock = match lock::Held::take(&dir) {
+            Ok(Some(lock)) => lock,
+            Ok(None) => {
+                tracing::warn!(evaluation.id = %id, "a driver of this evaluation is already running: following it");
+                tokio::spawn(Arc::clone(self).watch(id, None));
+                return;
+            }
+            Err(e) => return self.fail_start(record, &e),
+        };
+        if let Err(e) = self.try_persist(&record) {
+            return self.fail_start(record, &e);
+        }
+        test_crash_at(&["before-spawn"]);
+        let mut command = self.driver_command(&record);
+        let spawned = lock.for_driver().and_then(|stdin| command.stdin(stdin).spawn());
+        drop(lock);
+        let child = match spawned {
+            Ok(child) => child,
+            Err(e) => return self.fail_start(record, &e),
+        };
+        test_crash_at(&["after-spawn", "before-pid"]);
+        let process = child.id().and_then(ProcessId::of);
+        let snapshot = self.store.write().update(id, |r| r.control.process = process);
+        tracing::info!(evaluation.id = %id, pid = ?process.map(|p| p.pid), "evaluation started");
+        if let Some(snapshot) = &snapshot {
+            self.persist(snapshot);
+            test_crash_at(&["after-pid"]);
+            if let Some(why) = snapshot.control.stopping {
+                self.stop(id, why);
+            }
+        }
+        tokio::spawn(Arc::clone(self).watch(id, Some(child)));
+    }
+
+    fn driver_command(&self, record: &Record) -> tokio::process::Command {
         let id = record.evaluation.id;
         let dir = self.dir(id);
         let request = &record.evaluation.request;
         let mut command = tokio::process::Command::new(&self.config.driver);
-        command.arg("driver");
+        command.arg("driver").arg("--new-session").arg("--lock-on-stdin");
         for (flag, file) in [("--log-file", LOG), ("--progress-file", PROGRESS), ("--exit-file", EXIT)] {
             command.arg(flag).arg(dir.join(file));
         }
@@ -55,18 +100,23 @@ impl Shared {
         command.arg("--output-dir").arg(dir.join("output")).arg("--outputs-in-place").arg(&dir);
         command.arg("--request-file").arg(dir.join(super::REQUEST)).arg("--inline-tasks-dir").arg(dir.join("tasks"));
         // lm_eval runs confined to its directory (our binary's `sandbox`, which then becomes lm_eval).
-        command.arg("--").arg(&self.config.driver).arg("sandbox").arg("--evaluation-dir").arg(&dir).arg("--");
+        command.arg("--").arg(&self.config.driver).arg("sandbox").arg("--evaluation-dir").arg(&dir);
+        for port in &self.config.service_ports {
+            command.arg("--deny-connect-port").arg(port.to_string());
+        }
+        command.arg("--");
         command
             .args(&record.evaluation.command)
             .current_dir(&dir)
-            .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
-            .process_group(0)
             .kill_on_drop(false);
         // Nothing of the service's own environment but the process basics (see driver::SEALED_ENVIRONMENT).
         command.env_clear().envs(driver::sealed(std::env::vars_os(), &[]));
         command.env("LMEVAL_EVALUATION_ID", id.to_string());
+        if let Some(point) = std::env::var_os(TEST_CRASH_AT) {
+            command.env(TEST_CRASH_AT, point);
+        }
         if !request.allow_online {
             command.env("HF_DATASETS_OFFLINE", "1").env("HF_HUB_OFFLINE", "1").env("TRANSFORMERS_OFFLINE", "1");
         }
@@ -78,27 +128,14 @@ impl Shared {
                 command.env(&var.name, value);
             }
         }
-        match command.spawn() {
-            Ok(child) => {
-                let process = child.id().and_then(ProcessId::of);
-                let snapshot = self.store.write().update(id, |r| r.control.process = process);
-                tracing::info!(evaluation.id = %id, pid = ?process.map(|p| p.pid), "evaluation started");
-                if let Some(snapshot) = &snapshot {
-                    self.persist(snapshot);
-                    if let Some(why) = snapshot.control.stopping {
-                        self.stop(id, why);
-                    }
-                }
-                tokio::spawn(Arc::clone(self).watch(id, Some(child)));
-            }
-            Err(e) => {
-                let mut record = record;
-                record.conclude(&record::start_failure(&e), None, now());
-                self.persist(&record);
-                self.store.write().replace(&record);
-                self.release_slot();
-            }
-        }
+        command
+    }
+
+    fn fail_start(&self, mut record: Record, error: &std::io::Error) {
+        record.conclude(&record::start_failure(error), None, now());
+        self.persist(&record);
+        self.store.write().replace(&record);
+        self.release_slot();
     }
 
     /// Follows a running evaluation to its end: progress, timeout, and the final state.
@@ -110,8 +147,7 @@ impl Shared {
                 Some(child) => tokio::time::timeout(POLL, child.wait()).await.is_ok(),
                 None => {
                     tokio::time::sleep(POLL).await;
-                    let process = self.store.read().record(id).and_then(|r| r.control.process);
-                    process.is_none_or(|p| !p.is_alive())
+                    !self.follow_adopted(id)
                 }
             };
             let progress = std::fs::read(&progress_path).ok().and_then(|b| serde_json::from_slice::<Progress>(&b).ok());
@@ -138,11 +174,34 @@ impl Shared {
         }
     }
 
-    /// Terminates the evaluation's process group: SIGTERM, then SIGKILL after the grace period.
+    /// Whether the driver of an evaluation this service did not spawn still lives (it holds its lock); records
+    /// its pid once the driver has written it, and stops it then if asked to meanwhile.
+    fn follow_adopted(self: &Arc<Self>, id: Uuid) -> bool {
+        let known = self.store.read().record(id).and_then(|r| r.control.process);
+        let DriverState::Live(pid) = self.driver_state(id, known) else { return false };
+        let Some(process) = pid.and_then(ProcessId::of).filter(|_| known.is_none()) else { return true };
+        let snapshot = self.store.write().update(id, |r| r.control.process = Some(process));
+        if let Some(snapshot) = snapshot {
+            self.persist(&snapshot);
+            tracing::info!(evaluation.id = %id, pid = process.pid, "the adopted driver's pid is known");
+            if snapshot.control.stopping.is_some() {
+                self.terminate(process);
+            }
+        }
+        true
+    }
+
+    /// Stops the evaluation: recorded first, then its process group terminated (once its pid is known).
     pub(super) fn stop(self: &Arc<Self>, id: Uuid, why: StopReason) {
         let Some(snapshot) = self.store.write().update(id, |r| r.control.stopping = Some(why)) else { return };
         self.persist(&snapshot);
-        let Some(process) = snapshot.control.process else { return };
+        if let Some(process) = snapshot.control.process {
+            self.terminate(process);
+        }
+    }
+
+    /// Terminates a process group: SIGTERM, then SIGKILL after the grace period.
+    pub(super) fn terminate(&self, process: ProcessId) {
         process.signal_group(Signal::SIGTERM);
         let grace = self.config.kill_grace;
         tokio::spawn(async move {

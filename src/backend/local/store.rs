@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use super::record::Record;
 use crate::backend::{ListQuery, Listable, SortKey, paginate, sort_key};
+use crate::driver::lock::DriverState;
 use crate::error::{ApiError, ApiResult};
 use crate::model::{Evaluation, EvaluationList, State};
 
@@ -97,21 +98,29 @@ impl Store {
         self.queue.push_back(record.evaluation.id);
     }
 
-    /// Takes in a record found at start-up (oldest first); `alive` says whether its process still runs.
-    pub fn adopt(&mut self, record: &Record, alive: bool) -> Adopted {
-        self.insert(record);
-        match record.evaluation.state {
-            State::Pending => {
-                self.queue.push_back(record.evaluation.id);
-                Adopted::Queued
-            }
-            State::Running if alive => {
+    /// Takes in a record found at start-up (oldest first), given what its driver lock says: a live driver makes
+    /// it running whatever the record says; a claim whose driver never ran goes back to the queue; one whose driver
+    /// ran and is gone has ended.
+    pub fn adopt(&mut self, record: &mut Record, driver: DriverState, now: OffsetDateTime) -> Adopted {
+        let adopted = match (record.evaluation.state, driver) {
+            (state, _) if state.is_terminal() => Adopted::Finished,
+            (_, DriverState::Live(_)) => {
+                record.evaluation.state = State::Running;
+                record.evaluation.started_at = record.evaluation.started_at.or(Some(now));
                 self.running += 1;
                 Adopted::Running
             }
-            State::Running => Adopted::Ended,
-            _ => Adopted::Finished,
-        }
+            (_, DriverState::NeverStarted) => {
+                record.evaluation.state = State::Pending;
+                record.evaluation.started_at = None;
+                record.control.process = None;
+                self.queue.push_back(record.evaluation.id);
+                Adopted::Queued
+            }
+            (_, DriverState::Gone) => Adopted::Ended,
+        };
+        self.insert(record);
+        adopted
     }
 
     pub fn slot(&self, id: Uuid) -> ApiResult<&Slot> {
@@ -254,17 +263,28 @@ mod tests {
     }
 
     #[test]
-    fn a_restart_re_adopts_each_record_by_its_state() {
+    fn a_restart_re_adopts_each_record_by_its_driver_lock() {
         let mut store = Store::default();
-        assert_eq!(store.adopt(&record(1, State::Succeeded), false), Adopted::Finished);
-        assert_eq!(store.adopt(&record(2, State::Running), true), Adopted::Running);
-        assert_eq!(store.adopt(&record(3, State::Running), false), Adopted::Ended);
-        assert_eq!(store.adopt(&record(4, State::Pending), false), Adopted::Queued);
-        // The live one holds the only slot; the pending one waits for it.
-        assert!(store.start_next(1, T0).is_none());
+        let mut adopt = |n, state, driver| store.adopt(&mut record(n, state), driver, T0);
+        assert_eq!(adopt(1, State::Succeeded, DriverState::Gone), Adopted::Finished);
+        assert_eq!(adopt(2, State::Running, DriverState::Live(Some(7))), Adopted::Running);
+        assert_eq!(adopt(3, State::Running, DriverState::Gone), Adopted::Ended);
+        assert_eq!(adopt(4, State::Pending, DriverState::NeverStarted), Adopted::Queued);
+        assert_eq!(
+            adopt(5, State::Pending, DriverState::Live(None)),
+            Adopted::Running,
+            "a live driver is never doubled"
+        );
+        assert_eq!(adopt(6, State::Running, DriverState::NeverStarted), Adopted::Queued, "claimed, never started");
+        assert_eq!(store.slot(Uuid::from_u128(5)).expect("slot").state, State::Running);
+        assert_eq!(store.slot(Uuid::from_u128(6)).expect("slot").state, State::Pending);
+        // The live ones hold the only slots; the pending ones wait for them.
+        assert!(store.start_next(2, T0).is_none());
         store.release();
-        assert_eq!(store.start_next(1, T0).map(|r| r.evaluation.id.as_u128()), Some(4));
-        assert_eq!(ids(&store, &ListQuery { page_size: 10, ..ListQuery::default() }), [4, 3, 2, 1]);
+        assert_eq!(store.start_next(2, T0).map(|r| r.evaluation.id.as_u128()), Some(4));
+        store.release();
+        assert_eq!(store.start_next(2, T0).map(|r| r.evaluation.id.as_u128()), Some(6));
+        assert_eq!(ids(&store, &ListQuery { page_size: 10, ..ListQuery::default() }), [6, 5, 4, 3, 2, 1]);
     }
 
     #[test]
