@@ -201,6 +201,7 @@ fn a_pod_waiting_too_long_fails_its_evaluation_and_a_written_job_counts_at_once(
 
 /// One watch event, of any kind.
 #[derive(Clone)]
+#[expect(clippy::large_enum_variant, reason = "a handful of test values")]
 enum Fact {
     Job(Job),
     Pod(Pod),
