@@ -378,7 +378,19 @@ async fn create_job(
             .await;
             Ok(JobCreation::Created)
         }
-        Err(kube::Error::Api(status)) if status.code == 409 => Ok(JobCreation::Existed),
+        Err(kube::Error::Api(status)) if status.code == 409 => {
+            // Ours (made by this or an earlier leader), or made in advance by someone else: never counted as ours.
+            let existing = ctx.jobs.get(&object_name(new.evaluation.id)).await?;
+            let uid = uid_of(object);
+            Ok(if existing.owner_references().iter().any(|o| o.uid == uid) {
+                JobCreation::Existed
+            } else {
+                JobCreation::Taken(format!(
+                    "Job {} already exists and is not this evaluation's; it is not used",
+                    object_name(new.evaluation.id)
+                ))
+            })
+        }
         Err(e) => Err(e.into()),
     }
 }
