@@ -137,8 +137,11 @@ pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         }
         let next = async {
             match round {
+                // The watches retry by themselves and never end; should they, nothing more comes to do.
                 Ok(()) => {
-                    changes.next().await;
+                    if changes.next().await.is_none() {
+                        std::future::pending::<()>().await;
+                    }
                 }
                 Err(_) => tokio::time::sleep(RETRY).await,
             }
