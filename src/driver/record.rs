@@ -1,7 +1,7 @@
 //! The driver's side of the run record: inside the runner pod it keeps the evaluation's ConfigMap up to
 //! date through the Kubernetes API (progress while lm-eval runs; results, exit status and log tail at the end).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -10,9 +10,7 @@ use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
 use tokio::sync::watch;
 
-use crate::k8s::job::owned_by;
 use crate::k8s::run_record::{LOG_TAIL_BYTES, RunRecord, failure_in};
-use crate::k8s::{EVALUATION_ID_LABEL, KIND_LABEL, MANAGED_BY, MANAGED_BY_LABEL, RUN_RECORD_KIND};
 use crate::model::{Progress, Reason};
 
 /// How often progress is written at most (the issue asks for at least every 5 s).
@@ -29,7 +27,9 @@ pub struct RecordTarget {
     pub name: Option<String>,
     #[arg(long, env = "LMEVAL_NAMESPACE")]
     pub namespace: Option<String>,
-    /// The Job that owns the record, so deleting it deletes the record.
+    /// The Job and evaluation the record is of. Not written into the record: its labels and owner are the
+    /// controller's, made with it, and the runner's identity may change only its data (an admission policy,
+    /// k8s/base/admission-run-records.yaml); they are read for the Job's environment of earlier releases.
     #[arg(long, env = "LMEVAL_JOB_NAME")]
     pub job_name: Option<String>,
     #[arg(long, env = "LMEVAL_JOB_UID")]
@@ -58,21 +58,8 @@ impl RecordWriter {
             kube::Config::infer().await?
         };
         let api: Api<ConfigMap> = Api::namespaced(Client::try_from(config)?, namespace);
-        let mut labels = BTreeMap::from([
-            (MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string()),
-            (KIND_LABEL.to_string(), RUN_RECORD_KIND.to_string()),
-        ]);
-        if let Some(id) = &target.evaluation_id {
-            labels.insert(EVALUATION_ID_LABEL.into(), id.clone());
-        }
-        let owner = target.job_uid.as_ref().map(|uid| owned_by(target.job_name.as_deref().unwrap_or(name), uid));
-        let meta = ObjectMeta {
-            name: Some(name.clone()),
-            namespace: Some(namespace.clone()),
-            labels: Some(labels),
-            owner_references: owner.map(|o| vec![o]),
-            ..ObjectMeta::default()
-        };
+        // Only the data: the record's labels and owners are the controller's (see `RecordTarget`).
+        let meta = ObjectMeta { name: Some(name.clone()), namespace: Some(namespace.clone()), ..ObjectMeta::default() };
         let (progress, mut updates) = watch::channel(None);
         let (task_api, task_meta) = (api.clone(), meta.clone());
         let progress_task = tokio::spawn(async move {
@@ -125,7 +112,7 @@ impl RecordWriter {
     }
 }
 
-/// Server-side apply: the driver owns every field of its record.
+/// Server-side apply: the driver owns its record's data.
 async fn apply(api: &Api<ConfigMap>, config_map: &ConfigMap) -> kube::Result<()> {
     let name = config_map.metadata.name.as_deref().unwrap_or_default();
     api.patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(config_map)).await?;

@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use uuid::Uuid;
 
 use super::{
@@ -616,18 +616,6 @@ fn input_config_map(evaluation: &Evaluation, config_yaml: Option<&str>) -> Optio
         immutable: Some(true),
         ..ConfigMap::default()
     })
-}
-
-/// An owner reference to `job`, so the garbage collector deletes what hangs off it.
-pub fn owned_by(name: &str, uid: &str) -> OwnerReference {
-    OwnerReference {
-        api_version: "batch/v1".into(),
-        kind: "Job".into(),
-        name: name.into(),
-        uid: uid.into(),
-        controller: Some(true),
-        block_owner_deletion: None,
-    }
 }
 
 #[cfg(test)]

@@ -14,7 +14,8 @@ NAMESPACE = "lm-eval-aas"
 SERVICE_LABELS = {"app.kubernetes.io/name": "lm-eval-aas", "app.kubernetes.io/component": "service"}
 RUNNER_SELECTOR = {"app.kubernetes.io/managed-by": "lm-eval-aas"}
 CLUSTER_SCOPED = {"Namespace", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding",
-                  "ValidatingWebhookConfiguration"}
+                  "ValidatingWebhookConfiguration", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding",
+                  "MutatingAdmissionPolicy", "MutatingAdmissionPolicyBinding"}
 
 problems = []
 
@@ -54,6 +55,15 @@ def common(path, where, replicas, model_endpoints):
         labels = namespace["metadata"].get("labels", {})
         check(labels.get("pod-security.kubernetes.io/enforce") == "restricted",
               f"{where}: Namespace lacks pod-security.kubernetes.io/enforce: restricted")
+
+    # A runner may change only its run record's data (the service reads records by name and owner).
+    one(k, "ValidatingAdmissionPolicy", "lm-eval-aas-run-records", where)
+    one(k, "ValidatingAdmissionPolicyBinding", "lm-eval-aas-run-records", where)
+    # Every Evaluation's creator and references are checked by the API server, whoever writes it.
+    one(k, "MutatingAdmissionPolicy", "lm-eval-aas-creator", where)
+    one(k, "MutatingAdmissionPolicyBinding", "lm-eval-aas-creator", where)
+    one(k, "ValidatingAdmissionPolicy", "lm-eval-aas-evaluations", where)
+    one(k, "ValidatingAdmissionPolicyBinding", "lm-eval-aas-evaluations", where)
 
     # RBAC: both identities, and the subjects in the namespace.
     check("lm-eval-aas-runner" not in k.get("ServiceAccount", {}),

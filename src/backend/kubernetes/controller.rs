@@ -24,7 +24,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::Shared;
-use super::index::{Index, Kind, Stored, evaluation_id};
+use super::index::{Index, Kind, Stored, evaluation_of};
 use crate::backend::Guarded;
 use crate::error::ApiError;
 use crate::k8s::job::{self, Provenance};
@@ -134,8 +134,8 @@ pub async fn run(shared: Arc<Shared>, namespace: String, mut stop: watch::Receiv
     Controller::for_stream(trigger, reader)
         .with_config(controller::Config::default().concurrency(RECONCILES_AT_ONCE))
         .owns_stream(job_stream)
-        .watches_stream(pod_stream, move |pod: Pod| pods_owner(evaluation_id(&pod)))
-        .watches_stream(record_stream, move |record: ConfigMap| records_owner(evaluation_id(&record)))
+        .watches_stream(pod_stream, move |pod: Pod| pods_owner(evaluation_of(Kind::Pod, &pod)))
+        .watches_stream(record_stream, move |record: ConfigMap| records_owner(evaluation_of(Kind::RunRecord, &record)))
         .graceful_shutdown_on(async move {
             let _ = stop.wait_for(|stopped| *stopped).await;
         })
@@ -170,6 +170,11 @@ where
         .touched_objects()
 }
 
+/// The Evaluation's uid: what its Job and run record must be owned by to count.
+fn uid_of(object: &EvaluationObject) -> &str {
+    object.metadata.uid.as_deref().unwrap_or_default()
+}
+
 fn error_policy(_: Arc<EvaluationObject>, error: &ReconcileError, _: Arc<Context>) -> Action {
     tracing::warn!(error = %error, "reconcile failed; retrying");
     Action::requeue(Duration::from_secs(5))
@@ -197,7 +202,7 @@ async fn reconcile(object: Arc<EvaluationObject>, ctx: Arc<Context>) -> Result<A
     let evaluation = match object.admit(id, &site, &ctx.shared.config.policy, created_at) {
         Err(problem) => refused(id, object.request(), created_at, &problem),
         Ok(new) => {
-            let job = ctx.index.read().job(id);
+            let job = ctx.index.read().job(id, uid_of(&object));
             let ended = object.status.as_ref().and_then(|s| s.state).is_some_and(State::is_terminal);
             if job.is_none()
                 && !ended
@@ -263,7 +268,7 @@ async fn carry_out(
     id: Uuid,
     job: &Job,
 ) -> Result<Option<Evaluation>, ReconcileError> {
-    let evaluation = ctx.index.read().evaluation(id, now());
+    let evaluation = ctx.index.read().evaluation(id, uid_of(object), now());
     let Some(evaluation) = evaluation else { return Ok(None) };
     let recorded = |key: &str| job.metadata.annotations.as_ref().is_some_and(|a| a.contains_key(key));
     // A pod that waited too long makes the evaluation failed as of now; recording it on the Job (and suspending
@@ -284,7 +289,7 @@ async fn carry_out(
     };
     let job = ctx.jobs.patch(&object_name(id), &PatchParams::default(), &Patch::Merge(&patch)).await?;
     ctx.index.write().job_written(job);
-    Ok(ctx.index.read().evaluation(id, now()))
+    Ok(ctx.index.read().evaluation(id, uid_of(object), now()))
 }
 
 /// What became of an evaluation's objects.
@@ -388,7 +393,19 @@ async fn create_job(
             .await;
             Ok(JobCreation::Created)
         }
-        Err(kube::Error::Api(status)) if status.code == 409 => Ok(JobCreation::Existed),
+        Err(kube::Error::Api(status)) if status.code == 409 => {
+            // Ours (made by this or an earlier leader), or made in advance by someone else: never counted as ours.
+            let existing = ctx.jobs.get(&object_name(new.evaluation.id)).await?;
+            let uid = uid_of(object);
+            Ok(if existing.owner_references().iter().any(|o| o.uid == uid) {
+                JobCreation::Existed
+            } else {
+                JobCreation::Taken(format!(
+                    "Job {} already exists and is not this evaluation's; it is not used",
+                    object_name(new.evaluation.id)
+                ))
+            })
+        }
         Err(e) => Err(e.into()),
     }
 }
@@ -411,7 +428,7 @@ async fn write_status(
         EvaluationStatus::of(evaluation, &object_name(evaluation.id), object.metadata.generation, previous, now());
     let next = match evaluation.state {
         // Watches bring every change of the facts; the clock matters only for a pod that may get stuck.
-        State::Pending => match ctx.index.read().stuck_at(evaluation.id) {
+        State::Pending => match ctx.index.read().stuck_at(evaluation.id, uid_of(object)) {
             Some(at) => Action::requeue(Duration::try_from(at - now()).unwrap_or_default().max(Duration::from_secs(1))),
             None => Action::await_change(),
         },
@@ -426,7 +443,7 @@ async fn write_status(
     let reason_lost = status.state == Some(State::Pending)
         && status.reason.is_none()
         && previous.is_some_and(|p| p.state == Some(State::Pending) && p.reason.is_some());
-    if reason_lost && !ctx.index.read().has_pod(evaluation.id) {
+    if reason_lost && !ctx.index.read().has_pod(evaluation.id, uid_of(object)) {
         return Ok(next);
     }
     let before = previous.and_then(|s| s.state);

@@ -5,6 +5,7 @@
 //! `logs` streams `pods/log` or the run record's copy.
 
 mod controller;
+mod egress;
 mod index;
 mod leader;
 mod logs;
@@ -195,7 +196,8 @@ impl KubernetesBackend {
                 let controllers = shared.config.namespaces.iter().map(|namespace| {
                     tokio::spawn(controller::run(Arc::clone(&shared), namespace.clone(), stop.clone()))
                 });
-                futures::future::join_all(controllers.collect::<Vec<_>>()).await;
+                let egress = tokio::spawn(egress::run(Arc::clone(&shared), stop.clone()));
+                futures::future::join_all(controllers.chain(std::iter::once(egress)).collect::<Vec<_>>()).await;
             }
         }));
         Self { shared }
