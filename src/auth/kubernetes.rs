@@ -140,7 +140,6 @@ fn access_review(caller: &Caller, access: &Access) -> SubjectAccessReview {
                 name: access.name.clone(),
                 ..ResourceAttributes::default()
             }),
-            ..SubjectAccessReviewSpec::default()
         },
         ..SubjectAccessReview::default()
     }
