@@ -26,7 +26,7 @@ fn s3_service(ns: &TestNamespace, s3: &S3Server, extra: &[&str]) -> Service {
 
 /// How many upload Secrets the evaluation's Job names (`lmeval-<id>-upload-…`), and those of them that exist.
 fn upload_secrets(ns: &TestNamespace, id: &str) -> (usize, Vec<String>) {
-    let job = ns.kubectl_json(&["get", "job", &format!("lmeval-{}", id.replace('-', "")), "-o", "json"]);
+    let job = ns.kubectl_json(&["get", "job", &format!("lmeval-{}", id.replace('-', ""))]);
     let named: Vec<String> = job["spec"]["template"]["spec"]["volumes"]
         .as_array()
         .expect("volumes")
@@ -60,7 +60,7 @@ async fn upload_urls_last_the_runs_timeout_and_a_margin_and_go_when_it_ends() {
         .await;
     let (named, existing) = upload_secrets(&ns, &id);
     assert_eq!((named, existing.len()), (1, 1), "while it runs, its Secret is there");
-    let secret = ns.kubectl_json(&["get", "secret", &existing[0], "-o", "json"]);
+    let secret = ns.kubectl_json(&["get", "secret", &existing[0]]);
     for (object, url) in secret["data"].as_object().expect("data") {
         use base64::Engine;
         let url = base64::engine::general_purpose::STANDARD.decode(url.as_str().expect("base64")).expect("decode");
