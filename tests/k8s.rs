@@ -354,10 +354,11 @@ async fn the_service_holds_only_its_role() {
         assert!(can("lm-eval-aas", verb, what), "service may {verb} {what}");
     }
     assert!(can("lm-eval-aas", "create", "secrets"), "service may create secrets (the upload URLs of runs)");
+    assert!(can("lm-eval-aas", "delete", "secrets"), "and delete them by name when their run ends");
     for (verb, what) in [
         ("get", "secrets"),
         ("list", "secrets"),
-        ("delete", "secrets"),
+        ("watch", "secrets"),
         ("create", "pods"),
         ("delete", "namespaces"),
         ("update", "jobs.batch"),

@@ -32,6 +32,19 @@ async fn call(service: &common::Service, call: &Call<'_>) -> (u16, Value) {
     (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
 }
 
+/// SubjectAccessReviews the service has sent, by its `lmeval_kube_api_requests_total` (on `--metrics-listen`).
+async fn reviews(service: &common::Service) -> u64 {
+    let port = common::wait_for(Duration::from_secs(10), || service.logged_port("metrics listening"))
+        .expect("a metrics listener");
+    let text = client().get(format!("http://127.0.0.1:{port}/metrics")).send().await.expect("GET /metrics");
+    let text = text.text().await.expect("metrics");
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(r#"lmeval_kube_api_requests_total{verb="create",resource="subjectaccessreviews"} "#)
+        })
+        .map_or(0, |n| n.trim().parse().expect("a count"))
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn rbac_decides_every_request_and_tenants_stay_apart() {
     let Some(a) = TestNamespace::create("team-a") else { return };
@@ -46,6 +59,8 @@ async fn rbac_decides_every_request_and_tenants_stay_apart() {
         "2",
         "--auth-decision-cache-seconds",
         "2",
+        "--metrics-listen",
+        "127.0.0.1:0",
     ]);
     let tag = &a.name[a.name.len() - 6..];
     let user = |name: &str, namespace: &str, role: &str| {
@@ -137,6 +152,38 @@ async fn rbac_decides_every_request_and_tenants_stay_apart() {
         }
     }
     assert!(wrong.is_empty(), "{} of {} cases wrong:\n{}", wrong.len(), cases.len(), wrong.join("\n"));
+
+    // A namespace the service does not serve is 404 before anything is reviewed: made-up namespaces cost the
+    // API server no SubjectAccessReview (authentication still comes first).
+    let before = reviews(&service).await;
+    let (status, _) = call(&service, &get("alice", Some(alice), format!("{in_b}/{eb}/results"))).await;
+    assert_eq!(status, 403);
+    let reviewed = reviews(&service).await;
+    assert!(reviewed > before, "a new question is a SubjectAccessReview, counted ({before} → {reviewed})");
+    for i in 0..5 {
+        let unserved = format!("/api/v1/namespaces/not-served-{tag}-{i}/evaluations");
+        for (case, expected) in [
+            (get("alice", Some(alice), unserved.clone()), 404),
+            (get("alice", Some(alice), format!("{unserved}/{ea}")), 404),
+            (Call { method: M::DELETE, ..get("alice", Some(alice), format!("{unserved}/{ea}")) }, 404),
+            (create("alice", alice, &unserved), 404),
+            (get("nobody", None, unserved.clone()), 401),
+        ] {
+            let (status, problem) = call(&service, &case).await;
+            assert_eq!(status, expected, "{} {} {}: {problem}", case.who, case.method, case.path);
+            if status == 404 {
+                assert_eq!(problem["type"], "urn:lm-eval-aas:problem:namespace-not-served", "{problem}");
+            }
+        }
+    }
+    assert_eq!(reviews(&service).await, reviewed, "no SubjectAccessReview for a namespace not served");
+
+    // The Flask list is what the caller may list: alice, editor in the default namespace only, sees its
+    // evaluations and none of the other namespace's; bob, who may list only there, is refused (above).
+    let (status, jobs) = call(&service, &get("alice", Some(alice), "/list_jobs".into())).await;
+    assert_eq!(status, 200, "{jobs}");
+    let listed: Vec<&str> = jobs.as_array().expect("a list").iter().filter_map(|j| j["task_id"].as_str()).collect();
+    assert!(listed.contains(&ea) && !listed.contains(&eb), "alice's /list_jobs: {listed:?} (hers {ea}, bob's {eb})");
 
     // Behind OpenShift's oauth-proxy the user's token comes in X-Forwarded-Access-Token, reviewed the same way.
     let forwarded = |token: &str, path: &str| {

@@ -24,6 +24,58 @@ fn s3_service(ns: &TestNamespace, s3: &S3Server, extra: &[&str]) -> Service {
     ns.service_with_env(&flags, &env)
 }
 
+/// How many upload Secrets the evaluation's Job names (`lmeval-<id>-upload-…`), and those of them that exist.
+fn upload_secrets(ns: &TestNamespace, id: &str) -> (usize, Vec<String>) {
+    let job = ns.kubectl_json(&["get", "job", &format!("lmeval-{}", id.replace('-', ""))]);
+    let named: Vec<String> = job["spec"]["template"]["spec"]["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .filter_map(|v| v["secret"]["secretName"].as_str())
+        .filter(|name| name.contains("-upload-"))
+        .map(str::to_string)
+        .collect();
+    let existing = named
+        .iter()
+        .filter(|name| ns.kubectl(&["get", "secret", name.as_str(), "-o", "name"]).status.success())
+        .cloned()
+        .collect();
+    (named.len(), existing)
+}
+
+/// A run's upload URLs last its timeout and the driver's upload patience and 5 minutes (300 s each by default),
+/// and their Secret is deleted when the run ends, here by a cancel.
+#[tokio::test(flavor = "multi_thread")]
+async fn upload_urls_last_the_runs_timeout_and_a_margin_and_go_when_it_ends() {
+    let Some(s3) = S3Server::start() else { return };
+    let Some(ns) = TestNamespace::create("upload-life") else { return };
+    let service = s3_service(&ns, &s3, &[]);
+    let submitted = submit(
+        &service,
+        json!({"model": "dummy", "tasks": ["lmeval_aas_slow"], "limit": 2000, "timeout_seconds": 900}),
+    )
+    .await;
+    let id = submitted["id"].as_str().expect("id").to_string();
+    common::wait_until(&service, &id, std::time::Duration::from_secs(120), "running", |e| e["state"] == "running")
+        .await;
+    let (named, existing) = upload_secrets(&ns, &id);
+    assert_eq!((named, existing.len()), (1, 1), "while it runs, its Secret is there");
+    let secret = ns.kubectl_json(&["get", "secret", &existing[0]]);
+    for (object, url) in secret["data"].as_object().expect("data") {
+        use base64::Engine;
+        let url = base64::engine::general_purpose::STANDARD.decode(url.as_str().expect("base64")).expect("decode");
+        let url = String::from_utf8(url).expect("a URL");
+        let expires = url.split(['?', '&']).find_map(|pair| pair.strip_prefix("X-Amz-Expires="));
+        assert_eq!(expires, Some("1500"), "{object}: 900 s of timeout + 300 + 300, not a week: {url}");
+    }
+    let response =
+        client().post(service.url(&format!("/api/v1/evaluations/{id}/cancel"))).send().await.expect("cancel");
+    assert_eq!(response.status(), 202);
+    let ended = wait_terminal(&service, &id).await;
+    assert_eq!(ended["state"], "cancelled", "{ended}");
+    assert_eq!(upload_secrets(&ns, &id), (1, Vec::new()), "its upload Secret went when it ended");
+}
+
 async fn get(service: &Service, path: &str) -> reqwest::Response {
     client().get(service.url(path)).send().await.expect("GET")
 }
@@ -69,6 +121,7 @@ async fn an_output_set_in_a_bucket_is_served_whole_and_deleted_with_its_evaluati
     let id = submitted["id"].as_str().expect("id").to_string();
     let ended = wait_terminal(&service, &id).await;
     assert_eq!(ended["state"], "succeeded", "{ended}\n{}", service.log_text());
+    assert_eq!(upload_secrets(&ns, &id), (1, Vec::new()), "its upload Secret went when it ended");
 
     // Page by page: 5 records in pages of 2 is three pages, the last without a Link.
     for task in ["lmeval_aas_mc", "lmeval_aas_gen"] {

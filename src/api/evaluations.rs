@@ -96,7 +96,7 @@ pub(super) async fn create_in(
     headers: HeaderMap,
     JsonBody(request): JsonBody<EvaluationRequest>,
 ) -> ApiResult<Response> {
-    state.auth.authorize(caller, Access::evaluations(Verb::Create, namespace)).await?;
+    state.authorize(caller, Access::evaluations(Verb::Create, namespace)).await?;
     let submission = if params.dry_run {
         Submission::anonymous(request)
     } else {
@@ -197,7 +197,7 @@ pub(super) async fn list_in(
     if params.all_namespaces {
         return list_across(caller, state, params).await;
     }
-    state.auth.authorize(caller, Access::evaluations(Verb::List, namespace)).await?;
+    state.authorize(caller, Access::evaluations(Verb::List, namespace)).await?;
     Ok(axum::Json(state.backend.list(namespace, &list_query(params)?).await?))
 }
 
@@ -258,7 +258,7 @@ pub async fn get_evaluation(
 }
 
 pub(super) async fn get_in(caller: &Caller, state: &AppState, namespace: &str, id: &str) -> ApiResult<Response> {
-    state.auth.authorize(caller, Access::evaluations(Verb::Get, namespace)).await?;
+    state.authorize(caller, Access::evaluations(Verb::Get, namespace)).await?;
     let json = state.backend.get_json(namespace, evaluation_id(id)?)?;
     Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response())
 }
@@ -311,7 +311,7 @@ pub(super) async fn logs_in(
     Query(params): Query<LogParams>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    state.auth.authorize(caller, Access::evaluation_part("log", namespace)).await?;
+    state.authorize(caller, Access::evaluation_part("log", namespace)).await?;
     let id = evaluation_id(id)?;
     let options = LogOptions { tail_lines: params.tail_lines, follow: params.follow };
     // A follower holds its place until its stream ends or its client goes.
@@ -374,7 +374,7 @@ pub async fn get_evaluation_results(
 }
 
 pub(super) async fn results_in(caller: &Caller, state: &AppState, namespace: &str, id: &str) -> ApiResult<Response> {
-    state.auth.authorize(caller, Access::evaluation_part("results", namespace)).await?;
+    state.authorize(caller, Access::evaluation_part("results", namespace)).await?;
     let id = evaluation_id(id)?;
     if let Some(response) = super::outputs::stored_results(state, namespace, id).await? {
         return Ok(response);
@@ -405,7 +405,7 @@ pub async fn cancel_evaluation(
 }
 
 pub(super) async fn cancel_in(caller: &Caller, state: &AppState, namespace: &str, id: &str) -> ApiResult<Response> {
-    state.auth.authorize(caller, Access::evaluations(Verb::Patch, namespace)).await?;
+    state.authorize(caller, Access::evaluations(Verb::Patch, namespace)).await?;
     let cancelled = state.backend.cancel(namespace, evaluation_id(id)?).await;
     audit(caller, "cancel", namespace, Some(id), outcome(&cancelled));
     let evaluation = cancelled?;
@@ -433,7 +433,7 @@ pub async fn delete_evaluation(
 }
 
 pub(super) async fn delete_in(caller: &Caller, state: &AppState, namespace: &str, id: &str) -> ApiResult<StatusCode> {
-    state.auth.authorize(caller, Access::evaluations(Verb::Delete, namespace)).await?;
+    state.authorize(caller, Access::evaluations(Verb::Delete, namespace)).await?;
     let deleted = state.backend.delete(namespace, evaluation_id(id)?).await;
     audit(caller, "delete", namespace, Some(id), outcome(&deleted));
     deleted?;

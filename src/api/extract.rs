@@ -62,7 +62,7 @@ pub struct BodyLimits {
 /// The body in one buffer. Each chunk is copied out as it arrives: a chunk is a slice of the connection's
 /// read buffer and would otherwise keep all of it alive, so a body sent a byte at a time would cost a buffer
 /// per byte.
-async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+pub(crate) async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
     let mut chunks = body.into_data_stream();
     let mut buffer = BytesMut::new();
     while let Some(chunk) = chunks.next().await {

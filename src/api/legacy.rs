@@ -172,7 +172,7 @@ async fn lookup(
     access: Access,
     query: Result<Query<TaskIdParams>, ApiError>,
 ) -> Result<crate::model::Evaluation, Box<Response>> {
-    state.auth.authorize(caller, access).await.map_err(|err| Box::new(legacy_error(err)))?;
+    state.authorize(caller, access).await.map_err(|err| Box::new(legacy_error(err)))?;
     let id = task_id(query)?;
     state.backend.get(state.default_namespace(), id).map_err(|err| match err {
         ApiError::NotFound(_) => Box::new(not_found(format!("no task {id}"))),
@@ -294,7 +294,7 @@ pub async fn submit_job(
 ) -> Response {
     let result = async {
         let namespace = state.default_namespace();
-        state.auth.authorize(&caller, Access::evaluations(Verb::Create, namespace)).await?;
+        state.authorize(&caller, Access::evaluations(Verb::Create, namespace)).await?;
         let JsonBody(submission) = body?;
         let submission =
             Submission { creator: creator(&caller, peer.as_deref()), ..Submission::anonymous(to_request(submission)?) };
@@ -395,7 +395,7 @@ pub async fn job_results(
     responses((status = 200, description = "Every evaluation", body = Vec<LegacyJob>))
 )]
 pub async fn list_jobs(caller: Caller, State(state): State<AppState>) -> Response {
-    if let Err(err) = state.auth.authorize(&caller, Access::evaluations(Verb::List, state.default_namespace())).await {
+    if let Err(err) = state.authorize(&caller, Access::evaluations(Verb::List, state.default_namespace())).await {
         return legacy_error(err);
     }
     let mut jobs = Vec::new();
@@ -435,7 +435,7 @@ pub async fn cancel_job(
     query: Result<Query<TaskIdParams>, ApiError>,
 ) -> Response {
     let namespace = state.default_namespace();
-    if let Err(err) = state.auth.authorize(&caller, Access::evaluations(Verb::Patch, namespace)).await {
+    if let Err(err) = state.authorize(&caller, Access::evaluations(Verb::Patch, namespace)).await {
         return legacy_error(err);
     }
     let id = match task_id(query) {

@@ -24,7 +24,7 @@ use utoipa_axum::routes;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::backend::Backend;
-use crate::error::{ApiError, Problem};
+use crate::error::{ApiError, ApiResult, Problem};
 use crate::metrics::Metrics;
 use crate::validate::Policy;
 pub use extract::{BodyLimits, PeerAddr};
@@ -45,6 +45,16 @@ impl AppState {
     /// The namespace the un-namespaced and the Flask routes mean.
     pub fn default_namespace(&self) -> &str {
         self.backend.namespaces().first().map_or("default", String::as_str)
+    }
+
+    /// `Ok` when `caller` may do `access`; `403` naming what is missing otherwise. A namespace the server does not
+    /// serve is `404` before anyone is asked, so a made-up namespace in a route costs no SubjectAccessReview (the
+    /// `Caller` extractor has authenticated the request before: no token is still `401`).
+    pub async fn authorize(&self, caller: &crate::auth::Caller, access: crate::auth::Access) -> ApiResult<()> {
+        if access.path.is_none() {
+            crate::backend::ensure_served(self.backend.namespaces(), &access.namespace)?;
+        }
+        self.auth.authorize(caller, access).await
     }
 }
 

@@ -25,7 +25,7 @@ const NDJSON: &str = "application/x-ndjson";
 
 /// The output set of an evaluation the caller may read results of.
 async fn output_set(caller: &Caller, state: &AppState, namespace: &str, id: &str) -> ApiResult<OutputSet> {
-    state.auth.authorize(caller, Access::evaluation_part("results", namespace)).await?;
+    state.authorize(caller, Access::evaluation_part("results", namespace)).await?;
     let id = evaluation_id(id)?;
     state.backend.outputs(namespace, id).await?.ok_or_else(|| {
         ApiError::Conflict(

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
+use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec, TokenReviewStatus};
 use k8s_openapi::api::authorization::v1::{
     NonResourceAttributes, ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
 };
@@ -74,42 +74,11 @@ impl Reviewer {
         };
         let api: Api<TokenReview> = Api::all(self.client.clone());
         let reviewed = self.call(api.create(&PostParams::default(), &review)).await?;
-        let status = reviewed.status.unwrap_or_default();
-        let user = status.user.unwrap_or_default();
-        match (status.authenticated, user.username) {
-            (Some(true), Some(name)) => {
-                Ok(Ok(Arc::new(Caller { user: name, groups: user.groups.unwrap_or_default() })))
-            }
-            _ => Ok(Err(match status.error {
-                // The API server's reason names the token's defect, never the token.
-                Some(error) if !error.is_empty() => format!("the bearer token is not valid: {error}"),
-                _ => "the bearer token is not valid".to_string(),
-            })),
-        }
+        Ok(token_answer(reviewed.status.unwrap_or_default()))
     }
 
     async fn review_access(&self, caller: &Caller, access: &Access) -> ApiResult<bool> {
-        let review = SubjectAccessReview {
-            spec: SubjectAccessReviewSpec {
-                user: Some(caller.user.clone()),
-                groups: Some(caller.groups.clone()),
-                non_resource_attributes: access.path.map(|path| NonResourceAttributes {
-                    path: Some(path.to_string()),
-                    verb: Some(access.verb.as_str().to_string()),
-                }),
-                resource_attributes: access.path.is_none().then(|| ResourceAttributes {
-                    namespace: Some(access.namespace.clone()),
-                    verb: Some(access.verb.as_str().to_string()),
-                    group: Some(access.group.to_string()),
-                    resource: Some(access.resource.to_string()),
-                    subresource: access.subresource.map(str::to_string),
-                    name: access.name.clone(),
-                    ..ResourceAttributes::default()
-                }),
-                ..SubjectAccessReviewSpec::default()
-            },
-            ..SubjectAccessReview::default()
-        };
+        let review = access_review(caller, access);
         let api: Api<SubjectAccessReview> = Api::all(self.client.clone());
         let reviewed = self.call(api.create(&PostParams::default(), &review)).await?;
         Ok(reviewed.status.is_some_and(|s| s.allowed && !s.denied.unwrap_or(false)))
@@ -129,6 +98,53 @@ impl Reviewer {
     }
 }
 
+/// What a TokenReview's status makes of a token: the caller, with everything the API server said of it
+/// (`uid`, `extra`: a scoped token stays scoped in every review of its access), or why it is not one.
+fn token_answer(status: TokenReviewStatus) -> TokenAnswer {
+    let user = status.user.unwrap_or_default();
+    match (status.authenticated, user.username) {
+        (Some(true), Some(name)) => Ok(Arc::new(Caller {
+            user: name,
+            groups: user.groups.unwrap_or_default(),
+            uid: user.uid.filter(|uid| !uid.is_empty()),
+            extra: user.extra.unwrap_or_default(),
+        })),
+        _ => Err(match status.error {
+            // The API server's reason names the token's defect, never the token.
+            Some(error) if !error.is_empty() => format!("the bearer token is not valid: {error}"),
+            _ => "the bearer token is not valid".to_string(),
+        }),
+    }
+}
+
+/// The SubjectAccessReview asking whether `caller` may do `access`: the subject exactly as its TokenReview
+/// described it (user, groups, uid, extra), so the authorizer applies a token's scopes as it would to the
+/// token itself.
+fn access_review(caller: &Caller, access: &Access) -> SubjectAccessReview {
+    SubjectAccessReview {
+        spec: SubjectAccessReviewSpec {
+            user: Some(caller.user.clone()),
+            groups: Some(caller.groups.clone()),
+            uid: caller.uid.clone(),
+            extra: (!caller.extra.is_empty()).then(|| caller.extra.clone()),
+            non_resource_attributes: access.path.map(|path| NonResourceAttributes {
+                path: Some(path.to_string()),
+                verb: Some(access.verb.as_str().to_string()),
+            }),
+            resource_attributes: access.path.is_none().then(|| ResourceAttributes {
+                namespace: Some(access.namespace.clone()),
+                verb: Some(access.verb.as_str().to_string()),
+                group: Some(access.group.to_string()),
+                resource: Some(access.resource.to_string()),
+                subresource: access.subresource.map(str::to_string),
+                name: access.name.clone(),
+                ..ResourceAttributes::default()
+            }),
+        },
+        ..SubjectAccessReview::default()
+    }
+}
+
 /// How long a JWT has left by its own `exp` claim (unverified: it only shortens how long an answer is kept).
 fn remaining_life(token: &[u8]) -> Option<Duration> {
     let payload = std::str::from_utf8(token).ok()?.split('.').nth(1)?;
@@ -140,8 +156,10 @@ fn remaining_life(token: &[u8]) -> Option<Duration> {
 
 #[cfg(test)]
 mod tests {
-    use super::remaining_life;
+    use super::{Access, access_review, remaining_life, token_answer};
+    use crate::auth::Verb;
     use base64::Engine;
+    use k8s_openapi::api::authentication::v1::{TokenReviewStatus, UserInfo};
 
     fn jwt(claims: &serde_json::Value) -> String {
         let encode = |v: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
@@ -156,5 +174,50 @@ mod tests {
         assert_eq!(remaining_life(jwt(&serde_json::json!({"exp": now - 5})).as_bytes()).map(|d| d.as_secs()), Some(0));
         assert_eq!(remaining_life(b"opaque-token"), None);
         assert_eq!(remaining_life(jwt(&serde_json::json!({"sub": "x"})).as_bytes()), None);
+    }
+
+    #[test]
+    fn an_access_review_asks_about_the_token_as_reviewed_scopes_and_all() {
+        // oauth-proxy's token for `user:info` only: the scope travels in `extra`, and must reach the authorizer.
+        let scopes = "scopes.authorization.openshift.io";
+        let extra = std::collections::BTreeMap::from([(scopes.to_string(), vec!["user:info".to_string()])]);
+        let status = TokenReviewStatus {
+            authenticated: Some(true),
+            user: Some(UserInfo {
+                username: Some("alice".into()),
+                groups: Some(vec!["system:authenticated".into()]),
+                uid: Some("a1b2-c3".into()),
+                extra: Some(extra.clone()),
+            }),
+            ..TokenReviewStatus::default()
+        };
+        let caller = token_answer(status).expect("authenticated");
+        let review = serde_json::to_value(access_review(&caller, &Access::evaluations(Verb::List, "team-a")))
+            .expect("serialises");
+        assert_eq!(
+            review["spec"],
+            serde_json::json!({
+                "user": "alice",
+                "groups": ["system:authenticated"],
+                "uid": "a1b2-c3",
+                "extra": {scopes: ["user:info"]},
+                "resourceAttributes": {
+                    "namespace": "team-a",
+                    "verb": "list",
+                    "group": "lm-eval-aas.io",
+                    "resource": "evaluations",
+                },
+            })
+        );
+        // A caller the same user without the scope is another caller: decisions are not shared between them.
+        let unscoped = crate::auth::Caller { extra: Default::default(), ..(*caller).clone() };
+        assert_ne!(unscoped, *caller);
+        let review = serde_json::to_value(access_review(&unscoped, &Access::non_resource("/metrics"))).expect("json");
+        assert_eq!(review["spec"].get("extra"), None, "no extra is sent as none, not as an empty map");
+        assert_eq!(review["spec"]["nonResourceAttributes"], serde_json::json!({"path": "/metrics", "verb": "get"}));
+        assert!(
+            token_answer(TokenReviewStatus { error: Some("expired".into()), ..Default::default() })
+                .is_err_and(|e| e.contains("expired"))
+        );
     }
 }

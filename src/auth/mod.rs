@@ -7,6 +7,7 @@ pub mod cache;
 mod kubernetes;
 pub mod token_file;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,18 +22,24 @@ use token_file::TokenFile;
 pub const GROUP: &str = "lm-eval-aas.io";
 pub const RESOURCE: &str = "evaluations";
 
-/// An authenticated identity.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// An authenticated identity: everything the API server said of a token, so that a SubjectAccessReview asks
+/// about the same subject the token is — a scoped token (OpenShift's `scopes.authorization.openshift.io` in
+/// `extra`, e.g. oauth-proxy's `user:info`) is authorized with its scopes, not with its user's full rights.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct Caller {
     pub user: String,
     pub groups: Vec<String>,
+    /// The TokenReview's `uid` (none for a token file or anonymous).
+    pub uid: Option<String>,
+    /// The TokenReview's `extra`, passed on unchanged.
+    pub extra: BTreeMap<String, Vec<String>>,
 }
 
 impl Caller {
     pub const ANONYMOUS: &str = "system:anonymous";
 
     pub fn anonymous() -> Self {
-        Self { user: Self::ANONYMOUS.into(), groups: vec!["system:unauthenticated".into()] }
+        Self { user: Self::ANONYMOUS.into(), groups: vec!["system:unauthenticated".into()], ..Self::default() }
     }
 
     pub fn is_anonymous(&self) -> bool {
@@ -274,7 +281,7 @@ mod tests {
 
     #[test]
     fn a_denial_names_user_verb_resource_and_namespace() {
-        let alice = Caller { user: "alice".into(), groups: vec![] };
+        let alice = Caller { user: "alice".into(), ..Caller::default() };
         assert_eq!(
             Access::evaluations(Verb::Create, "team-b").denial(&alice),
             "user alice cannot create evaluations.lm-eval-aas.io in namespace team-b"

@@ -33,7 +33,7 @@ impl TokenFile {
             if fields.next().is_some() {
                 return Err(format!("{}: expected `hash user [group,group]`", at()));
             }
-            let caller = Caller { user: user.to_string(), groups: groups.unwrap_or_default() };
+            let caller = Caller { user: user.to_string(), groups: groups.unwrap_or_default(), ..Caller::default() };
             if callers.insert(hash, caller).is_some() {
                 return Err(format!("{}: this hash is listed twice", at()));
             }

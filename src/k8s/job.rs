@@ -110,6 +110,16 @@ pub fn use_upload_secret(job: &mut Job, secret: &str) {
     }
 }
 
+/// The Secret of upload URLs `job` mounts, when it is one of evaluation `id`'s (`lmeval-<id>-upload-…`): the name
+/// the service gave it when it made the Job (a Job's pod template cannot be changed after), so deleting it when the
+/// run ends needs no read of any Secret, and can never reach a Secret of another name.
+pub fn upload_secret_of(job: &Job, id: Uuid) -> Option<String> {
+    let volumes = job.spec.as_ref()?.template.spec.as_ref()?.volumes.as_ref()?;
+    let name = volumes.iter().find(|v| v.name == "upload")?.secret.as_ref()?.secret_name.clone()?;
+    let suffix = name.strip_prefix(&upload_secret_name(id, ""))?;
+    (!suffix.is_empty() && suffix.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())).then_some(name)
+}
+
 /// A key of a ConfigMap (in each served namespace) holding PEM CA certificates: `--runner-ca-bundle`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CaBundle {

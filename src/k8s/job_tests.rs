@@ -188,6 +188,22 @@ fn runs_write_outputs_only_to_their_own_part_of_the_store() {
     let pod = job.spec.as_ref().and_then(|s| s.template.spec.as_ref()).expect("pod");
     let upload = pod.volumes.iter().flatten().find(|v| v.name == "upload").expect("upload volume");
     assert_eq!(upload.secret.as_ref().and_then(|s| s.secret_name.as_deref()), Some("lmeval-x-upload-1f2e3d"));
+    // When the run ends its Secret is deleted by the name its Job mounts, only if that is one of its own.
+    let id = Uuid::from_u128(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef);
+    assert_eq!(upload_secret_of(&presigned.job, id), None, "not yet named");
+    let mine = "lmeval-0123456789abcdef0123456789abcdef-upload-1f2e3d";
+    use_upload_secret(&mut job, mine);
+    assert_eq!(upload_secret_of(&job, id).as_deref(), Some(mine));
+    assert_eq!(upload_secret_of(&job, Uuid::from_u128(7)), None, "another evaluation's Job");
+    for other in [
+        "lm-eval-aas-output-store",
+        "lmeval-0123456789abcdef0123456789abcdef-upload-",
+        "lmeval-0123456789abcdef0123456789abcdef-upload-x.y",
+    ] {
+        use_upload_secret(&mut job, other);
+        assert_eq!(upload_secret_of(&job, id), None, "{other} is no upload Secret of this run");
+    }
+    assert_eq!(upload_secret_of(&objects_with(request.clone(), &config()).job, id), None, "no bucket, no Secret");
     let runner = container(&presigned);
     assert_eq!(env(&runner, "LMEVAL_UPLOAD_URLS").as_deref(), Some(UPLOAD_URLS_DIR));
     assert_eq!(env(&runner, "LMEVAL_RUNNER_IMAGE").as_deref(), Some("registry.example/lm-eval-aas-runner:1"));

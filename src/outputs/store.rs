@@ -127,6 +127,11 @@ impl OutputStore {
         }
     }
 
+    /// Whether runs get presigned upload URLs (a bucket), and so a Secret holding them.
+    pub fn signs_uploads(&self) -> bool {
+        self.signer.is_some()
+    }
+
     /// An evaluation's own part of the store.
     pub fn dir(namespace: &str, id: &str) -> String {
         format!("{namespace}/{id}")
@@ -149,10 +154,21 @@ impl OutputStore {
     }
 }
 
-/// How long a run's upload URLs last: its timeout and an hour to spare, at most the 7 days S3 allows.
-pub fn upload_validity(timeout_seconds: Option<u64>) -> Duration {
+/// How long a run without `timeout_seconds` is taken to last when its upload URLs are signed: past this, its
+/// uploads are refused (`OutputUploadFailed`). Give a longer run a `timeout_seconds`.
+pub const UNTIMED_RUN: Duration = Duration::from_secs(24 * 3600);
+
+/// What an upload URL lasts beyond the run's time and the driver's upload patience: a pod's start and clock skew.
+pub const UPLOAD_MARGIN: Duration = Duration::from_secs(5 * 60);
+
+/// How long a run's upload URLs last: its `timeout_seconds` (`UNTIMED_RUN` without one), then the driver's
+/// `--output-upload-patience-seconds` for its last upload, then `UPLOAD_MARGIN` — with the default patience,
+/// the timeout and 10 minutes; at most the 7 days S3 allows. URLs that leak out of a run stop working soon
+/// after it, not a week later.
+pub fn upload_validity(timeout_seconds: Option<u64>, upload_patience_seconds: u64) -> Duration {
     const WEEK: u64 = 7 * 24 * 3600;
-    Duration::from_secs(timeout_seconds.map_or(WEEK, |t| t.saturating_add(3600)).min(WEEK))
+    let run = timeout_seconds.unwrap_or(UNTIMED_RUN.as_secs());
+    Duration::from_secs(run.saturating_add(upload_patience_seconds).saturating_add(UPLOAD_MARGIN.as_secs()).min(WEEK))
 }
 
 #[cfg(test)]
@@ -174,10 +190,12 @@ mod tests {
     }
 
     #[test]
-    fn upload_urls_last_the_runs_timeout_and_an_hour_at_most_a_week() {
-        assert_eq!(upload_validity(Some(60)), Duration::from_secs(3660));
-        assert_eq!(upload_validity(None), Duration::from_secs(7 * 24 * 3600));
-        assert_eq!(upload_validity(Some(u64::MAX)), Duration::from_secs(7 * 24 * 3600));
+    fn upload_urls_last_the_runs_timeout_its_last_upload_and_a_margin_at_most_a_week() {
+        assert_eq!(upload_validity(Some(60), 300), Duration::from_secs(60 + 600), "the defaults: timeout + 10 min");
+        assert_eq!(upload_validity(Some(60), 900), Duration::from_secs(60 + 900 + 300), "a longer patience counts");
+        assert_eq!(upload_validity(None, 300), Duration::from_secs(24 * 3600 + 600), "no timeout: a day");
+        assert_eq!(upload_validity(Some(604_800), 300), Duration::from_secs(7 * 24 * 3600), "S3's most");
+        assert_eq!(upload_validity(Some(u64::MAX), u64::MAX), Duration::from_secs(7 * 24 * 3600));
     }
 
     #[tokio::test]

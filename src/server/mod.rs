@@ -3,7 +3,7 @@
 
 mod connections;
 mod socket;
-mod webhook;
+pub mod webhook;
 
 use crate::k8s::job::RunnerOutputs;
 use crate::outputs::store::{BucketAccess, OutputStore, StoreKind};

@@ -19,6 +19,7 @@ use super::connections::AcceptFailures;
 /// The API server holds few connections to a webhook; anything beyond this waits its turn in the backlog.
 const MAX_CONNECTIONS: usize = 256;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The head of a request must arrive within this; its body then within `api::webhook::BODY_READ_TIMEOUT`.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The certificate and key files, and what was last read from them.

@@ -70,6 +70,12 @@ pub async fn app_with(data_dir: &Path, max_running: usize, max_body_bytes: usize
 }
 
 pub async fn app_with_auth(data_dir: &Path, max_running: usize, max_body_bytes: usize, auth: Auth) -> api::Service {
+    let limits = Limits::new(BodyLimits { max_bytes: max_body_bytes, read_timeout: Duration::from_secs(30) }, 1000);
+    api::router(state_with(data_dir, max_running, limits, auth).await)
+}
+
+/// What every handler gets, on a local backend (for routers other than the API's, such as the webhook's).
+pub async fn state_with(data_dir: &Path, max_running: usize, limits: Limits, auth: Auth) -> api::AppState {
     let backend = LocalBackend::open(LocalConfig {
         data_dir: data_dir.to_path_buf(),
         lm_eval: "lm_eval".into(),
@@ -85,12 +91,12 @@ pub async fn app_with_auth(data_dir: &Path, max_running: usize, max_body_bytes: 
     .expect("open local backend");
     let (_tx, shutdown) = tokio::sync::watch::channel(false);
     std::mem::forget(_tx);
-    api::router(App {
+    api::AppState::from(App {
         backend: Arc::new(backend),
         policy: Policy::default(),
         metrics: Arc::new(Metrics::default()),
         shutdown,
-        limits: Limits::new(BodyLimits { max_bytes: max_body_bytes, read_timeout: Duration::from_secs(30) }, 1000),
+        limits,
         auth,
     })
 }

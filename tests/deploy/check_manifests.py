@@ -187,10 +187,15 @@ def common(path, where, replicas, model_endpoints):
         http = [rule for rule in ingress if any(p.get("port") == "http" for p in rule.get("ports", []))]
         check(len(http) == 1 and http[0].get("from") and all("namespaceSelector" in peer for peer in http[0]["from"]),
               f"{where}: service ingress is not from the ingress controller's namespace only: {ingress}")
-        # The API server calls the webhook from an address no selector names; that port serves only admission.
+        # The API server calls the webhook from addresses no selector names: those single addresses, to that port
+        # only, never every pod (a pod that stalls the webhook's connections makes failurePolicy Ignore admit).
         others = [rule for rule in ingress if rule not in http]
         check(all(p.get("port") == "webhook" for rule in others for p in rule.get("ports", [{}])) and all(r.get("ports") for r in others),
-              f"{where}: service ingress opens more than the webhook port to all: {others}")
+              f"{where}: service ingress opens more than the webhook port: {others}")
+        check(others and all(rule.get("from") and all(
+                  "ipBlock" in peer and peer["ipBlock"]["cidr"].endswith(("/32", "/128")) and not peer["ipBlock"].get("except")
+                  for peer in rule["from"]) for rule in others),
+              f"{where}: the webhook port is not admitted from the API server's addresses only: {others}")
         check(any(p.get("port") in (443, 6443) for rule in service_policy["spec"].get("egress", []) for p in rule.get("ports", [])),
               f"{where}: the service may not reach the API server")
     check_runner_egress(k, where, model_endpoints)

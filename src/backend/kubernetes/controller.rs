@@ -14,7 +14,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, ServiceAccount};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, OwnerReference};
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{self, Action};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
@@ -335,7 +335,8 @@ where
 async fn upload_secret(ctx: &Context, evaluation: &Evaluation) -> Result<Option<Secret>, ReconcileError> {
     let store = &ctx.shared.config.output_store;
     let dir = OutputStore::dir(&evaluation.namespace, &evaluation.id.to_string());
-    let valid_for = upload_validity(evaluation.request.timeout_seconds);
+    let valid_for =
+        upload_validity(evaluation.request.timeout_seconds, ctx.shared.config.runner.upload_patience_seconds);
     let Some(urls) = store
         .upload_urls(&dir, valid_for)
         .await
@@ -344,6 +345,29 @@ async fn upload_secret(ctx: &Context, evaluation: &Evaluation) -> Result<Option<
         return Ok(None);
     };
     Ok(Some(job::upload_secret(evaluation.id, &Uuid::new_v4().simple().to_string()[..10], urls)))
+}
+
+/// A run that has ended needs its upload URLs no more: the Secret holding them is deleted by the name its Job
+/// mounts (read from the Job, never from a Secret), so it does not outlive the run. With no Job, or no bucket,
+/// there is none. A Role without `delete` on Secrets (an older install) leaves it to go with its Evaluation.
+async fn delete_upload_secret(ctx: &Context, id: Uuid) -> Result<(), ReconcileError> {
+    if !ctx.shared.config.output_store.signs_uploads() {
+        return Ok(());
+    }
+    let job = match ctx.jobs.get_opt(&object_name(id)).await? {
+        Some(job) => job,
+        None => return Ok(()),
+    };
+    let Some(secret) = job::upload_secret_of(&job, id) else { return Ok(()) };
+    match ctx.secrets.delete(&secret, &DeleteParams::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 403 => {
+            tracing::warn!(evaluation.id = %id, secret, error = %status.message, "cannot delete the ended run's upload Secret (give the service's Role delete on secrets); it goes with its Evaluation");
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Creates the evaluation's runner identity, run record, input and Job, each fresh.
@@ -452,6 +476,11 @@ async fn write_status(
         && let Some(wait) = last.and_then(|w| STATUS_EVERY.checked_sub(w.at.elapsed())).filter(|w| !w.is_zero())
     {
         return Ok(Action::requeue(wait));
+    }
+    let ends = status.state.is_some_and(State::is_terminal) && !before.is_some_and(State::is_terminal);
+    if ends {
+        // Before the status that says so: a failed delete is tried again with the transition.
+        delete_upload_secret(ctx, evaluation.id).await?;
     }
     let patch = json!({"apiVersion": API_VERSION, "kind": KIND, "status": status});
     let written =
