@@ -52,6 +52,71 @@ def logread(port, path, readers):
     print(f"{max(s for s, _ in results):.2f} {min(b for _, b in results)} {p99:.1f} {len(latencies)}")
 
 
+def reads(port, paths):
+    """Reads every `(accept, path)` at once while /healthz is probed; prints slowest read s, healthz p99 ms, healthz
+    max ms, probes, and each read's bytes (comma-separated)."""
+    stop, latencies, results = threading.Event(), [], {}
+    prober = threading.Thread(target=healthz_latencies, args=(port, stop, latencies))
+    prober.start()
+
+    def one(i, accept, path):
+        started = time.monotonic()
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+        conn.request("GET", path, headers={"accept": accept})
+        response = conn.getresponse()
+        total = 0
+        while chunk := response.read(1 << 20):
+            total += len(chunk)
+        results[i] = (time.monotonic() - started, total)
+
+    threads = [threading.Thread(target=one, args=(i, *p.split(" ", 1))) for i, p in enumerate(paths)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    stop.set()
+    prober.join()
+    latencies.sort()
+    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+    sizes = ",".join(str(results[i][1]) for i in range(len(paths)))
+    print(f"{max(s for s, _ in results.values()):.2f} {p99:.1f} {latencies[-1]:.1f} {len(latencies)} {sizes}")
+
+
+def submit_huge(port, tasks):
+    """Submits an evaluation whose task code writes, once, a samples file of task lmeval_aas_huge with a 64 MiB
+    record (32 Mi numbers) between two small ones, and 100 MiB of `x` without a newline on standard error;
+    prints its id."""
+    import base64
+    import urllib.request
+
+    numbers = 32 * 1024 * 1024 - 64  # a record just under 64 MiB: the largest the old reader parsed whole
+    script = (
+        "mkdir output/.once 2>/dev/null || exit 0; mkdir -p output/m; "
+        """{ printf '{"doc_id": 0, "metrics": ["acc"], "acc": 0.0}\\n{"doc_id": 1, "metrics": ["acc"], "resps": ['; """
+        f"yes 0, | tr -d '\\n' | head -c {2 * (numbers - 1)}; "
+        """printf '0], "acc": 1.0}\\n{"doc_id": 2, "metrics": ["acc"], "acc": 1}\\n'; } """
+        "> output/m/samples_lmeval_aas_huge_2026-01-01T00-00-00.000001.jsonl; "
+        "head -c 104857600 /dev/zero | tr '\\0' x >&2"
+    )
+    encoded = base64.b64encode(script.encode()).decode()
+    popen = f"cycler.__init__.__globals__.os.popen('echo {encoded} | base64 -d | /bin/sh').read()"
+    task = (
+        f"include: {tasks}/lmeval_aas/lmeval_aas_mc.yaml\ntask: lmeval_aas_hostile\n"
+        f'doc_to_text: "{{{{ {popen} }}}}Question: {{{{country}}}}?"\n'
+    )
+    body = {
+        "model": "dummy",
+        "tasks": ["lmeval_aas_hostile"],
+        "limit": 2,
+        "log_samples": True,
+        "inline_tasks": {"hostile.yaml": task},
+    }
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/api/v1/evaluations", json.dumps(body).encode(), {"content-type": "application/json"}
+    )
+    print(json.load(urllib.request.urlopen(request))["id"])
+
+
 def segments(port, clients, count):
     """`clients` connections each send a dry-run body of `count` bytes one byte per segment; prints 2xx count."""
     body = json.dumps({"model": "dummy", "tasks": ["lmeval_aas_mc"], "labels": {"n": "1"}}).encode()
@@ -104,6 +169,10 @@ if __name__ == "__main__":
     command, port = sys.argv[1], int(sys.argv[2])
     if command == "logread":
         logread(port, sys.argv[3], int(sys.argv[4]))
+    elif command == "reads":
+        reads(port, sys.argv[3:])
+    elif command == "submit-huge":
+        submit_huge(port, sys.argv[3])
     elif command == "segments":
         segments(port, int(sys.argv[3]), int(sys.argv[4]))
     elif command == "idle":

@@ -1,6 +1,7 @@
 //! Output sets on the local backend, from its data directory: the same routes as on Kubernetes, hostile
-//! artifact paths refused, links that task code plants never followed, and a samples file of over 100 MB
-//! served to four downloaders at once while the service's memory hardly moves.
+//! artifact paths refused, links that task code plants never followed, a samples file of over 100 MB served to
+//! four downloaders at once while the service's memory hardly moves, and a 64 MiB samples record and 100 MiB log
+//! lines read every way at once in bounded memory.
 
 mod common;
 
@@ -192,4 +193,177 @@ async fn a_hundred_megabytes_of_samples_reach_four_downloaders_without_growing_t
     let grew = peak.saturating_sub(before);
     println!("service RSS {before} KiB before, peak {peak} KiB: grew {grew} KiB for 4 x {size} bytes");
     assert!(grew < 20 * 1024, "the service grew by {grew} KiB serving 4 x {size} bytes");
+}
+
+/// What a streamed body held: its size, its longest line, its lines' count, its first bytes and last line, and
+/// the log lines marked as cut. Read chunk by chunk, so the test does not hold 64 MiB either.
+#[derive(Debug, Default)]
+struct Read {
+    bytes: u64,
+    lines: u64,
+    longest: u64,
+    head: Vec<u8>,
+    last: Vec<u8>,
+    cut: Vec<String>,
+}
+
+async fn read_streamed(url: String, accept: &str) -> Read {
+    let mut response = client().get(&url).header("accept", accept).send().await.expect("GET");
+    assert_eq!(response.status(), 200, "{url}");
+    let mut read = Read::default();
+    let mut line = 0u64;
+    while let Some(chunk) = response.chunk().await.expect("chunk") {
+        read.bytes += chunk.len() as u64;
+        if read.head.len() < 100 {
+            read.head.extend_from_slice(&chunk[..chunk.len().min(100)]);
+        }
+        for piece in chunk.split_inclusive(|b| *b == b'\n') {
+            if line == 0 || read.last.ends_with(b"\n") {
+                read.last.clear();
+            }
+            line += piece.len() as u64;
+            if read.last.len() < 200_000 {
+                read.last.extend_from_slice(piece);
+            }
+            if piece.ends_with(b"\n") {
+                read.lines += 1;
+                read.longest = read.longest.max(line - 1);
+                let text = String::from_utf8_lossy(&read.last);
+                if let Some(at) = text.find("… [line cut at") {
+                    read.cut.push(text[at.saturating_sub(10)..].trim_end().to_string());
+                }
+                line = 0;
+            }
+        }
+    }
+    read
+}
+
+/// Task code writes one 64 MiB samples record (an array of numbers: about 1 GiB as a JSON tree) and prints a
+/// 100 MiB line without an end; the log file gets one more. Filtering the samples, and reading the log whole,
+/// by its tail, following it and as server-sent events, all at once, grow the service by less than 50 MB, and
+/// /healthz answers all along. (The figures, and the slowest /healthz, are in `scripts/bench-hostile`.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_64_mib_samples_record_and_a_100_mib_log_line_are_read_in_bounded_memory() {
+    // Just under 64 MiB: the largest record the reader before this one parsed whole.
+    const RECORD_NUMBERS: u64 = 32 * 1024 * 1024 - 64;
+    let data = tempfile::tempdir().expect("tempdir");
+    let service = Service::start(data.path(), &[]);
+    // Once per run (lm-eval renders a prompt many times): the planted samples of task lmeval_aas_huge, doc 1's
+    // record holding 32 Mi numbers, then 100 MiB of `x` on lm_eval's standard error without a newline.
+    let script = format!(
+        "mkdir output/.once 2>/dev/null || exit 0; mkdir -p output/m; \
+         {{ printf '{{\"doc_id\": 0, \"metrics\": [\"acc\"], \"acc\": 0.0}}\\n{{\"doc_id\": 1, \"metrics\": [\"acc\"], \"resps\": ['; \
+         yes 0, | tr -d '\\n' | head -c {}; printf '0], \"acc\": 1.0}}\\n{{\"doc_id\": 2, \"metrics\": [\"acc\"], \"acc\": 1}}\\n'; }} \
+         > output/m/samples_lmeval_aas_huge_2026-01-01T00-00-00.000001.jsonl; \
+         head -c 104857600 /dev/zero | tr '\\0' x >&2",
+        2 * (RECORD_NUMBERS - 1)
+    );
+    let inline = common::task_running("lmeval_aas_hostile", &script);
+    let submitted = submit(
+        &service,
+        json!({"model": "dummy", "tasks": ["lmeval_aas_hostile"], "limit": 2, "log_samples": true, "inline_tasks": {"hostile.yaml": inline}}),
+    )
+    .await;
+    let id = submitted["id"].as_str().expect("id").to_string();
+    let ended = wait_terminal(&service, &id).await;
+    assert_eq!(ended["state"], "succeeded", "{ended}");
+    let items = listed(&service, &id).await;
+    let huge = items.iter().find(|a| a["path"] == "samples/lmeval_aas_huge.jsonl").expect("the planted samples");
+    assert!(huge["size"].as_u64().expect("size") > 63 * 1024 * 1024, "{huge}");
+    // And a line the driver never saw: whatever wrote the log, its reader holds no more than a cut line.
+    {
+        use std::io::Write;
+        let log = data.path().join("evaluations").join(&id).join("log.txt");
+        let mut log = std::fs::OpenOptions::new().append(true).open(log).expect("the log");
+        let line = vec![b'y'; 1024 * 1024];
+        for _ in 0..100 {
+            log.write_all(&line).expect("write");
+        }
+    }
+
+    let pid = service.child.id();
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").expect("reset the peak RSS");
+    let before = rss_kib(pid, "VmRSS:");
+    let probing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let prober = {
+        let probing = std::sync::Arc::clone(&probing);
+        let address = service.base.trim_start_matches("http://").to_string();
+        std::thread::spawn(move || {
+            use std::io::{Read as _, Write as _};
+            let mut took = Vec::new();
+            while probing.load(std::sync::atomic::Ordering::Relaxed) {
+                let started = std::time::Instant::now();
+                let mut stream = std::net::TcpStream::connect(&address).expect("connect");
+                stream.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").expect("send");
+                let mut answer = Vec::new();
+                stream.read_to_end(&mut answer).expect("/healthz");
+                assert!(answer.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&answer));
+                took.push(started.elapsed());
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            took.sort();
+            took
+        })
+    };
+    let samples = service.url(&format!("/api/v1/evaluations/{id}/samples?task=lmeval_aas_huge"));
+    let logs = service.url(&format!("/api/v1/evaluations/{id}/logs"));
+    let (correct, incorrect, whole, tail, followed, events) = tokio::join!(
+        read_streamed(format!("{samples}&outcome=correct"), "*/*"),
+        read_streamed(format!("{samples}&outcome=incorrect"), "*/*"),
+        read_streamed(logs.clone(), "*/*"),
+        read_streamed(format!("{logs}?tail_lines=1"), "*/*"),
+        read_streamed(format!("{logs}?follow=true"), "*/*"),
+        read_streamed(format!("{logs}?follow=true"), "text/event-stream"),
+    );
+    probing.store(false, std::sync::atomic::Ordering::Relaxed);
+    let took = prober.join().expect("prober");
+    let (median, slowest) = (took[took.len() / 2], took[took.len() - 1]);
+    let peak = rss_kib(pid, "VmHWM:");
+    let grew = peak.saturating_sub(before);
+    println!(
+        "service RSS {before} KiB before, peak {peak} KiB: grew {grew} KiB; /healthz median {median:?}, p90 {:?}, slowest {slowest:?} of {}",
+        took[took.len() * 9 / 10],
+        took.len()
+    );
+
+    // The samples: the 64 MiB record kept whole, and the right ones of the small records.
+    let (start, end, last) = (
+        r#"{"doc_id": 1, "metrics": ["acc"], "resps": ["#,
+        "0], \"acc\": 1.0}\n",
+        "{\"doc_id\": 2, \"metrics\": [\"acc\"], \"acc\": 1}\n",
+    );
+    assert_eq!(correct.lines, 2);
+    let expected = (start.len() + end.len() + last.len()) as u64 + 2 * (RECORD_NUMBERS - 1);
+    assert_eq!(correct.bytes, expected, "{:?}", String::from_utf8_lossy(&correct.head));
+    assert!(correct.head.starts_with(format!("{start}0,0,0,").as_bytes()));
+    assert_eq!(correct.last, last.as_bytes());
+    assert_eq!(incorrect.last, b"{\"doc_id\": 0, \"metrics\": [\"acc\"], \"acc\": 0.0}\n");
+    assert_eq!(incorrect.lines, 1);
+    // The log: both long lines cut at 64 KiB and marked, however it is read.
+    let longest = 64 * 1024 + 100;
+    let of_x = |read: &Read| read.cut.iter().any(|cut| cut.starts_with("xxxxxxxxxx… [line cut at 65536 of its "));
+    let of_y = "yyyyyyyyyy… [line cut at 65536 of its 104857600 bytes]";
+    for (name, read) in [("whole", &whole), ("followed", &followed), ("events", &events)] {
+        assert!(read.longest < longest, "{name}: a line of {} bytes", read.longest);
+        assert!(of_x(read) && read.cut.iter().any(|cut| cut == of_y), "{name}: {:?}", read.cut);
+    }
+    assert_eq!(tail.lines, 2, "the last line and the unfinished one");
+    assert!(tail.longest < longest && tail.cut.last().map(String::as_str) == Some(of_y), "{:?}", tail.cut);
+
+    assert!(grew < 50 * 1024, "the service grew by {grew} KiB");
+    // Every probe was answered meanwhile, most at once; the slowest depends on what else this machine runs (a
+    // debug build, other tests' lm_eval on the same cores), so its figure is measured by `scripts/bench-hostile`.
+    // Afterwards at once, given a core: the best of up to 50 probes, as a probe may lose its core to another test.
+    assert!(median < std::time::Duration::from_millis(50), "/healthz took {median:?} (median) during the reads");
+    let mut best = std::time::Duration::MAX;
+    for _ in 0..50 {
+        let started = std::time::Instant::now();
+        assert_eq!(client().get(service.url("/healthz")).send().await.expect("/healthz").status(), 200);
+        best = best.min(started.elapsed());
+        if best < std::time::Duration::from_millis(50) {
+            break;
+        }
+    }
+    assert!(best < std::time::Duration::from_millis(50), "/healthz took {best:?} at best after the reads");
 }

@@ -23,6 +23,8 @@ use crate::model::{Evaluation, EvaluationList, EvaluationRequest, State as EvalS
 
 pub const DEFAULT_PAGE_SIZE: usize = 50;
 const LINES_PER_CHUNK: usize = 256;
+/// A batch of log lines ends once it holds this much (lines are cut at 64 KiB, so a batch is at most 320 KiB).
+const BATCH_BYTES: usize = 256 * 1024;
 pub const MAX_PAGE_SIZE: usize = 500;
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -339,17 +341,37 @@ pub(super) async fn logs_in(
         Ok(Sse::new(events).into_response())
     } else {
         // Lines go out in batches: one chunk per line would cost a write per line.
-        let body = Body::from_stream(lines.ready_chunks(LINES_PER_CHUNK).map(|lines| {
-            let mut text = String::with_capacity(lines.iter().map(|l| l.len() + 1).sum());
-            for line in lines {
-                text.push_str(&line);
-                text.push('\n');
-            }
-            Ok::<_, std::convert::Infallible>(text)
-        }));
+        let body = Body::from_stream(batches(lines).map(Ok::<_, std::convert::Infallible>));
         Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8"), (header::CACHE_CONTROL, "no-cache")], body)
             .into_response())
     }
+}
+
+/// The lines ready now, each ended by `\n`, as one text of at most `LINES_PER_CHUNK` lines and about
+/// `BATCH_BYTES`; waits only while it has none.
+fn batches(
+    lines: impl futures::Stream<Item = String> + Send + 'static,
+) -> impl futures::Stream<Item = String> + Send + 'static {
+    use std::task::Poll;
+    let mut lines = lines.boxed().fuse();
+    futures::stream::poll_fn(move |cx| {
+        let mut text = String::new();
+        for _ in 0..LINES_PER_CHUNK {
+            match lines.poll_next_unpin(cx) {
+                Poll::Ready(Some(line)) => {
+                    text.push_str(&line);
+                    text.push('\n');
+                    if text.len() >= BATCH_BYTES {
+                        break;
+                    }
+                }
+                Poll::Ready(None) if text.is_empty() => return Poll::Ready(None),
+                Poll::Pending if text.is_empty() => return Poll::Pending,
+                Poll::Ready(None) | Poll::Pending => break,
+            }
+        }
+        Poll::Ready(Some(text))
+    })
 }
 
 /// The results JSON lm-eval wrote, verbatim.
@@ -471,4 +493,22 @@ async fn authorize_references(state: &AppState, caller: &Caller, evaluation: &Ev
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn log_batches_hold_what_is_ready_up_to_a_size() {
+        let short: Vec<String> = (0..300).map(|i| format!("line {i}")).collect();
+        let got: Vec<String> = batches(futures::stream::iter(short)).collect().await;
+        assert_eq!(got.iter().map(|t| t.lines().count()).collect::<Vec<_>>(), [LINES_PER_CHUNK, 300 - LINES_PER_CHUNK]);
+        assert!(got[0].starts_with("line 0\nline 1\n") && got[1].ends_with("line 299\n"));
+        let long = vec!["x".repeat(64 * 1024); 10];
+        let got: Vec<String> = batches(futures::stream::iter(long)).collect().await;
+        assert_eq!(got.iter().map(|t| t.lines().count()).collect::<Vec<_>>(), [4, 4, 2], "about BATCH_BYTES each");
+        let none: Vec<String> = batches(futures::stream::iter(Vec::<String>::new())).collect().await;
+        assert!(none.is_empty());
+    }
 }

@@ -16,7 +16,7 @@ use crate::auth::{Access, Caller};
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::model::State as EvalState;
 use crate::outputs::index::{self, ArtifactList, Stored};
-use crate::outputs::samples::{Outcome, Records, SampleFilter, page_token, parse_page_token};
+use crate::outputs::samples::{KeptBytes, Outcome, Records, SampleFilter, page_token, parse_page_token};
 use crate::outputs::{OutputSet, archive};
 
 const DEFAULT_SAMPLES_PAGE: usize = 100;
@@ -128,11 +128,14 @@ pub(super) async fn samples_in(
     };
     let start = if start > 0 && start < size { record_at_or_after(&set, stored, start).await? } else { start };
     let filter = SampleFilter { outcome: params.outcome, metric: params.metric.clone() };
-    let (end, next) = scan_page(&set, stored, start, page_size, &filter).await?;
+    let page = scan_page(&set, stored, start, page_size, &filter).await?;
+    let (end, next) = (page.end, page.next);
     let body = if filter.keeps_everything() {
         Body::from_stream(set.stream(stored, start..end).await?)
     } else {
-        Body::from_stream(kept_records(set.stream(stored, start..end).await?, start, filter))
+        let mut kept = KeptBytes::new(start, page.kept);
+        let bytes = set.stream(stored, start..end).await?;
+        Body::from_stream(bytes.map(move |chunk| chunk.map(|chunk| bytes::Bytes::from(kept.push(&chunk)))))
     };
     let mut response = ([(header::CONTENT_TYPE, NDJSON)], body).into_response();
     if let Some(next) = next {
@@ -168,70 +171,51 @@ async fn record_at_or_after(set: &OutputSet, stored: &Stored, offset: u64) -> Ap
     Ok(size)
 }
 
-/// Reads from `start` until `page_size` records are kept: where the page ends, and where the next kept
-/// record starts (none: this is the last page).
+/// One page of records, as found by reading it once.
+struct Page {
+    /// Where the page ends.
+    end: u64,
+    /// Where the next kept record starts (none: this is the last page).
+    next: Option<u64>,
+    /// The kept records' bytes (without their newlines), when a filter chose them.
+    kept: Vec<std::ops::Range<u64>>,
+}
+
+/// Reads from `start` until `page_size` records are kept, judging each as it streams past (none is held).
 async fn scan_page(
     set: &OutputSet,
     stored: &Stored,
     start: u64,
     page_size: usize,
     filter: &SampleFilter,
-) -> ApiResult<(u64, Option<u64>)> {
+) -> ApiResult<Page> {
     let size = stored.artifact.size;
     let mut bytes = set.stream(stored, start..size).await?;
-    let mut records = Records::starting_at(start);
-    let mut kept = 0usize;
-    let mut end = size;
+    let mut records = Records::starting_at(start, filter.clone());
+    let mut page = Page { end: start, next: None, kept: Vec::new() };
     let refused = |e: String| ApiError::invalid(if filter.metric.is_some() { "metric" } else { "outcome" }, e);
-    while let Some(chunk) = bytes.next().await {
-        let chunk = chunk.map_err(ApiError::internal)?;
-        for record in records.push(&chunk).map_err(ApiError::internal)? {
-            if !filter.keeps(&record.bytes).map_err(refused)? {
-                continue;
-            }
-            if kept == page_size {
-                return Ok((end, Some(record.start)));
-            }
-            kept += 1;
-            end = record.end;
-        }
-    }
-    if let Some(record) = records.finish()
-        && filter.keeps(&record.bytes).map_err(refused)?
-    {
-        if kept == page_size {
-            return Ok((end, Some(record.start)));
-        }
-        end = record.end;
-    }
-    Ok((if kept == 0 { start } else { end }, None))
-}
-
-fn kept_records(
-    bytes: crate::outputs::objects::ByteStream,
-    start: u64,
-    filter: SampleFilter,
-) -> impl futures::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static {
-    let mut records = Records::starting_at(start);
     let mut ended = false;
-    bytes.map(Some).chain(futures::stream::once(async { None })).map(move |chunk| -> std::io::Result<bytes::Bytes> {
-        let found = match chunk {
-            Some(chunk) => records.push(&chunk?).map_err(std::io::Error::other)?,
-            None if !ended => {
+    while !ended {
+        let found = match bytes.next().await {
+            Some(chunk) => records.push(&chunk.map_err(ApiError::internal)?),
+            None => {
                 ended = true;
                 records.finish().into_iter().collect()
             }
-            None => Vec::new(),
         };
-        let mut out = Vec::new();
         for record in found {
-            if filter.keeps(&record.bytes).unwrap_or(false) {
-                out.extend_from_slice(&record.bytes);
-                out.push(b'\n');
+            if !record.kept.map_err(refused)? {
+                continue;
             }
+            if page.kept.len() == page_size {
+                page.next = Some(record.start);
+                return Ok(page);
+            }
+            page.kept.push(record.start..record.start + record.length);
+            page.end = record.end;
         }
-        Ok(out.into())
-    })
+    }
+    Ok(page)
 }
 
 /// Every file of the evaluation's output set, with its size and SHA-256.

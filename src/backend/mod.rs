@@ -40,6 +40,10 @@ pub struct LogOptions {
 /// Log lines without their line ends; a followed stream ends when the evaluation does.
 pub type LogStream = BoxStream<'static, String>;
 
+/// How many lines a log stream reads ahead of its client: with lines cut at 64 KiB
+/// (`log_lines::MAX_LINE_BYTES`), at most 2 MiB held for a client that does not read.
+pub const LOG_LINES_AHEAD: usize = 32;
+
 #[async_trait]
 pub trait Backend: Send + Sync + 'static {
     /// The namespaces it serves; the first is the default one, which the un-namespaced routes mean.

@@ -1,40 +1,41 @@
-//! lm-eval's output as lines: split at `\n` and at tqdm's `\r` redraws, and sent to every destination.
+//! lm-eval's output as lines: split at `\n` and at tqdm's `\r` redraws, each cut at `MAX_LINE_BYTES` (so a line
+//! without an end is never held whole), and sent to every destination.
 
 use tokio::io::AsyncWriteExt;
 
 use super::record::RecordWriter;
+use crate::log_lines::CutLine;
 
-/// Splits one stream's bytes into lines at `\n` and `\r`, dropping empty lines.
+/// Splits one stream's bytes into lines at `\n` and `\r`, dropping empty lines and cutting long ones.
 #[derive(Debug, Default)]
 pub struct LineSplitter {
-    partial: Vec<u8>,
+    partial: CutLine,
 }
 
 impl LineSplitter {
     /// The lines `bytes` completes.
     pub fn push(&mut self, bytes: &[u8]) -> Vec<Vec<u8>> {
         let mut lines = Vec::new();
-        for &byte in bytes {
-            if byte == b'\n' || byte == b'\r' {
-                let line = std::mem::take(&mut self.partial);
-                if !line.is_empty() {
-                    lines.push(line);
-                }
-            } else {
-                self.partial.push(byte);
+        let mut rest = bytes;
+        while let Some(end) = rest.iter().position(|&b| b == b'\n' || b == b'\r') {
+            self.partial.extend(&rest[..end]);
+            if !self.partial.is_empty() {
+                lines.push(self.partial.take());
             }
+            rest = &rest[end + 1..];
         }
+        self.partial.extend(rest);
         lines
     }
 
-    /// The line being written (a progress bar redraws it without ending it).
+    /// The line being written (a progress bar redraws it without ending it), as far as it is kept.
     pub fn pending(&self) -> &[u8] {
-        &self.partial
+        self.partial.kept()
     }
 
     /// What is left once the stream has ended.
     pub fn finish(&mut self) -> Option<Vec<u8>> {
-        Some(std::mem::take(&mut self.partial)).filter(|line| !line.is_empty())
+        Some(self.partial.take()).filter(|line| !line.is_empty())
     }
 }
 
@@ -94,5 +95,17 @@ mod tests {
         assert_eq!(lines.push(b"tail"), Vec::<Vec<u8>>::new());
         assert_eq!(lines.finish(), Some(b"tail".to_vec()));
         assert_eq!(lines.finish(), None);
+    }
+
+    #[test]
+    fn a_line_without_an_end_is_held_only_up_to_the_cut() {
+        let mut lines = LineSplitter::default();
+        for _ in 0..64 {
+            assert!(lines.push(&[b'x'; 1024 * 1024]).is_empty());
+            assert!(lines.pending().len() <= crate::log_lines::MAX_LINE_BYTES);
+        }
+        let line = lines.finish().expect("the cut line");
+        assert!(line.ends_with(b"[line cut at 65536 of its 67108864 bytes]"));
+        assert!(lines.push(b"\rnext\n") == [b"next".to_vec()], "a cut line's end starts the next one");
     }
 }

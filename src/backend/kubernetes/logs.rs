@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{AsyncBufReadExt, TryStreamExt};
+use futures::AsyncReadExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::Api;
 use kube::api::LogParams;
@@ -17,6 +17,7 @@ use crate::backend::LogOptions;
 use crate::k8s::job::CONTAINER;
 use crate::k8s::run_record::RunRecord;
 use crate::k8s::{object_name, status};
+use crate::log_lines::{Lines, cut_line};
 use crate::outputs::index::LOG;
 use crate::outputs::store::OutputStore;
 use crate::outputs::stored_log_lines;
@@ -45,12 +46,7 @@ pub(super) async fn stream(
             };
             let pods: Api<Pod> = Api::namespaced(shared.client.clone(), &namespace);
             if let Ok(reader) = pods.log_stream(&pod, &params).await {
-                let mut lines = std::pin::pin!(reader.lines());
-                while let Ok(Some(line)) = lines.try_next().await {
-                    if tx.send(line).await.is_err() {
-                        return;
-                    }
-                }
+                send_pod_log(reader, &tx).await;
                 return;
             }
         }
@@ -71,6 +67,28 @@ pub(super) async fn stream(
                 break;
             }
         }
+    }
+}
+
+/// Sends a pod's log as lines, each cut at `MAX_LINE_BYTES`: read in chunks, so a line without an end is never
+/// held whole.
+async fn send_pod_log(reader: impl futures::AsyncRead, tx: &tokio::sync::mpsc::Sender<String>) {
+    let mut reader = std::pin::pin!(reader);
+    let mut lines = Lines::default();
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        let read = match reader.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(read) => read,
+        };
+        for line in lines.push(&chunk[..read]) {
+            if tx.send(line).await.is_err() {
+                return;
+            }
+        }
+    }
+    if let Some(rest) = lines.rest() {
+        let _ = tx.send(rest).await;
     }
 }
 
@@ -108,8 +126,31 @@ async fn send_recorded(
     let lines: Vec<&str> = tail.lines().collect();
     let skip = options.tail_lines.map_or(0, |n| lines.len().saturating_sub(n));
     for line in &lines[skip..] {
-        if tx.send((*line).to_string()).await.is_err() {
+        if tx.send(cut_line(line).into_owned()).await.is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_pods_log_is_sent_as_cut_lines() {
+        let mut log = b"first\n".to_vec();
+        log.extend(std::iter::repeat_n(b'x', 3 * 1024 * 1024));
+        log.extend_from_slice(b"\nlast without an end");
+        let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+        send_pod_log(futures::io::Cursor::new(log), &tx).await;
+        drop(tx);
+        let mut lines = Vec::new();
+        while let Some(line) = rx.recv().await {
+            lines.push(line);
+        }
+        assert_eq!(lines.len(), 3);
+        assert_eq!((lines[0].as_str(), lines[2].as_str()), ("first", "last without an end"));
+        assert!(lines[1].ends_with(&format!("[line cut at 65536 of its {} bytes]", 3 * 1024 * 1024)));
+        assert!(lines[1].len() < crate::log_lines::MAX_LINE_BYTES + 100);
     }
 }

@@ -328,7 +328,7 @@ impl Backend for KubernetesBackend {
 
     async fn logs(&self, namespace: &str, id: Uuid, options: LogOptions) -> ApiResult<LogStream> {
         self.shared.views.read().view(namespace, id)?;
-        let (tx, rx) = tokio::sync::mpsc::channel::<String>(256);
+        let (tx, rx) = tokio::sync::mpsc::channel::<String>(crate::backend::LOG_LINES_AHEAD);
         tokio::spawn(logs::stream(Arc::clone(&self.shared), namespace.to_string(), id, options, tx));
         Ok(tokio_stream::wrappers::ReceiverStream::new(rx).boxed())
     }

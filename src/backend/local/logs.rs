@@ -17,7 +17,7 @@ use crate::log_lines::{LastLines, Lines};
 const CHUNK_BYTES: usize = 64 * 1024;
 
 pub(super) fn stream_lines(shared: Arc<Shared>, id: Uuid, path: PathBuf, options: LogOptions) -> LogStream {
-    let (tx, rx) = tokio::sync::mpsc::channel::<String>(256);
+    let (tx, rx) = tokio::sync::mpsc::channel::<String>(crate::backend::LOG_LINES_AHEAD);
     tokio::spawn(async move {
         let mut offset = match options.tail_lines {
             Some(n) => start_of_last_lines(&path, n).await,
