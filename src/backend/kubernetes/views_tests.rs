@@ -131,3 +131,22 @@ fn lists_pending_counts_deletions_and_relists() {
     assert!(matches!(views.list("team-c", &all), Err(ApiError::NamespaceNotServed(_))));
     assert_eq!(crate::backend::count_by_state(views.states())[&State::Pending], 1);
 }
+
+#[test]
+fn what_was_pending_before_an_evaluation_is_what_its_creation_is_judged_by() {
+    let mut views = views();
+    for n in 1..=3 {
+        apply(&mut views, posted(n, json!({})));
+    }
+    let mut other = posted(4, json!({}));
+    other.metadata.annotations.get_or_insert_default().insert(CREATOR_ANNOTATION.into(), "10.0.0.2".into());
+    apply(&mut views, other);
+    let ahead = |n| views.pending_ahead_of("team-a", Uuid::from_u128(n));
+    assert_eq!(ahead(1), Some(Waiting::default()), "the first one had nothing ahead of it");
+    assert_eq!(ahead(3), Some(Waiting { all: 2, of_creator: 2, in_namespace: 2 }));
+    assert_eq!(ahead(4), Some(Waiting { all: 3, of_creator: 0, in_namespace: 3 }), "another creator's");
+    assert_eq!(ahead(9), None, "not in the cache yet");
+    let limits = crate::backend::PendingLimits { total: 10, per_creator: 2, per_namespace: 10 };
+    assert!(limits.admit_one_more(ahead(2).expect("known"), "team-a").is_ok());
+    assert!(limits.admit_one_more(ahead(3).expect("known"), "team-a").is_err(), "the third of one creator");
+}
