@@ -9,17 +9,14 @@ import threading
 import time
 
 
-def read_all(port, path):
+def read_all(port, path, accept=None):
     """Reads a response body to the end; returns (seconds, bytes)."""
     started = time.monotonic()
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-    conn.request("GET", path)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+    conn.request("GET", path, headers={"accept": accept} if accept else {})
     response = conn.getresponse()
     total = 0
-    while True:
-        chunk = response.read(1 << 20)
-        if not chunk:
-            break
+    while chunk := response.read(1 << 20):
         total += len(chunk)
     return time.monotonic() - started, total
 
@@ -35,12 +32,17 @@ def healthz_latencies(port, stop, out):
         time.sleep(0.01)
 
 
-def logread(port, path, readers):
-    """`readers` concurrent reads of `path` while /healthz is probed; prints max read s, bytes, healthz p99 ms."""
-    stop, latencies, results = threading.Event(), [], []
+def concurrently(port, reads):
+    """Runs every one of `reads` (each returning (seconds, bytes)) at once while /healthz is probed; returns their
+    results in order and the /healthz latencies in ms, sorted."""
+    stop, latencies, results = threading.Event(), [], [None] * len(reads)
     prober = threading.Thread(target=healthz_latencies, args=(port, stop, latencies))
     prober.start()
-    threads = [threading.Thread(target=lambda: results.append(read_all(port, path))) for _ in range(readers)]
+
+    def run(i, read):
+        results[i] = read()
+
+    threads = [threading.Thread(target=run, args=(i, read)) for i, read in enumerate(reads)]
     for t in threads:
         t.start()
     for t in threads:
@@ -48,38 +50,26 @@ def logread(port, path, readers):
     stop.set()
     prober.join()
     latencies.sort()
-    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
-    print(f"{max(s for s, _ in results):.2f} {min(b for _, b in results)} {p99:.1f} {len(latencies)}")
+    return results, latencies
+
+
+def p99(latencies):
+    return latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+
+
+def logread(port, path, readers):
+    """`readers` concurrent reads of `path` while /healthz is probed; prints max read s, bytes, healthz p99 ms."""
+    results, latencies = concurrently(port, [lambda: read_all(port, path)] * int(readers))
+    print(f"{max(s for s, _ in results):.2f} {min(b for _, b in results)} {p99(latencies):.1f} {len(latencies)}")
 
 
 def reads(port, paths):
     """Reads every `(accept, path)` at once while /healthz is probed; prints slowest read s, healthz p99 ms, healthz
     max ms, probes, and each read's bytes (comma-separated)."""
-    stop, latencies, results = threading.Event(), [], {}
-    prober = threading.Thread(target=healthz_latencies, args=(port, stop, latencies))
-    prober.start()
-
-    def one(i, accept, path):
-        started = time.monotonic()
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
-        conn.request("GET", path, headers={"accept": accept})
-        response = conn.getresponse()
-        total = 0
-        while chunk := response.read(1 << 20):
-            total += len(chunk)
-        results[i] = (time.monotonic() - started, total)
-
-    threads = [threading.Thread(target=one, args=(i, *p.split(" ", 1))) for i, p in enumerate(paths)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    stop.set()
-    prober.join()
-    latencies.sort()
-    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
-    sizes = ",".join(str(results[i][1]) for i in range(len(paths)))
-    print(f"{max(s for s, _ in results.values()):.2f} {p99:.1f} {latencies[-1]:.1f} {len(latencies)} {sizes}")
+    split = [p.split(" ", 1) for p in paths]
+    results, latencies = concurrently(port, [lambda a=a, p=p: read_all(port, p, a) for a, p in split])
+    sizes = ",".join(str(b) for _, b in results)
+    print(f"{max(s for s, _ in results):.2f} {p99(latencies):.1f} {latencies[-1]:.1f} {len(latencies)} {sizes}")
 
 
 def submit_huge(port, tasks):

@@ -42,31 +42,8 @@ echo "probe own $(patch {own_record})" >&2
 echo "probe create $(/usr/bin/curl -sk -o /dev/null -w '%{{http_code}}' -H "Authorization: Bearer $T" -H 'Content-Type: application/json' -X POST -d '{{"metadata":{{"name":"flood","labels":{{"lm-eval-aas.io/kind":"run-record"}}}}}}' "{api}")" >&2
 "#
     );
-    let inline = common::task_running("lmeval_aas_probe", &script);
-    let response = client()
-        .post(service.url("/api/v1/evaluations"))
-        .header("Idempotency-Key", "probe")
-        .json(&json!({"model": "dummy", "tasks": ["lmeval_aas_probe"], "limit": 1, "inline_tasks": {"probe.yaml": inline}}))
-        .send()
-        .await
-        .expect("POST");
-    assert_eq!(response.status(), 202);
-    let ended = wait_terminal(&service, &id).await;
-    let log = client()
-        .get(service.url(&format!("/api/v1/evaluations/{id}/logs")))
-        .send()
-        .await
-        .expect("logs")
-        .text()
-        .await
-        .expect("log text");
-    let status_of = |target: &str| {
-        log.lines()
-            .find_map(|line| line.strip_prefix(&format!("probe {target} ")))
-            .unwrap_or_else(|| panic!("the probe did not report {target} (did it run?); ended {ended}\nlog:\n{log}"))
-            .trim()
-            .to_string()
-    };
+    let probe = common::run_probe(&service, "probe", "lmeval_aas_probe", &script, &id).await;
+    let status_of = |what: &str| probe.report(what);
     assert_eq!(status_of("other"), "403", "another evaluation's run record");
     assert_eq!(status_of("config"), "403", "the service's configuration");
     assert_eq!(status_of("create"), "403", "a new ConfigMap");

@@ -9,7 +9,7 @@ mod common;
 use std::time::Duration;
 
 use common::cluster::TestNamespace;
-use common::{client, evaluation, submit, wait_for, wait_for_async, wait_terminal};
+use common::{evaluation, submit, wait_for, wait_for_async, wait_terminal};
 use lm_eval_aas::lifecycle::admission::IdempotencyKey;
 use serde_json::{Value, json};
 
@@ -48,31 +48,8 @@ echo "probe disown $(patch '{{"metadata":{{"ownerReferences":null}}}}')" >&2
 echo "probe data $(patch '{{"data":{{"probe":"mine"}}}}')" >&2
 "#
     );
-    let inline = common::task_running("lmeval_aas_relabel", &script);
-    let response = client()
-        .post(service.url("/api/v1/evaluations"))
-        .header("Idempotency-Key", "relabel")
-        .json(&json!({"model": "dummy", "tasks": ["lmeval_aas_relabel"], "limit": 1, "inline_tasks": {"relabel.yaml": inline}}))
-        .send()
-        .await
-        .expect("POST");
-    assert_eq!(response.status(), 202);
-    let ended = wait_terminal(&service, &id).await;
-    let log = client()
-        .get(service.url(&format!("/api/v1/evaluations/{id}/logs")))
-        .send()
-        .await
-        .expect("logs")
-        .text()
-        .await
-        .expect("log text");
-    let status_of = |what: &str| {
-        log.lines()
-            .find_map(|line| line.strip_prefix(&format!("probe {what} ")))
-            .unwrap_or_else(|| panic!("the probe did not report {what} (did it run?); ended {ended}\nlog:\n{log}"))
-            .trim()
-            .to_string()
-    };
+    let probe = common::run_probe(&service, "relabel", "lmeval_aas_relabel", &script, &id).await;
+    let (ended, status_of) = (&probe.ended, |what: &str| probe.report(what));
     assert_eq!(status_of("relabel"), "403", "relabelling its record is refused at the API server");
     assert_eq!(status_of("disown"), "403", "so is changing its owner");
     assert_eq!(status_of("data"), "200", "its record's data is still its to write");

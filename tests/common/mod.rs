@@ -55,6 +55,36 @@ pub fn task_running(task: &str, script: &str) -> String {
     )
 }
 
+/// What hostile task code reported: submits `script` as the code of task `task` under `Idempotency-Key: key` (so
+/// the test knows the evaluation's id in advance), waits for evaluation `id` to end, and returns how it ended and a
+/// reader of the lines the script printed as `probe WHAT VALUE`.
+pub async fn run_probe(service: &Service, key: &str, task: &str, script: &str, id: &str) -> Probe {
+    let body = serde_json::json!({"model": "dummy", "tasks": [task], "limit": 1, "inline_tasks": {"probe.yaml": task_running(task, script)}});
+    let response =
+        client().post(service.url("/api/v1/evaluations")).header("Idempotency-Key", key).json(&body).send().await;
+    assert_eq!(response.expect("POST").status(), 202);
+    let ended = wait_terminal(service, id).await;
+    let log = client().get(service.url(&format!("/api/v1/evaluations/{id}/logs"))).send().await.expect("logs");
+    Probe { ended, log: log.text().await.expect("log text") }
+}
+
+pub struct Probe {
+    pub ended: Value,
+    pub log: String,
+}
+
+impl Probe {
+    /// The VALUE of the script's line `probe WHAT VALUE`.
+    pub fn report(&self, what: &str) -> String {
+        let Self { ended, log } = self;
+        log.lines()
+            .find_map(|line| line.strip_prefix(&format!("probe {what} ")))
+            .unwrap_or_else(|| panic!("the probe did not report {what} (did it run?); ended {ended}\nlog:\n{log}"))
+            .trim()
+            .to_string()
+    }
+}
+
 /// The pinned lm_eval (scripts/test exports LMEVAL_LM_EVAL).
 pub fn lm_eval() -> String {
     std::env::var("LMEVAL_LM_EVAL").expect("LMEVAL_LM_EVAL must name the pinned lm_eval (scripts/test sets it)")
