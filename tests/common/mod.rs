@@ -162,6 +162,8 @@ pub struct Service {
     env: Vec<(String, String)>,
     /// Whether dropping this handle also kills the evaluations it started (not when a successor takes over).
     reap_on_drop: bool,
+    /// Started under `script` (a pseudo-terminal): `child` is `script`, the service its child.
+    under_terminal: bool,
 }
 
 impl Service {
@@ -205,6 +207,7 @@ impl Service {
         argv.push(data_dir.display().to_string());
         argv.extend(["--lm-eval".into(), lm_eval(), "--task-dir".into(), tasks_dir()]);
         argv.extend(args.iter().cloned());
+        let under_terminal = matches!(launch, Launch::Terminal);
         let mut command = match launch {
             Launch::Direct => {
                 let mut command = Command::new(BIN);
@@ -252,6 +255,7 @@ impl Service {
             args,
             env,
             reap_on_drop: true,
+            under_terminal,
         }
     }
 
@@ -260,6 +264,12 @@ impl Service {
     }
 
     pub fn kill9(&mut self) {
+        if self.under_terminal {
+            // `script` runs the service as its child in a session of its own: it outlives `script`'s death.
+            for service in children(self.child.id()) {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(service), nix::sys::signal::Signal::SIGKILL);
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -306,6 +316,15 @@ impl Service {
             .find(|l| l["message"] == message)?;
         line["address"].as_str()?.rsplit_once(':')?.1.parse().ok()
     }
+}
+
+/// The processes whose parent is `pid`.
+fn children(pid: u32) -> Vec<i32> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten();
+    tasks
+        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+        .flat_map(|list| list.split_whitespace().filter_map(|p| p.parse().ok()).collect::<Vec<i32>>())
+        .collect()
 }
 
 impl Drop for Service {
