@@ -613,7 +613,32 @@ async fn adopt(shared: &Shared, namespace: &str, evaluations: &Api<EvaluationObj
         Ok(_) => tracing::info!(evaluation.id = %evaluation.id, "adopted a Job of an earlier release"),
         Err(e) => tracing::warn!(error = %e, job = %job.name_any(), "could not adopt a Job of an earlier release"),
     }
+    give_identity(shared, namespace, &created, &evaluation).await;
     shared.views.write().store(namespace, &created);
+}
+
+/// An adopted Job's pods run as the evaluation's own identity and write its run record, which the reconciler
+/// makes only with a Job it creates: made here, owned by the Evaluation, unless they exist.
+async fn give_identity(shared: &Shared, namespace: &str, owner: &EvaluationObject, evaluation: &Evaluation) {
+    let provenance = Provenance { request_digest: None, creator: None };
+    let Ok(objects) = job::build(evaluation, None, &shared.config.runner, provenance) else { return };
+    let client = shared.controller_client.clone();
+    let identity = objects.identity;
+    let made = [
+        create_fresh(&Api::namespaced(client.clone(), namespace), identity.service_account, owner, true).await,
+        create_fresh(&Api::namespaced(client.clone(), namespace), identity.role, owner, true).await,
+        create_fresh(&Api::namespaced(client.clone(), namespace), identity.binding, owner, true).await,
+        create_fresh(&Api::<ConfigMap>::namespaced(client, namespace), objects.record, owner, false).await,
+    ];
+    for result in made {
+        match result {
+            Ok(None) => {}
+            Ok(Some(taken)) => tracing::warn!(evaluation.id = %evaluation.id, "adopted Job: {taken}"),
+            Err(e) => {
+                tracing::warn!(evaluation.id = %evaluation.id, error = %e, "adopted Job: its identity was not made")
+            }
+        }
+    }
 }
 
 /// An Event's type.
