@@ -89,7 +89,6 @@ pub async fn run(shared: Arc<Shared>, namespace: String, mut stop: watch::Receiv
     let evaluations: Api<EvaluationObject> = Api::namespaced(client.clone(), &namespace);
     let jobs: Api<Job> = Api::namespaced(client.clone(), &namespace);
     let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
-    adopt_orphans(&shared, &namespace, &evaluations, &jobs).await;
     let index = Arc::new(Guarded::new(Index::new(shared.config.stuck_after)));
     let selector = managed_selector();
     let job_stream = fed(Api::<Job>::namespaced(client.clone(), &namespace), &selector, Kind::Job, &index);
@@ -112,6 +111,7 @@ pub async fn run(shared: Arc<Shared>, namespace: String, mut stop: watch::Receiv
         written: Mutex::new(HashMap::new()),
         starting: tokio::sync::Mutex::new(()),
     });
+    adopt_orphans(&context).await;
     let owner_of = |shared: Arc<Shared>, namespace: String| {
         move |id: Option<Uuid>| -> Option<ObjectRef<EvaluationObject>> {
             let name = shared.views.read().name_of(&namespace, id?)?;
@@ -370,6 +370,24 @@ async fn delete_upload_secret(ctx: &Context, id: Uuid) -> Result<(), ReconcileEr
     }
 }
 
+/// Creates the evaluation's runner identity (ServiceAccount, Role, RoleBinding) and its empty run record, each
+/// fresh and owned by `owner`; the first object of one of their names that is not the evaluation's, named.
+async fn create_identity(
+    ctx: &Context,
+    identity: job::RunnerIdentity,
+    record: ConfigMap,
+    owner: &EvaluationObject,
+) -> Result<Option<String>, ReconcileError> {
+    let taken = [
+        create_fresh(&ctx.service_accounts, identity.service_account, owner, true).await?,
+        create_fresh(&ctx.roles, identity.role, owner, true).await?,
+        create_fresh(&ctx.role_bindings, identity.binding, owner, true).await?,
+        // Owned, not controlled: records of earlier releases had their Job as controller.
+        create_fresh(&ctx.config_maps, record, owner, false).await?,
+    ];
+    Ok(taken.into_iter().flatten().next())
+}
+
 /// Creates the evaluation's runner identity, run record, input and Job, each fresh.
 async fn create_job(
     ctx: &Context,
@@ -383,19 +401,12 @@ async fn create_job(
     };
     let mut objects = job::build(&new.evaluation, new.config_yaml.as_deref(), &ctx.shared.config.runner, provenance)
         .map_err(|e| ReconcileError(e.to_string()))?;
-    let identity = objects.identity;
-    let taken = [
-        create_fresh(&ctx.service_accounts, identity.service_account, object, true).await?,
-        create_fresh(&ctx.roles, identity.role, object, true).await?,
-        create_fresh(&ctx.role_bindings, identity.binding, object, true).await?,
-        // The driver makes its Job the record's controller.
-        create_fresh(&ctx.config_maps, objects.record, object, false).await?,
-    ];
+    let identity_taken = create_identity(ctx, objects.identity, objects.record, object).await?;
     let input_taken = match objects.input {
         Some(input) => create_fresh(&ctx.config_maps, input, object, true).await?,
         None => None,
     };
-    if let Some(message) = taken.into_iter().flatten().chain(input_taken).next() {
+    if let Some(message) = identity_taken.or(input_taken) {
         return Ok(JobCreation::Taken(message));
     }
     if let Some(mut secret) = upload_secret(ctx, &new.evaluation).await? {
@@ -564,14 +575,14 @@ async fn publish(ctx: &Context, object: &EvaluationObject, type_: EventType, rea
 /// Upgrade: Jobs made by a release without Evaluation objects get their Evaluation (from the evaluation their
 /// annotation holds) and are adopted by it, so they are listed, read and deleted as before. Read a page at a
 /// time: a new leader of a namespace with thousands of Jobs does not hold them all at once.
-async fn adopt_orphans(shared: &Shared, namespace: &str, evaluations: &Api<EvaluationObject>, jobs: &Api<Job>) {
+async fn adopt_orphans(ctx: &Context) {
     let mut params = kube::api::ListParams::default().labels(&managed_selector()).limit(500);
     loop {
-        let Ok(page) = jobs.list(&params).await else { return };
+        let Ok(page) = ctx.jobs.list(&params).await else { return };
         for job in page.items {
             let owned = job.owner_references().iter().any(|o| o.kind == KIND && o.api_version == API_VERSION);
             if !owned {
-                adopt(shared, namespace, evaluations, jobs, &job).await;
+                adopt(ctx, &job).await;
             }
         }
         match page.metadata.continue_ {
@@ -582,7 +593,8 @@ async fn adopt_orphans(shared: &Shared, namespace: &str, evaluations: &Api<Evalu
 }
 
 /// Gives one Job of an earlier release its Evaluation and makes that the Job's owner.
-async fn adopt(shared: &Shared, namespace: &str, evaluations: &Api<EvaluationObject>, jobs: &Api<Job>, job: &Job) {
+async fn adopt(ctx: &Context, job: &Job) {
+    let (namespace, evaluations) = (ctx.namespace.as_str(), &ctx.evaluations);
     let annotations = job.metadata.annotations.as_ref();
     let Some(evaluation) =
         annotations.and_then(|a| a.get(EVALUATION_ANNOTATION)).and_then(|e| serde_json::from_str::<Evaluation>(e).ok())
@@ -609,36 +621,23 @@ async fn adopt(shared: &Shared, namespace: &str, evaluations: &Api<EvaluationObj
     };
     let Some(owner) = created.owner_reference() else { return };
     let patch = json!({"metadata": {"ownerReferences": [owner]}});
-    match jobs.patch(&job.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
+    match ctx.jobs.patch(&job.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
         Ok(_) => tracing::info!(evaluation.id = %evaluation.id, "adopted a Job of an earlier release"),
         Err(e) => tracing::warn!(error = %e, job = %job.name_any(), "could not adopt a Job of an earlier release"),
     }
-    give_identity(shared, namespace, &created, &evaluation).await;
-    shared.views.write().store(namespace, &created);
-}
-
-/// An adopted Job's pods run as the evaluation's own identity and write its run record, which the reconciler
-/// makes only with a Job it creates: made here, owned by the Evaluation, unless they exist.
-async fn give_identity(shared: &Shared, namespace: &str, owner: &EvaluationObject, evaluation: &Evaluation) {
-    let provenance = Provenance { request_digest: None, creator: None };
-    let Ok(objects) = job::build(evaluation, None, &shared.config.runner, provenance) else { return };
-    let client = shared.controller_client.clone();
-    let identity = objects.identity;
-    let made = [
-        create_fresh(&Api::namespaced(client.clone(), namespace), identity.service_account, owner, true).await,
-        create_fresh(&Api::namespaced(client.clone(), namespace), identity.role, owner, true).await,
-        create_fresh(&Api::namespaced(client.clone(), namespace), identity.binding, owner, true).await,
-        create_fresh(&Api::<ConfigMap>::namespaced(client, namespace), objects.record, owner, false).await,
-    ];
-    for result in made {
-        match result {
-            Ok(None) => {}
-            Ok(Some(taken)) => tracing::warn!(evaluation.id = %evaluation.id, "adopted Job: {taken}"),
-            Err(e) => {
-                tracing::warn!(evaluation.id = %evaluation.id, error = %e, "adopted Job: its identity was not made")
-            }
-        }
+    // Its pods run as the evaluation's own identity and write its run record, which the reconciler makes only
+    // with a Job it creates.
+    let identity = job::build(&evaluation, None, &ctx.shared.config.runner, Provenance::default());
+    let made = match identity {
+        Ok(objects) => create_identity(ctx, objects.identity, objects.record, &created).await,
+        Err(e) => Err(ReconcileError(e.to_string())),
+    };
+    match made {
+        Ok(None) => {}
+        Ok(Some(taken)) => tracing::warn!(evaluation.id = %evaluation.id, "adopted Job: {taken}"),
+        Err(e) => tracing::warn!(evaluation.id = %evaluation.id, error = %e, "adopted Job: its identity was not made"),
     }
+    ctx.shared.views.write().store(namespace, &created);
 }
 
 /// An Event's type.
