@@ -203,9 +203,10 @@ async fn reconcile(object: Arc<EvaluationObject>, ctx: Arc<Context>) -> Result<A
         Err(problem) => refused(id, object.request(), created_at, &problem),
         Ok(new) => {
             let job = ctx.index.read().job(id, uid_of(&object));
-            let ended = object.status.as_ref().and_then(|s| s.state).is_some_and(State::is_terminal);
+            // Judged once, before its first status: what was pending ahead of it only shrinks afterwards.
+            let fresh = object.status.as_ref().and_then(|s| s.state).is_none();
             if job.is_none()
-                && !ended
+                && fresh
                 && let Err(refusal) = pending_limits_of_kubectl(&ctx, id)
             {
                 let evaluation = refused(id, object.request(), created_at, &refusal);

@@ -177,30 +177,27 @@ impl Views {
     /// How many evaluations are pending in all served namespaces, how many of them `creator` submitted, and how
     /// many are in `namespace`.
     pub fn pending(&self, creator: &str, namespace: &str) -> Waiting {
-        let mut waiting = Waiting::default();
-        for (name, ns) in &self.namespaces {
-            for view in ns.views.values().filter(|v| v.state == State::Pending) {
-                waiting.all += 1;
-                waiting.of_creator += usize::from(view.creator.as_deref() == Some(creator));
-                waiting.in_namespace += usize::from(name == namespace);
-            }
-        }
-        waiting
+        self.waiting(namespace, Some(creator), |_| true)
     }
 
     /// What `pending` counted when evaluation `id` of `namespace` was created: the pending evaluations created
     /// before it (sort keys run newest first, so theirs are greater). `None` until it is in the cache.
     pub fn pending_ahead_of(&self, namespace: &str, id: Uuid) -> Option<Waiting> {
         let this = self.namespaces.get(namespace)?.views.get(&id)?;
+        Some(self.waiting(namespace, this.creator.as_deref(), |view| view.key > this.key))
+    }
+
+    /// The pending evaluations `counted` selects: in all, of `creator`, in `namespace`.
+    fn waiting(&self, namespace: &str, creator: Option<&str>, counted: impl Fn(&View) -> bool) -> Waiting {
         let mut waiting = Waiting::default();
         for (name, ns) in &self.namespaces {
-            for view in ns.views.values().filter(|v| v.state == State::Pending && v.key > this.key) {
+            for view in ns.views.values().filter(|v| v.state == State::Pending && counted(v)) {
                 waiting.all += 1;
-                waiting.of_creator += usize::from(view.creator.is_some() && view.creator == this.creator);
+                waiting.of_creator += usize::from(creator.is_some() && view.creator.as_deref() == creator);
                 waiting.in_namespace += usize::from(name == namespace);
             }
         }
-        Some(waiting)
+        waiting
     }
 
     pub fn states(&self) -> impl Iterator<Item = State> + '_ {
