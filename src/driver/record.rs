@@ -23,19 +23,10 @@ const FIELD_MANAGER: &str = "lm-eval-aas-driver";
 #[derive(Debug, Clone, clap::Args)]
 pub struct RecordTarget {
     /// Keep the run record in this ConfigMap (inside a runner pod).
-    #[arg(long = "run-record", env = "LMEVAL_RUN_RECORD", requires_all = ["namespace", "job_uid"])]
+    #[arg(long = "run-record", env = "LMEVAL_RUN_RECORD", requires = "namespace")]
     pub name: Option<String>,
     #[arg(long, env = "LMEVAL_NAMESPACE")]
     pub namespace: Option<String>,
-    /// The Job and evaluation the record is of. Not written into the record: its labels and owner are the
-    /// controller's, made with it, and the runner's identity may change only its data (an admission policy,
-    /// k8s/base/admission-run-records.yaml); they are read for the Job's environment of earlier releases.
-    #[arg(long, env = "LMEVAL_JOB_NAME")]
-    pub job_name: Option<String>,
-    #[arg(long, env = "LMEVAL_JOB_UID")]
-    pub job_uid: Option<String>,
-    #[arg(long, env = "LMEVAL_EVALUATION_ID")]
-    pub evaluation_id: Option<String>,
     /// lm-eval's `--output_path`, where the results file is found at the end.
     #[arg(long, env = "LMEVAL_OUTPUT_DIR")]
     pub output_dir: Option<std::path::PathBuf>,
@@ -58,7 +49,8 @@ impl RecordWriter {
             kube::Config::infer().await?
         };
         let api: Api<ConfigMap> = Api::namespaced(Client::try_from(config)?, namespace);
-        // Only the data: the record's labels and owners are the controller's (see `RecordTarget`).
+        // Only the data: the record's labels and owner are the controller's, made with it, and the runner's
+        // identity may change nothing else (k8s/base/admission-run-records.yaml).
         let meta = ObjectMeta { name: Some(name.clone()), namespace: Some(namespace.clone()), ..ObjectMeta::default() };
         let (progress, mut updates) = watch::channel(None);
         let (task_api, task_meta) = (api.clone(), meta.clone());

@@ -35,8 +35,6 @@ pub const CA_FILE: &str = "/lmeval/ca/ca-bundle.crt";
 pub const CA_BUNDLE_ENV: [&str; 3] = ["SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"];
 const CONFIG_FILE: &str = "config.yaml";
 pub const GPU_RESOURCE: &str = "nvidia.com/gpu";
-/// The label the job controller puts on its pods, read by the driver through the downward API.
-const JOB_UID_LABEL: &str = "batch.kubernetes.io/controller-uid";
 
 /// How the server runs evaluations: set by the operator, never by a request.
 #[derive(Debug, Clone, PartialEq)]
@@ -314,8 +312,6 @@ pub fn build(
     let mut env = vec![
         env_value("LMEVAL_EVALUATION_ID", id.to_string()),
         env_value("LMEVAL_RUN_RECORD", name.clone()),
-        env_value("LMEVAL_JOB_NAME", name.clone()),
-        env_field("LMEVAL_JOB_UID", &format!("metadata.labels['{JOB_UID_LABEL}']")),
         env_field("LMEVAL_NAMESPACE", "metadata.namespace"),
         env_value("LMEVAL_OUTPUT_DIR", OUTPUT_DIR),
         env_value("HOME", CACHE_DIR),
