@@ -70,6 +70,8 @@ echo "probe create $(/usr/bin/curl -sk -o /dev/null -w '%{{http_code}}' -H "Auth
         ("create", "configmaps".to_string()),
         ("get", "secrets".to_string()),
         ("create", "pods".to_string()),
+        // The third door to an Evaluation naming a Secret (REST and kubectl are k8s_admission's): none for a runner.
+        ("create", "evaluations.lm-eval-aas.io".to_string()),
     ] {
         assert!(!can(verb, &what), "the runner may not {verb} {what}");
     }
